@@ -1,0 +1,226 @@
+"""Typed, validated configuration: hardware profiles, search spaces and search settings.
+
+This is the only module that reads YAML. Every file becomes a frozen, keyword-only dataclass
+that validates itself in ``__post_init__``; unknown keys are rejected. Errors name the file,
+the field, the value and what would be valid.
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from autoprune.errors import ConfigError
+from autoprune.plan import STRUCTURES
+
+BACKENDS = ("onnxruntime", "torch", "tvm")
+DEVICES = ("cpu", "cuda")
+PRECISIONS = ("fp32", "fp16")
+OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "latency_p90": "minimize",
+              "params": "minimize", "macs": "minimize", "memory": "minimize"}
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+             f"`{name}` must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_number(name: str, value: Any, low: float, high: float | None = None) -> None:
+    ok = _is_number(value) and value >= low and (high is None or value <= high)
+    bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    _require(ok, f"`{name}` must be a number {bound}, got {value!r}")
+
+
+def _check_choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:
+    _require(value in choices, f"`{name}` must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RpcConfig:
+    """Where a remote board's TVM RPC server (or tracker) listens."""
+
+    host: str
+    port: int
+    key: str | None = None
+    use_tracker: bool = False
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.host, str) and bool(self.host), f"`rpc.host` must be a host name, got {self.host!r}")
+        _check_int("rpc.port", self.port, 1)
+        _check_number("rpc.timeout_s", self.timeout_s, 0.1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardwareProfile:
+    """One target device and how latency is measured on it (hw_profiles/*.yaml)."""
+
+    name: str
+    backend: str
+    device: str = "cpu"
+    threads: int = 1
+    batch_size: int = 1
+    input_shape: tuple[int, ...] | None = None
+    precision: str = "fp32"
+    warmup_s: float = 0.5
+    min_runs: int = 50
+    repeats: int = 5
+    max_cv: float = 0.05
+    max_remeasure: int = 2
+    round_to: int = 8
+    fast_structures: tuple[str, ...] = ("channel",)
+    target: Mapping[str, Any] | None = None
+    tuning_trials: int = 0
+    tuning_db: str | None = None
+    cross_compiler: str | None = None
+    rpc: RpcConfig | None = None
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
+        _check_choice("backend", self.backend, BACKENDS)
+        _check_choice("device", self.device, DEVICES)
+        _check_int("threads", self.threads, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        if self.input_shape is not None:
+            _require(all(isinstance(d, int) and d > 0 for d in self.input_shape),
+                     f"`input_shape` must be positive integers, got {list(self.input_shape)}")
+        _check_choice("precision", self.precision, PRECISIONS)
+        _require(self.precision == "fp32" or self.device == "cuda", "`precision` fp16 needs `device: cuda`")
+        _check_number("warmup_s", self.warmup_s, 0.0)
+        _check_int("min_runs", self.min_runs, 1)
+        _check_int("repeats", self.repeats, 1)
+        _check_number("max_cv", self.max_cv, 0.0, 10.0)
+        _check_int("max_remeasure", self.max_remeasure, 0)
+        _check_int("round_to", self.round_to, 1)
+        for s in self.fast_structures:
+            _check_choice("fast_structures", s, STRUCTURES)
+        _check_int("tuning_trials", self.tuning_trials, 0)
+        if self.target is not None:
+            _require(isinstance(self.target, Mapping) and "kind" in self.target,
+                     f"`target` must be a mapping with a `kind` (e.g. {{kind: llvm}}), got {self.target!r}")
+        _require(self.backend == "tvm" or (self.target is None and self.rpc is None),
+                 "`target` and `rpc` only apply to `backend: tvm`")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchSpace:
+    """What the agents may propose (search_spaces/*.yaml)."""
+
+    name: str
+    structures: tuple[str, ...] = ("channel",)
+    ratio_min: float = 0.0
+    ratio_max: float = 0.8
+    ratio_step: float = 0.05
+    min_channels: int = 8
+    importance: str = "l2"
+    ignore: tuple[str, ...] = ()
+    round_to: int | None = None
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
+        _require(len(self.structures) > 0, "`structures` must list at least one structure")
+        for s in self.structures:
+            _check_choice("structures", s, STRUCTURES)
+        _check_number("ratio_min", self.ratio_min, 0.0, 0.99)
+        _check_number("ratio_max", self.ratio_max, 0.0, 0.99)
+        _require(self.ratio_min <= self.ratio_max,
+                 f"`ratio_min` ({self.ratio_min}) must be <= `ratio_max` ({self.ratio_max})")
+        _check_number("ratio_step", self.ratio_step, 0.001, 0.5)
+        _check_int("min_channels", self.min_channels, 1)
+        if self.round_to is not None:
+            _check_int("round_to", self.round_to, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchConfig:
+    """One search: which task, profile, space and agent, and its budget."""
+
+    task: str
+    profile: HardwareProfile
+    space: SearchSpace
+    agent: str = "tpe"
+    trials: int = 12
+    seed: int = 0
+    objectives: tuple[str, ...] = ("accuracy", "latency")
+    max_latency_ms: float | None = None
+    min_speedup: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_int("trials", self.trials, 1)
+        _check_int("seed", self.seed, 0)
+        _require(len(self.objectives) >= 1, "`objectives` must name at least one objective")
+        for o in self.objectives:
+            _check_choice("objectives", o, list(OBJECTIVES))
+        if self.max_latency_ms is not None:
+            _check_number("max_latency_ms", self.max_latency_ms, 0.0)
+        _check_number("min_speedup", self.min_speedup, 0.0)
+
+    @property
+    def round_to(self) -> int:
+        return self.space.round_to or self.profile.round_to
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+C = TypeVar("C")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of fields at the top level, got {type(data).__name__}")
+    return data
+
+
+def build(cls: type[C], data: Mapping[str, Any], source: str) -> C:
+    """Build a config dataclass from a mapping, rejecting unknown and missing fields."""
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: unknown field `{unknown[0]}`; valid fields: {', '.join(names)}")
+    missing = [n for n, f in names.items()
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and n not in data]
+    if missing:
+        raise ConfigError(f"{source}: missing required field `{missing[0]}`")
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
+    if cls is HardwareProfile and isinstance(values.get("rpc"), Mapping):
+        values["rpc"] = build(RpcConfig, values["rpc"], f"{source}: rpc")
+    try:
+        return cls(**values)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except TypeError as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def load_profile(path: str | Path) -> HardwareProfile:
+    """Load and validate a hardware profile YAML file."""
+    path = Path(path)
+    return build(HardwareProfile, _read_yaml(path), str(path))
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Load and validate a search space YAML file."""
+    path = Path(path)
+    return build(SearchSpace, _read_yaml(path), str(path))

@@ -1,0 +1,78 @@
+"""Terminal output: the search progress bar and the tables the CLI prints (rich)."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from autoprune.execution.record import COMPLETE, TrialRecord
+
+
+def _best_tradeoff(records: list[TrialRecord], dense_accuracy: float, tolerance: float = 0.01) -> str:
+    """The fastest complete trial within ``tolerance`` of dense accuracy, as a short string."""
+    near = [r for r in records if r.state == COMPLETE and r.accuracy is not None and r.accuracy >= dense_accuracy - tolerance]
+    if not near:
+        return "no trial within 1 pt of dense yet"
+    best = max(near, key=lambda r: r.speedup or 0.0)
+    return f"best within 1 pt: #{best.number} {100 * best.accuracy:.1f}% @ {best.latency_ms:.3f} ms ({best.speedup:.2f}x)"
+
+
+class SearchProgress:
+    """A rich progress bar fed by the driver's events; shows the best trade-off so far."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                 TimeRemainingColumn(), TextColumn("{task.description}"), console=console)
+        self.task_id = None
+        self.records: list[TrialRecord] = []
+        self.dense_accuracy = 0.0
+
+    def __call__(self, kind: str, payload: Any) -> None:
+        if kind == "dense":
+            self.dense_accuracy = payload.accuracy
+            self.console.print(f"dense model: accuracy {100 * payload.accuracy:.2f}%, latency "
+                               f"{payload.latency['median_ms']:.3f} ms (p90 {payload.latency['p90_ms']:.3f}, "
+                               f"CV {100 * payload.latency['cv']:.1f}%), {payload.macs / 1e6:.1f} M MACs, "
+                               f"{len(payload.groups)} prunable groups")
+        elif kind == "start":
+            done, total = payload
+            self.progress.start()
+            self.task_id = self.progress.add_task("", total=total, completed=done)
+            if done:
+                self.console.print(f"resuming: {done} of {total} trials already finished")
+        elif kind == "trial":
+            self.records.append(payload)
+            self.progress.update(self.task_id, advance=1,
+                                 description=_best_tradeoff(self.records, self.dense_accuracy))
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def pareto_table(dense: Any, front: list[TrialRecord]) -> Table:
+    """The Pareto front next to the dense reference."""
+    table = Table(title="Pareto front (accuracy vs measured latency)")
+    for column in ("trial", "accuracy %", "Δ acc pt", "p50 ms", "p90 ms", "speed-up", "MACs M", "params K", "mean ratio"):
+        table.add_column(column, justify="right")
+    lat = dense.latency
+    table.add_row("dense", f"{100 * dense.accuracy:.2f}", "0.00", f"{lat['median_ms']:.3f}", f"{lat['p90_ms']:.3f}",
+                  "1.00x", f"{dense.macs / 1e6:.1f}", f"{dense.params / 1e3:.0f}", "0.00", style="dim")
+    for r in front:
+        ratios = [g["ratio"] for g in r.plan.values()]
+        table.add_row(str(r.number), f"{100 * r.accuracy:.2f}", f"{100 * (r.accuracy - dense.accuracy):+.2f}",
+                      f"{r.latency_ms:.3f}", f"{r.latency_p90_ms:.3f}", f"{r.speedup:.2f}x", f"{r.macs / 1e6:.1f}",
+                      f"{r.params / 1e3:.0f}", f"{sum(ratios) / max(len(ratios), 1):.2f}")
+    return table
+
+
+def latency_table(title: str, stats: dict[str, Any]) -> Table:
+    table = Table(title=title)
+    for column in ("p50 ms", "p90 ms", "mean ms", "CV %", "runs", "backend", "threads", "batch"):
+        table.add_column(column, justify="right")
+    table.add_row(f"{stats['median_ms']:.3f}", f"{stats['p90_ms']:.3f}", f"{stats['mean_ms']:.3f}",
+                  f"{100 * stats['cv']:.1f}", str(stats["runs"]), stats["backend"], str(stats["threads"]),
+                  str(stats["batch_size"]))
+    return table

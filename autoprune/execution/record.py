@@ -1,0 +1,54 @@
+"""TrialRecord: everything one trial produced, as plain data that crosses processes as a dict."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+COMPLETE, REJECTED, FAILED = "complete", "rejected", "failed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialRecord:
+    """The outcome of one trial.
+
+    ``state`` is ``complete`` (fine-tuned and measured), ``rejected`` (screened out before
+    fine-tuning, e.g. not faster than dense) or ``failed`` (with ``reason``). Latencies are
+    LatencyStats dicts; ``dense_latency`` was measured interleaved with the candidate.
+    """
+
+    number: int
+    plan: dict[str, dict[str, Any]]
+    state: str
+    reason: str = ""
+    accuracy: float | None = None
+    latency: dict[str, Any] | None = None
+    dense_latency: dict[str, Any] | None = None
+    speedup: float | None = None
+    macs: int | None = None
+    params: int | None = None
+    channels: dict[str, list[int]] = field(default_factory=dict)
+    model_path: str | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.latency is None else float(self.latency["median_ms"])
+
+    @property
+    def latency_p90_ms(self) -> float | None:
+        return None if self.latency is None else float(self.latency["p90_ms"])
+
+    def objective(self, name: str) -> float | None:
+        """The value of a named objective (see ``config.OBJECTIVES``)."""
+        values = {"accuracy": self.accuracy, "latency": self.latency_ms, "latency_p90": self.latency_p90_ms,
+                  "params": self.params, "macs": self.macs,
+                  "memory": (self.latency or {}).get("info", {}).get("peak_memory_bytes")}
+        value = values[name]
+        return None if value is None else float(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialRecord:
+        return cls(**data)

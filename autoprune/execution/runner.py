@@ -1,0 +1,95 @@
+"""TrialRunner: the one place that chains plan -> prune -> screen -> fine-tune -> evaluate -> record.
+
+Latency is measured right after pruning (the architecture is final then) and interleaved with
+the dense model; a candidate that is not faster than ``min_speedup`` x dense, or misses the
+latency budget, is rejected before any fine-tuning. Any failure becomes a FAILED record.
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autoprune.config import SearchConfig
+from autoprune.errors import AutopruneError
+from autoprune.execution.record import COMPLETE, FAILED, REJECTED, TrialRecord
+from autoprune.hardware.protocol import LatencyMeter
+from autoprune.plan import PruningPlan
+from autoprune.pruning import apply_plan, model_stats
+from autoprune.results.files import atomic_torch_save, atomic_write_json
+from autoprune.task import Task
+from autoprune.training import evaluate, fine_tune
+
+
+@dataclass
+class TrialRunner:
+    """Evaluates plans against one dense model on one hardware profile."""
+
+    task: Task
+    config: SearchConfig
+    dense: nn.Module
+    meter: LatencyMeter
+    trials_dir: Path | None = None
+
+    def prune(self, plan: PruningPlan) -> tuple[nn.Module, dict[str, list[int]]]:
+        """A pruned copy of the dense model and its channels per group (before, after)."""
+        result = apply_plan(copy.deepcopy(self.dense), self.task.example_input, plan,
+                            round_to=self.config.round_to, min_channels=self.config.space.min_channels,
+                            importance=self.config.space.importance, ignore=self.config.space.ignore)
+        return result.model, {k: list(v) for k, v in result.channels.items()}
+
+    def screen(self, speedup: float, latency_ms: float) -> str:
+        """Why a candidate is rejected before fine-tuning ('' when it passes)."""
+        if speedup < self.config.min_speedup:
+            return f"not faster than dense: speed-up {speedup:.2f}x < {self.config.min_speedup:.2f}x"
+        budget = self.config.max_latency_ms
+        if budget is not None and latency_ms > budget:
+            return f"over the latency budget: {latency_ms:.3f} ms > {budget:.3f} ms"
+        return ""
+
+    def run(self, number: int, plan: PruningPlan) -> TrialRecord:
+        """Evaluate ``plan`` as trial ``number``; never raises for a trial-level failure."""
+        seconds: dict[str, float] = {}
+        base = {"number": number, "plan": plan.to_dict(), "seconds": seconds}
+        try:
+            start = time.perf_counter()
+            model, channels = self.prune(plan)
+            stats = model_stats(model, self.task.example_input)
+            seconds["prune"] = time.perf_counter() - start
+            start = time.perf_counter()
+            latency, dense_latency = self.meter.compare(model)
+            seconds["measure"] = time.perf_counter() - start
+            speedup = dense_latency.median_ms / latency.median_ms
+            measured = {**base, "latency": latency.to_dict(), "dense_latency": dense_latency.to_dict(),
+                        "speedup": speedup, "macs": stats.macs, "params": stats.params, "channels": channels}
+            reason = self.screen(speedup, latency.median_ms)
+            if reason:
+                return TrialRecord(state=REJECTED, reason=reason, **measured)
+            start = time.perf_counter()
+            teacher = self.dense if self.task.recipe.distill_weight > 0 else None
+            fine_tune(model, self.task.train_set, self.task.recipe, seed=self.config.seed + number, teacher=teacher)
+            accuracy = evaluate(model, self.task.val_set, self.task.metric)
+            seconds["finetune"] = time.perf_counter() - start
+            return TrialRecord(state=COMPLETE, accuracy=accuracy, model_path=self._save(number, plan, model),
+                               **measured)
+        except (AutopruneError, RuntimeError, ValueError) as err:
+            return TrialRecord(state=FAILED, reason=f"{type(err).__name__}: {err}", **base)
+
+    def _save(self, number: int, plan: PruningPlan, model: nn.Module) -> str | None:
+        """Plan + state_dict (never a pickled module), written atomically."""
+        if self.trials_dir is None:
+            return None
+        folder = self.trials_dir / f"{number:04d}"
+        atomic_write_json(folder / "plan.json", plan.to_dict())
+        path = atomic_torch_save({k: v.detach().clone() for k, v in model.state_dict().items()}, folder / "model.pt")
+        return str(path)
+
+
+def reload_state(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a saved candidate's weights into an architecture rebuilt from its plan."""
+    model.load_state_dict(torch.load(path, weights_only=True))
+    return model.eval()

@@ -1,0 +1,82 @@
+"""The LatencyBackend ABC and its registry.
+
+Call order: ``backend = get_backend(profile)``; ``prepared = backend.prepare(model, x)`` once
+per model (export/compile/load); then the protocol calls ``prepared.run(n)`` to time ``n``
+inferences. Backends never see the search; the protocol never sees the runtime.
+"""
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from autoprune.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from autoprune.config import HardwareProfile
+
+BACKENDS: Registry[type[LatencyBackend]] = Registry(
+    "backend", ["autoprune.hardware.onnxruntime_backend", "autoprune.hardware.torch_backend"]
+)
+
+
+class Prepared(ABC):
+    """A model loaded in a runtime, ready to be timed."""
+
+    #: facts about the prepared model (size on disk, tuned or not, ...) copied into LatencyStats
+    info: dict[str, Any]
+
+    @abstractmethod
+    def run(self, n: int) -> list[float]:
+        """Run ``n`` inferences; return each one's latency in seconds."""
+
+
+class CallablePrepared(Prepared):
+    """Times a zero-argument inference callable with ``perf_counter`` (synchronising inside it)."""
+
+    def __init__(self, infer: Callable[[], Any], info: dict[str, Any] | None = None) -> None:
+        self._infer = infer
+        self.info = info or {}
+
+    def run(self, n: int) -> list[float]:
+        samples = []
+        for _ in range(n):
+            start = time.perf_counter()
+            self._infer()
+            samples.append(time.perf_counter() - start)
+        return samples
+
+
+class LatencyBackend(ABC):
+    """Prepares models for one runtime as a HardwareProfile describes it."""
+
+    def __init__(self, profile: HardwareProfile) -> None:
+        self.profile = profile
+
+    @abstractmethod
+    def prepare(self, model: nn.Module, example_input: torch.Tensor) -> Prepared:
+        """Export/compile/load ``model`` for timing at the profile's batch size and input shape."""
+
+    def versions(self) -> dict[str, str]:
+        """Library versions that affect this backend's latency (recorded with every measurement)."""
+        import torch
+
+        return {"torch": torch.__version__}
+
+    def batch_input(self, example_input: torch.Tensor) -> torch.Tensor:
+        """The example input at the profile's batch size (and input shape, when it sets one)."""
+        import torch
+
+        x = example_input[:1]
+        if self.profile.input_shape is not None:
+            x = torch.randn(1, *self.profile.input_shape, generator=torch.Generator().manual_seed(0))
+        return x.repeat(self.profile.batch_size, *([1] * (x.dim() - 1))).contiguous()
+
+
+def get_backend(profile: HardwareProfile) -> LatencyBackend:
+    """Instantiate the profile's backend (BackendUnavailable if its runtime is missing)."""
+    return BACKENDS.get(profile.backend, where=f"hardware profile {profile.name}")(profile)

@@ -1,0 +1,120 @@
+"""The measurement protocol every backend follows (DESIGN section 4).
+
+Warm up by time, then time at least ``min_runs`` inferences split into ``repeats`` blocks;
+when several models are measured together their blocks are interleaved so slow drifts of the
+machine hit all of them alike. Report median, p90 and CV (std/mean of single runs); re-measure
+while CV is above the profile's ``max_cv`` (up to ``max_remeasure`` times, keeping the best).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from autoprune.hardware.base import LatencyBackend, Prepared, get_backend
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from autoprune.config import HardwareProfile
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencyStats:
+    """One model's measured latency on one profile."""
+
+    median_ms: float
+    p90_ms: float
+    mean_ms: float
+    cv: float
+    runs: int
+    profile: str
+    backend: str
+    device: str
+    threads: int
+    batch_size: int
+    attempts: int = 1
+    info: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
+        return cls(**data)
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+def _summarise(samples: list[float]) -> tuple[float, float, float, float]:
+    ordered = sorted(samples)
+    mean = statistics.fmean(ordered)
+    cv = statistics.pstdev(ordered) / mean if mean > 0 else 0.0
+    return statistics.median(ordered) * 1e3, _percentile(ordered, 0.9) * 1e3, mean * 1e3, cv
+
+
+def _time_interleaved(prepared: list[Prepared], profile: HardwareProfile) -> list[list[float]]:
+    deadline = time.perf_counter() + profile.warmup_s
+    while True:  # warm up every model by time (at least one run each)
+        for p in prepared:
+            p.run(1)
+        if time.perf_counter() >= deadline:
+            break
+    per_block = math.ceil(profile.min_runs / profile.repeats)
+    samples: list[list[float]] = [[] for _ in prepared]
+    for _ in range(profile.repeats):
+        for i, p in enumerate(prepared):
+            samples[i].extend(p.run(per_block))
+    return samples
+
+
+def time_prepared(prepared: list[Prepared], backend: LatencyBackend) -> list[LatencyStats]:
+    """Apply the protocol to already prepared models; one LatencyStats per model."""
+    profile = backend.profile
+    best: list[LatencyStats | None] = [None] * len(prepared)
+    for attempt in range(1, profile.max_remeasure + 2):
+        for i, samples in enumerate(_time_interleaved(prepared, profile)):
+            median, p90, mean, cv = _summarise(samples)
+            stats = LatencyStats(median_ms=median, p90_ms=p90, mean_ms=mean, cv=cv, runs=len(samples),
+                                 profile=profile.name, backend=profile.backend, device=profile.device,
+                                 threads=profile.threads, batch_size=profile.batch_size, attempts=attempt,
+                                 info=dict(prepared[i].info), versions=backend.versions())
+            if best[i] is None or stats.cv < best[i].cv:
+                best[i] = stats
+        if all(s.cv <= profile.max_cv for s in best):
+            break
+    return [s for s in best if s is not None]
+
+
+def measure_models(profile: HardwareProfile, models: list[nn.Module], example_input: torch.Tensor) -> list[LatencyStats]:
+    """Prepare and measure several models together (interleaved) on ``profile``."""
+    backend = get_backend(profile)
+    return time_prepared([backend.prepare(m, example_input) for m in models], backend)
+
+
+class LatencyMeter:
+    """Keeps the dense model prepared so every candidate is measured interleaved with it.
+
+    ``compare(candidate)`` returns (candidate stats, dense stats) from one interleaved
+    measurement, so the speed-up ratio is taken in the same process and moment.
+    """
+
+    def __init__(self, profile: HardwareProfile, dense: nn.Module, example_input: torch.Tensor) -> None:
+        self.profile = profile
+        self.backend = get_backend(profile)
+        self.example_input = example_input
+        self._dense = self.backend.prepare(dense, example_input)
+
+    def dense(self) -> LatencyStats:
+        return time_prepared([self._dense], self.backend)[0]
+
+    def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
+        cand, dense = time_prepared([self.backend.prepare(candidate, self.example_input), self._dense], self.backend)
+        return cand, dense

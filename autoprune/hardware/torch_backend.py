@@ -1,0 +1,54 @@
+"""PyTorch eager backend (CPU with a fixed thread count, or CUDA with synchronisation)."""
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+from autoprune.errors import BackendUnavailable
+from autoprune.hardware.base import BACKENDS, CallablePrepared, LatencyBackend, Prepared
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+@BACKENDS.register("torch")
+class TorchEagerBackend(LatencyBackend):
+    """Runs the module itself under ``torch.inference_mode``."""
+
+    def prepare(self, model: nn.Module, example_input: torch.Tensor) -> Prepared:
+        import torch
+
+        device = torch.device(self.profile.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise BackendUnavailable(f"hardware profile {self.profile.name}: CUDA is not available to torch")
+        dtype = torch.float16 if self.profile.precision == "fp16" else torch.float32
+        runnable = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
+        x = self.batch_input(example_input).to(device=device, dtype=dtype)
+
+        def infer() -> None:
+            with torch.inference_mode():
+                runnable(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+
+        size = sum(p.numel() * p.element_size() for p in runnable.parameters())
+        return _ThreadPinned(infer, self.profile.threads, info={"model_bytes": size})
+
+
+class _ThreadPinned(CallablePrepared):
+    """Runs timed batches with torch's intra-op thread count fixed to the profile's."""
+
+    def __init__(self, infer, threads: int, info: dict) -> None:
+        super().__init__(infer, info)
+        self._threads = threads
+
+    def run(self, n: int) -> list[float]:
+        import torch
+
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self._threads)
+        try:
+            return super().run(n)
+        finally:
+            torch.set_num_threads(previous)

@@ -1,0 +1,1 @@
+"""Run folders, study storage, Pareto fronts, reports and export."""

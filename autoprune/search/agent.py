@@ -1,0 +1,51 @@
+"""The Agent ABC and its registry.
+
+Call order, repeated until the budget is spent: ``trial = agent.ask()`` gives an Optuna
+trial whose parameters are a plan (``PlanSpace.plan_from_params``); the runner evaluates it;
+``agent.tell(trial, record)`` reports the outcome. The run's Optuna study stores every trial.
+Agents never touch models.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING
+
+from autoprune.registry import Registry
+
+if TYPE_CHECKING:
+    import optuna
+
+    from autoprune.execution.record import TrialRecord
+    from autoprune.search.space import PlanSpace
+
+AGENTS: Registry[type[Agent]] = Registry("agent", ["autoprune.search.optuna_agents"])
+
+
+class Agent(ABC):
+    """Proposes plans (ask) and learns from their outcomes (tell)."""
+
+    #: Optuna sampler the run's study is created with (None: Optuna's default is not used).
+    def __init__(self, study: optuna.Study, space: PlanSpace, seed: int) -> None:
+        self.study = study
+        self.space = space
+        self.seed = seed
+
+    @staticmethod
+    def sampler(seed: int) -> optuna.samplers.BaseSampler | None:
+        """The sampler the study must be created with (agents that propose plans themselves return None)."""
+        return None
+
+    @abstractmethod
+    def ask(self) -> optuna.trial.Trial:
+        """A new trial of the study whose parameters define the next plan."""
+
+    def tell(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
+        """Learn from the trial's outcome; the driver has already written it to the study."""
+
+
+def make_agent(name: str, study: optuna.Study, space: PlanSpace, seed: int) -> Agent:
+    return AGENTS.get(name, where="--agent")(study, space, seed)
+
+
+def agent_sampler(name: str, seed: int):
+    return AGENTS.get(name, where="--agent").sampler(seed)

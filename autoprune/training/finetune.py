@@ -1,0 +1,130 @@
+"""Fine-tune a (pruned) model with a recipe, optionally distilling from the dense model.
+
+Also used to train the dense model of an embedded task. A NaN/inf loss stops training at
+once with :class:`TrainingDiverged`, so the trial is recorded failed instead of wasting time.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from autoprune.errors import AutopruneError
+from autoprune.task import FineTuneRecipe, top1_accuracy
+
+
+class TrainingDiverged(AutopruneError):
+    """The loss became NaN or infinite."""
+
+
+def _optimizer(model: nn.Module, recipe: FineTuneRecipe) -> torch.optim.Optimizer:
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=0.9,
+                               weight_decay=recipe.weight_decay, nesterov=True)
+    return torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
+
+
+def _scheduler(opt: torch.optim.Optimizer, recipe: FineTuneRecipe, total_steps: int):
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=max(total_steps, 1))
+    if recipe.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton's soft-target KL loss, scaled by T^2 so its gradient size does not depend on T."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, dim=1), F.softmax(teacher / t, dim=1),
+                    reduction="batchmean") * t * t
+
+
+def fine_tune(
+    model: nn.Module,
+    train_set: Dataset,
+    recipe: FineTuneRecipe,
+    *,
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+) -> nn.Module:
+    """Train ``model`` in place for ``recipe.epochs`` epochs and return it in eval mode.
+
+    Args:
+        teacher: the dense model; used when ``recipe.distill_weight > 0``.
+        after_step: called after every optimizer step (e.g. to re-apply sparsity masks).
+
+    Raises:
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    if recipe.epochs == 0:
+        return model.eval()
+    torch.set_num_threads(recipe.threads)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator, drop_last=True)
+    opt = _optimizer(model, recipe)
+    sched = _scheduler(opt, recipe, recipe.epochs * len(loader))
+    distill = teacher is not None and recipe.distill_weight > 0
+    if distill:
+        teacher.eval()
+    model.train()
+    for _ in range(recipe.epochs):
+        for inputs, targets in loader:
+            logits = model(inputs)
+            loss = F.cross_entropy(logits, targets)
+            if distill:
+                with torch.no_grad():
+                    soft = teacher(inputs)
+                w = recipe.distill_weight
+                loss = (1 - w) * loss + w * distillation_loss(logits, soft, recipe.temperature)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"fine-tune diverged: loss is {value}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if after_step is not None:
+                after_step(model)
+    return model.eval()
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    metric: Callable[[torch.Tensor, torch.Tensor], float] = top1_accuracy,
+    batch_size: int = 512,
+) -> float:
+    """The metric over the whole dataset (logits gathered, then scored once)."""
+    model.eval()
+    logits, targets = [], []
+    for inputs, target in DataLoader(dataset, batch_size=batch_size):
+        logits.append(model(inputs))
+        targets.append(target)
+    return float(metric(torch.cat(logits), torch.cat(targets)))
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, batches: int = 8, batch_size: int = 64) -> nn.Module:
+    """Re-estimate BatchNorm running statistics after pruning (no weight update)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the calibration batches
+    model.train()
+    for i, (inputs, _) in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
+        if i >= batches:
+            break
+        model(inputs)
+    for m, momentum in zip(norms, momenta):
+        m.momentum = momentum
+    return model.eval()

@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from autoprune.config import SearchConfig, SearchSpace
+from autoprune.execution.driver import run_search
+from autoprune.execution.record import COMPLETE
+from autoprune.results.run import RunFolder, finished_records, open_study
+from tests.conftest import ROOT
+
+TASK = "tests.tiny_task:tiny_task"
+
+
+def _config(profile, trials: int, agent: str = "tpe") -> SearchConfig:
+    return SearchConfig(task=TASK, profile=profile, space=SearchSpace(name="t", min_channels=4), agent=agent,
+                        trials=trials, seed=1, min_speedup=0.0)
+
+
+@pytest.mark.parametrize("agent", ["tpe", "random"])
+def test_search_end_to_end(tmp_path: Path, fast_profile, agent: str) -> None:
+    events = []
+    outcome = run_search(_config(fast_profile, 4, agent), tmp_path / "run", on_event=lambda k, p: events.append(k))
+    assert len(outcome.records) == 4 and events.count("trial") == 4
+    assert outcome.front and all(r.state == COMPLETE for r in outcome.front)
+    pareto = json.loads((tmp_path / "run/pareto.json").read_text())
+    assert pareto["dense"]["latency"]["median_ms"] > 0 and pareto["trials"]["finished"] == 4
+    entry = pareto["front"][0]
+    assert {"plan", "accuracy", "latency", "speedup", "macs", "params"} <= set(entry)
+    assert entry["speedup"] == pytest.approx(entry["dense_latency"]["median_ms"] / entry["latency"]["median_ms"])
+    assert Path(entry["model_path"]).is_file()
+    # the same call again finds the budget spent and repeats nothing
+    again = run_search(_config(fast_profile, 4, agent), tmp_path / "run")
+    assert [r.number for r in again.records] == [r.number for r in outcome.records]
+
+
+def test_resume_refuses_a_different_search(tmp_path: Path, fast_profile) -> None:
+    from autoprune.errors import ConfigError
+
+    run_search(_config(fast_profile, 1), tmp_path / "run")
+    with pytest.raises(ConfigError, match="different `agent`"):
+        run_search(_config(fast_profile, 1, agent="random"), tmp_path / "run")
+
+
+def test_rejected_candidates_cost_no_fine_tune(tmp_path: Path, fast_profile) -> None:
+    config = SearchConfig(task=TASK, profile=fast_profile, space=SearchSpace(name="t"), trials=2, seed=0,
+                          min_speedup=100.0)
+    outcome = run_search(config, tmp_path / "run")
+    assert all(r.state == "rejected" and "not faster than dense" in r.reason for r in outcome.records)
+    assert all("finetune" not in r.seconds and r.latency is not None for r in outcome.records)
+
+
+def _finished(db: Path) -> int:
+    with sqlite3.connect(db) as con:
+        if not con.execute("select name from sqlite_master where name = 'trials'").fetchone():
+            return 0
+        return con.execute("select count(*) from trials where state in ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()[0]
+
+
+def test_killed_search_resumes_without_lost_or_repeated_trials(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "autoprune", "search", "--task", TASK, "--hw", str(ROOT / "hw_profiles/cpu-onnxruntime.yaml"),
+           "--space", str(ROOT / "search_spaces/default.yaml"), "--agent", "random", "--trials", "5", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((out / "study.db").is_file() and _finished(out / "study.db") >= 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    study = open_study(RunFolder(out).storage_url(), ["maximize", "minimize"])
+    before = finished_records(study)
+    running = [t for t in study.trials if t.state.name == "RUNNING"]
+    assert 2 <= len(before) < 5
+    result = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    study = open_study(RunFolder(out).storage_url(), ["maximize", "minimize"])
+    after = finished_records(study)
+    assert len(after) == 5
+    assert [r.to_dict() for r in after[: len(before)]] == [r.to_dict() for r in before]  # kept as they were
+    plans = [json.dumps(r.plan, sort_keys=True) for r in after]
+    assert len(set(plans)) == len(plans)  # nothing repeated
+    for trial in running:  # the interrupted trial was re-run with its plan
+        params = trial.params
+        assert any(t.params == params and t.state.name == "COMPLETE" for t in study.trials if t.number > trial.number)

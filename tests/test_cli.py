@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from autoprune.cli import build_parser, main
+from tests.conftest import ROOT
+
+SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("args", [["--help"]] + [[c, "--help"] for c in SUBCOMMANDS])
+def test_help_is_instant(args: list[str]) -> None:
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-m", "autoprune", *args], capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0 and "usage: autoprune" in result.stdout
+    assert time.perf_counter() - start < 1.0
+
+
+@pytest.mark.parametrize("args, message", [
+    (["search", "--out", "x", "--agent", "bogus"], "unknown agent 'bogus'; valid: "),
+    (["search", "--out", "x", "--task", "nosuch"], "unknown task 'nosuch'"),
+    (["search", "--out", "x", "--hw", "missing.yaml"], "missing.yaml: file not found"),
+    (["search", "--out", "x", "--trials", "0"], "`trials` must be an integer >= 1, got 0"),
+    (["profile", "--task", "tests.tiny_task:nope"], "has no callable 'nope'"),
+])
+def test_user_errors_are_one_line_exit_2(args, message, capsys) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("autoprune: error: ") and message in err and "\n" not in err
+
+
+def test_profile_prints_latency(capsys) -> None:
+    assert main(["profile", "--task", "tests.tiny_task:tiny_task", "--hw", str(ROOT / "hw_profiles/cpu-onnxruntime.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "p50 ms" in out and "onnxruntime" in out

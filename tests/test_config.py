@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoprune.config import HardwareProfile, SearchConfig, SearchSpace, load_profile, load_space
+from autoprune.errors import ConfigError
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "hw_profiles").glob("*.yaml")))
+def test_shipped_profiles_load(path: Path) -> None:
+    profile = load_profile(path)
+    assert profile.name == path.stem
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "search_spaces").glob("*.yaml")))
+def test_shipped_spaces_load(path: Path) -> None:
+    assert load_space(path).name == path.stem
+
+
+def test_default_space_matches_issue() -> None:
+    space = load_space(ROOT / "search_spaces/default.yaml")
+    assert space.structures == ("channel",) and (space.ratio_min, space.ratio_max) == (0.0, 0.8)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nbackend: onnxruntime\nthreads: 0\n", "`threads` must be an integer >= 1, got 0"),
+    ("name: x\nbackend: tensorrt\n", "`backend` must be one of onnxruntime, torch, tvm, got 'tensorrt'"),
+    ("name: x\nbackend: torch\nthreadz: 2\n", "unknown field `threadz`"),
+    ("backend: torch\n", "missing required field `name`"),
+    ("name: x\nbackend: torch\nprecision: fp16\n", "`precision` fp16 needs `device: cuda`"),
+    ("name: [x\n", "not valid YAML"),
+    ("- a\n- b\n", "expected a mapping"),
+])
+def test_profile_errors_name_file_and_field(tmp_path: Path, text: str, message: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_profile(path)
+    assert str(err.value).startswith(str(path)) and message in str(err.value)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="file not found"):
+        load_profile(tmp_path / "nope.yaml")
+
+
+def test_space_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"`ratio_min` \(0.5\) must be <= `ratio_max` \(0.2\)"):
+        load_space(_write(tmp_path, "name: s\nratio_min: 0.5\nratio_max: 0.2\n"))
+    with pytest.raises(ConfigError, match="`structures` must be one of"):
+        load_space(_write(tmp_path, "name: s\nstructures: [filters]\n"))
+
+
+def test_config_is_frozen_and_round_to_comes_from_profile() -> None:
+    profile = HardwareProfile(name="p", backend="torch", round_to=16)
+    config = SearchConfig(task="digits", profile=profile, space=SearchSpace(name="s"))
+    assert config.round_to == 16
+    with pytest.raises(Exception):
+        config.trials = 3  # type: ignore[misc]
+    assert SearchConfig(task="t", profile=profile, space=SearchSpace(name="s", round_to=4)).round_to == 4
