@@ -55,8 +55,8 @@ class SearchProgress:
 def pareto_table(dense: Any, front: list[TrialRecord]) -> Table:
     """The Pareto front next to the dense reference."""
     table = Table(title="Pareto front (accuracy vs measured latency)")
-    for column in ("trial", "accuracy %", "Δ acc pt", "p50 ms", "p90 ms", "speed-up", "MACs M", "params K", "mean ratio"):
-        table.add_column(column, justify="right")
+    for column in ("trial", "acc %", "Δ pt", "p50 ms", "p90 ms", "speedup", "MMACs", "Kparams", "ratio"):
+        table.add_column(column, justify="right", no_wrap=True)
     lat = dense.latency
     table.add_row("dense", f"{100 * dense.accuracy:.2f}", "0.00", f"{lat['median_ms']:.3f}", f"{lat['p90_ms']:.3f}",
                   "1.00x", f"{dense.macs / 1e6:.1f}", f"{dense.params / 1e3:.0f}", "0.00", style="dim")
