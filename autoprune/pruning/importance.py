@@ -216,3 +216,15 @@ class RandomImportance(Importance):
 def make_importance(name: str, *, where: str = "importance") -> Importance:
     """A fresh criterion by registry name (ConfigError listing the valid names otherwise)."""
     return IMPORTANCES.get(name, where=where)()
+
+
+def calibration_batches(dataset, batches: int = 4, batch_size: int = 32) -> list[Batch]:
+    """The first ``batches`` (inputs, targets) batches of ``dataset`` (fixed order, for reproducible scores)."""
+    from torch.utils.data import DataLoader
+
+    out = []
+    for i, batch in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
+        if i >= batches:
+            break
+        out.append(tuple(batch) if isinstance(batch, (tuple, list)) else batch)
+    return out
