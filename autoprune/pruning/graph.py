@@ -39,6 +39,7 @@ class PrunableGroup:
         channel_groups: channels are pruned alike in this many groups (grouped convs, splits, heads).
         couplings: why the layers are coupled (residual add, concat, depthwise conv, ...).
         macs_share, params_share: share of the model's MACs and parameters in the group's layers.
+        structures: the structures the group can take (``nm`` only when a layer fits the N:M blocks).
     """
 
     name: str
@@ -51,6 +52,7 @@ class PrunableGroup:
     couplings: tuple[str, ...] = ()
     macs_share: float = 0.0
     params_share: float = 0.0
+    structures: tuple[str, ...] = ("channel", "unstructured", "nm", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,8 +99,8 @@ class GroupInfo:
         return self.owner is not None
 
 
-def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.Module]:
-    """The Conv/Linear layers whose output *is* the model's output (the classifier head)."""
+def output_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[list[nn.Module], Any]:
+    """The Conv/Linear layers whose output *is* the model's output (the classifier head), and that output."""
     produced: dict[int, nn.Module] = {}
     hooks = [m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
              for m in model.modules() if isinstance(m, ROOT_TYPES)]
@@ -109,17 +111,12 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> list[nn.Modu
         for h in hooks:
             h.remove()
     outs = out if isinstance(out, (tuple, list)) else [out]
-    return [produced[id(o)] for o in outs if id(o) in produced]
+    return [produced[id(o)] for o in outs if id(o) in produced], out
 
 
 def user_ignored(model: nn.Module, ignore: tuple[str, ...]) -> list[nn.Module]:
     """Modules whose name matches one of the ``ignore`` glob patterns."""
     return [m for n, m in model.named_modules() if n and any(fnmatch.fnmatch(n, p) for p in ignore)]
-
-
-def ignored_modules(model: nn.Module, example_input: torch.Tensor, ignore: tuple[str, ...] = ()) -> list[nn.Module]:
-    """Output layers plus every module whose name matches one of the ``ignore`` glob patterns."""
-    return output_layers(model, example_input) + user_ignored(model, ignore)
 
 
 def build_graph(model: nn.Module, example_input: torch.Tensor):
@@ -254,16 +251,18 @@ def _leaf_weighted(model: nn.Module) -> dict[str, nn.Module]:
             if n and any(True for _ in m.parameters(recurse=False))}
 
 
-def discover(model: nn.Module, example_input: torch.Tensor, ignore: tuple[str, ...] = ()) -> Discovery:
-    """The full discovery report of ``model`` at ``example_input``.
+def discover(model: nn.Module, example_input: torch.Tensor, ignore: tuple[str, ...] = (), nm_m: int = 4) -> Discovery:
+    """The full discovery report of ``model`` at ``example_input`` (``nm_m``: the M of N:M sparsity).
 
     Raises:
         PlanError: the model cannot be traced.
     """
     import torch_pruning as tp
 
+    from autoprune.pruning.masks import nm_applicable
+
     graph = build_graph(model, example_input)
-    outputs, ignored = output_layers(model, example_input), user_ignored(model, ignore)
+    outputs, ignored = output_layers(model, example_input)[0], user_ignored(model, ignore)
     infos, rejected = analyse(model, graph, outputs + ignored)
     with torch.no_grad():
         macs, params, layer_macs, layer_params = tp.utils.count_ops_and_params(model, example_input, layer_wise=True)
@@ -273,12 +272,16 @@ def discover(model: nn.Module, example_input: torch.Tensor, ignore: tuple[str, .
         mods = list(dict.fromkeys(info.layers))
         group_macs = sum(layer_macs.get(m) or 0 for m in mods)
         group_params = sum(layer_params.get(m) or 0 for m in mods)
+        producers = [d.target.module for d, _ in info.group
+                     if graph_is_out(d.handler) and isinstance(d.target.module, ROOT_TYPES)]
+        nm_ok = any(not nm_applicable(m, nm_m) for m in producers)
         groups.append(PrunableGroup(
             name=info.name, channels=info.channels, layers=tuple(names[m] for m in mods),
             root_type=type(info.root).__name__, unit="head" if info.is_attention else "channel",
             heads=info.heads or None, channel_groups=info.channel_groups, couplings=_couplings(info),
             macs_share=round(group_macs / macs, 4) if macs else 0.0,
-            params_share=round(group_params / params, 4) if params else 0.0))
+            params_share=round(group_params / params, 4) if params else 0.0,
+            structures=("channel", "unstructured", *(("nm",) if nm_ok else ()), "none")))
     return Discovery(model=type(model).__name__, groups=tuple(groups),
                      left_out=tuple(_left_out(model, infos, rejected, outputs, ignored)), macs=int(macs), params=int(params))
 

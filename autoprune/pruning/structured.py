@@ -22,7 +22,8 @@ from torch import nn
 
 from autoprune.errors import PlanError
 from autoprune.plan import PruningPlan
-from autoprune.pruning.graph import ROOT_TYPES, GroupInfo, analyse, build_graph, graph_is_out, ignored_modules, lcm
+from autoprune.pruning.graph import (ROOT_TYPES, GroupInfo, analyse, build_graph, graph_is_out, lcm, output_layers,
+                                    user_ignored)
 from autoprune.pruning.importance import Batch, Importance, make_importance
 from autoprune.pruning.masks import apply_masks, layer_sparsity, magnitude_masks, mask_reapplier, nm_applicable, nm_mask
 
@@ -40,6 +41,7 @@ class PruneResult:
         heads: per attention group pruned by heads, (heads before, heads after).
         masks: per masked layer, its boolean keep-mask (already applied to the weight).
         sparsity: per masked layer, the achieved share of zero weights.
+        masked_groups: per masked layer, the group whose plan masked it.
         skipped: per layer of a masked group that could not take the structure, why.
     """
 
@@ -48,6 +50,7 @@ class PruneResult:
     heads: dict[str, tuple[int, int]] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     sparsity: dict[str, float] = field(default_factory=dict)
+    masked_groups: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
 
     def reapply_masks(self, model: nn.Module) -> None:
@@ -188,10 +191,9 @@ def apply_plan(
     if not 0 < n < m:
         raise PlanError(f"N:M sparsity needs 0 < N < M, got {n}:{m}")
     wanted = plan.as_dict()
-    with torch.no_grad():
-        reference = model(example_input)
+    outputs, reference = output_layers(model, example_input)
     graph = build_graph(model, example_input)
-    infos = {info.name: info for info in analyse(model, graph, ignored_modules(model, example_input, ignore))[0]}
+    infos = {info.name: info for info in analyse(model, graph, outputs + user_ignored(model, ignore))[0]}
     unknown = sorted(set(wanted) - set(infos))
     if unknown:
         raise PlanError(f"group {unknown[0]!r} is not a prunable group of {type(model).__name__}; "
@@ -217,16 +219,20 @@ def apply_plan(
     _update_width_attrs(model, [c for c in changed if c[0] != c[1]])
 
     masks: dict[str, torch.Tensor] = {}
+    masked_groups: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for name, info in infos.items():
         spec = active.get(name)
         if spec is not None and spec.structure in ("unstructured", "nm"):
-            masks.update(_mask_group(model, info, spec.structure, spec.ratio, imp, nm, mask_scope, skipped))
+            group_masks = _mask_group(model, info, spec.structure, spec.ratio, imp, nm, mask_scope, skipped)
+            masks.update(group_masks)
+            masked_groups.update(dict.fromkeys(group_masks, name))
     apply_masks(model, masks)
     model.zero_grad(set_to_none=True)  # calibration gradients must not leak into fine-tuning
     _check_runs(model, example_input, reference, active)
     return PruneResult(model=model, channels=channels, heads=heads, masks=masks,
-                       sparsity=layer_sparsity(model, list(masks)), skipped=skipped)
+                       sparsity=layer_sparsity(model, list(masks)), masked_groups=masked_groups,
+                       skipped=skipped)
 
 
 def _check_runs(model: nn.Module, example_input: torch.Tensor, reference: torch.Tensor, active: dict) -> None:
