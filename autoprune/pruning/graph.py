@@ -107,6 +107,9 @@ def output_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[list[n
     try:
         with torch.no_grad():
             out = model(example_input)
+    except Exception as err:  # noqa: BLE001 - the user's model fails on its own example input
+        raise PlanError(f"model {type(model).__name__} cannot be traced for pruning: it fails on the example input "
+                        f"{tuple(example_input.shape)}: {type(err).__name__}: {err}") from None
     finally:
         for h in hooks:
             h.remove()
@@ -126,8 +129,9 @@ def build_graph(model: nn.Module, example_input: torch.Tensor):
     import torch_pruning as tp
 
     try:
-        with warnings.catch_warnings():  # unwrapped parameters (position embeddings) are handled, not news
-            warnings.simplefilter("ignore")
+        # torch-pruning traces through autograd: tracing must work even when called under no_grad()
+        with warnings.catch_warnings(), torch.enable_grad():
+            warnings.simplefilter("ignore")  # unwrapped parameters (position embeddings) are handled, not news
             return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
     except Exception as err:  # noqa: BLE001 - tracing failures of user models are user-facing
         raise PlanError(f"model {type(model).__name__} cannot be traced for pruning: {type(err).__name__}: {err}") from None
