@@ -99,42 +99,50 @@ class GroupInfo:
         return self.owner is not None
 
 
-def output_layers(model: nn.Module, example_input: torch.Tensor) -> tuple[list[nn.Module], Any]:
-    """The Conv/Linear layers whose output *is* the model's output (the classifier head), and that output."""
-    produced: dict[int, nn.Module] = {}
-    hooks = [m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
-             for m in model.modules() if isinstance(m, ROOT_TYPES)]
-    try:
-        with torch.no_grad():
-            out = model(example_input)
-    except Exception as err:  # noqa: BLE001 - the user's model fails on its own example input
-        raise PlanError(f"model {type(model).__name__} cannot be traced for pruning: it fails on the example input "
-                        f"{tuple(example_input.shape)}: {type(err).__name__}: {err}") from None
-    finally:
-        for h in hooks:
-            h.remove()
-    outs = out if isinstance(out, (tuple, list)) else [out]
-    return [produced[id(o)] for o in outs if id(o) in produced], out
-
-
 def user_ignored(model: nn.Module, ignore: tuple[str, ...]) -> list[nn.Module]:
     """Modules whose name matches one of the ``ignore`` glob patterns."""
     return [m for n, m in model.named_modules() if n and any(fnmatch.fnmatch(n, p) for p in ignore)]
 
 
-def build_graph(model: nn.Module, example_input: torch.Tensor):
-    """Trace ``model`` into a torch-pruning DependencyGraph; PlanError if it cannot be traced."""
+@dataclass(frozen=True, kw_only=True)
+class Traced:
+    """A traced model: its torch-pruning graph, its output layers (the classifier) and its output shape."""
+
+    graph: Any
+    outputs: list[nn.Module]
+    output_shape: tuple[int, ...] | None
+
+
+def trace(model: nn.Module, example_input: torch.Tensor) -> Traced:
+    """Trace ``model`` once into a torch-pruning DependencyGraph, noting which layers produce its output.
+
+    Raises:
+        PlanError: the model fails on its example input or cannot be traced.
+    """
     import warnings
 
     import torch_pruning as tp
 
+    produced: dict[int, nn.Module] = {}
+    result: list[Any] = []
+    hooks = [m.register_forward_hook(lambda mod, _i, out: produced.__setitem__(id(out), mod))
+             for m in model.modules() if isinstance(m, ROOT_TYPES)]
+    hooks.append(model.register_forward_hook(lambda _m, _i, out: result.append(out)))
     try:
         # torch-pruning traces through autograd: tracing must work even when called under no_grad()
         with warnings.catch_warnings(), torch.enable_grad():
             warnings.simplefilter("ignore")  # unwrapped parameters (position embeddings) are handled, not news
-            return tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+            graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
     except Exception as err:  # noqa: BLE001 - tracing failures of user models are user-facing
-        raise PlanError(f"model {type(model).__name__} cannot be traced for pruning: {type(err).__name__}: {err}") from None
+        raise PlanError(f"model {type(model).__name__} cannot be traced for pruning at input "
+                        f"{tuple(example_input.shape)}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+    finally:
+        for h in hooks:
+            h.remove()
+    out = result[-1]
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    return Traced(graph=graph, outputs=[produced[id(o)] for o in outs if id(o) in produced],
+                  output_shape=tuple(out.shape) if isinstance(out, torch.Tensor) else None)
 
 
 def _parent(names: dict[nn.Module, str], model: nn.Module, module: nn.Module) -> nn.Module | None:
@@ -265,9 +273,9 @@ def discover(model: nn.Module, example_input: torch.Tensor, ignore: tuple[str, .
 
     from autoprune.pruning.masks import nm_applicable
 
-    graph = build_graph(model, example_input)
-    outputs, ignored = output_layers(model, example_input)[0], user_ignored(model, ignore)
-    infos, rejected = analyse(model, graph, outputs + ignored)
+    traced = trace(model, example_input)
+    outputs, ignored = traced.outputs, user_ignored(model, ignore)
+    infos, rejected = analyse(model, traced.graph, outputs + ignored)
     with torch.no_grad():
         macs, params, layer_macs, layer_params = tp.utils.count_ops_and_params(model, example_input, layer_wise=True)
     names = {m: n for n, m in model.named_modules()}

@@ -22,8 +22,7 @@ from torch import nn
 
 from autoprune.errors import PlanError
 from autoprune.plan import PruningPlan
-from autoprune.pruning.graph import (ROOT_TYPES, GroupInfo, analyse, build_graph, graph_is_out, lcm, output_layers,
-                                    user_ignored)
+from autoprune.pruning.graph import ROOT_TYPES, GroupInfo, analyse, graph_is_out, lcm, trace, user_ignored
 from autoprune.pruning.importance import Batch, Importance, make_importance
 from autoprune.pruning.masks import apply_masks, layer_sparsity, magnitude_masks, mask_reapplier, nm_applicable, nm_mask
 
@@ -191,9 +190,9 @@ def apply_plan(
     if not 0 < n < m:
         raise PlanError(f"N:M sparsity needs 0 < N < M, got {n}:{m}")
     wanted = plan.as_dict()
-    outputs, reference = output_layers(model, example_input)
-    graph = build_graph(model, example_input)
-    infos = {info.name: info for info in analyse(model, graph, outputs + user_ignored(model, ignore))[0]}
+    traced = trace(model, example_input)
+    graph = traced.graph
+    infos = {info.name: info for info in analyse(model, graph, traced.outputs + user_ignored(model, ignore))[0]}
     unknown = sorted(set(wanted) - set(infos))
     if unknown:
         raise PlanError(f"group {unknown[0]!r} is not a prunable group of {type(model).__name__}; "
@@ -229,18 +228,18 @@ def apply_plan(
             masked_groups.update(dict.fromkeys(group_masks, name))
     apply_masks(model, masks)
     model.zero_grad(set_to_none=True)  # calibration gradients must not leak into fine-tuning
-    _check_runs(model, example_input, reference, active)
+    _check_runs(model, example_input, traced.output_shape, active)
     return PruneResult(model=model, channels=channels, heads=heads, masks=masks,
                        sparsity=layer_sparsity(model, list(masks)), masked_groups=masked_groups,
                        skipped=skipped)
 
 
-def _check_runs(model: nn.Module, example_input: torch.Tensor, reference: torch.Tensor, active: dict) -> None:
+def _check_runs(model: nn.Module, example_input: torch.Tensor, shape: tuple[int, ...] | None, active: dict) -> None:
     try:
         with torch.no_grad():
             out = model(example_input)
     except Exception as err:  # noqa: BLE001 - the user's forward meets a shape it did not expect
         raise PlanError(f"after pruning groups {', '.join(sorted(active))} the model no longer runs: "
                         f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
-    if getattr(out, "shape", None) != getattr(reference, "shape", None):
-        raise PlanError(f"pruning changed the output shape from {tuple(reference.shape)} to {tuple(out.shape)}")
+    if isinstance(out, torch.Tensor) and tuple(out.shape) != shape:
+        raise PlanError(f"pruning changed the output shape from {shape} to {tuple(out.shape)}")
