@@ -19,6 +19,7 @@ _EXPORTS = {
     "resolve_task": "autoprune.task",
     "GroupPlan": "autoprune.plan", "PruningPlan": "autoprune.plan",
     "apply_plan": "autoprune.pruning", "discover_groups": "autoprune.pruning", "model_stats": "autoprune.pruning",
+    "discover": "autoprune.pruning", "save_pruned": "autoprune.pruning.saving", "load_pruned": "autoprune.pruning.saving",
     "LatencyStats": "autoprune.hardware.protocol", "measure_models": "autoprune.hardware.protocol",
     "TrialRecord": "autoprune.execution.record", "run_search": "autoprune.execution.driver",
 }

@@ -126,6 +126,8 @@ class SearchSpace:
     importance: str = "l2"
     ignore: tuple[str, ...] = ()
     round_to: int | None = None
+    mask_scope: str = "layer"
+    nm: tuple[int, int] = (2, 4)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
@@ -140,6 +142,13 @@ class SearchSpace:
         _check_int("min_channels", self.min_channels, 1)
         if self.round_to is not None:
             _check_int("round_to", self.round_to, 1)
+        from autoprune.pruning.importance import IMPORTANCES
+        from autoprune.pruning.masks import MASK_SCOPES
+
+        _check_choice("importance", self.importance, IMPORTANCES.names())
+        _check_choice("mask_scope", self.mask_scope, MASK_SCOPES)
+        _require(len(self.nm) == 2 and all(isinstance(v, int) for v in self.nm) and 0 < self.nm[0] < self.nm[1],
+                 f"`nm` must be [N, M] with 0 < N < M, got {list(self.nm)}")
 
 
 @dataclass(frozen=True, kw_only=True)

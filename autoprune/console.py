@@ -76,3 +76,37 @@ def latency_table(title: str, stats: dict[str, Any]) -> Table:
                   f"{100 * stats['cv']:.1f}", str(stats["runs"]), stats["backend"], str(stats["threads"]),
                   str(stats["batch_size"]))
     return table
+
+
+def discovery_tables(report: Any) -> list[Table]:
+    """The prunable groups and the layers left out of a discovery report."""
+    groups = Table(title=f"{report.model}: {len(report.groups)} prunable groups "
+                         f"({report.macs / 1e6:.1f} M MACs, {report.params / 1e3:.0f} K params)")
+    groups.add_column("group", overflow="fold")
+    for column in ("unit", "width", "ch. groups", "MACs %", "params %", "layers"):
+        groups.add_column(column, justify="right")
+    groups.add_column("couplings")
+    for g in report.groups:
+        width = f"{g.heads} heads" if g.unit == "head" else str(g.channels)
+        groups.add_row(g.name, g.unit, width, str(g.channel_groups), f"{100 * g.macs_share:.1f}",
+                       f"{100 * g.params_share:.1f}", str(len(g.layers)), ", ".join(g.couplings))
+    left = Table(title=f"{len(report.left_out)} layers left out")
+    left.add_column("layer", overflow="fold")
+    left.add_column("type")
+    left.add_column("reason")
+    for item in report.left_out:
+        left.add_row(item.layer, item.type, item.reason)
+    return [groups, left]
+
+
+def sensitivity_table(report: Any) -> Table:
+    """One row per (group, ratio): channels, accuracy drop, measured speed-up, MAC ratio."""
+    table = Table(title=f"Sensitivity of {report.task} on {report.profile} (dense {100 * report.dense_accuracy:.2f}%, "
+                        f"{report.dense_latency_ms:.3f} ms; BN recalibrated, no fine-tune)")
+    for column in ("group", "ratio", "channels", "accuracy %", "Δ acc pt", "p50 ms", "speed-up", "MACs"):
+        table.add_column(column, justify="left" if column == "group" else "right")
+    for r in report.rows:
+        table.add_row(r.group, f"{r.ratio:.2f}", f"{r.channels[0]}->{r.channels[1]}", f"{100 * r.accuracy:.2f}",
+                      f"{-100 * r.accuracy_drop:+.2f}", f"{r.latency_ms:.3f}", f"{r.speedup:.2f}x",
+                      f"{100 * r.macs_ratio:.0f}%")
+    return table

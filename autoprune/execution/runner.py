@@ -11,7 +11,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from autoprune.config import SearchConfig
@@ -19,8 +18,9 @@ from autoprune.errors import AutopruneError
 from autoprune.execution.record import COMPLETE, FAILED, REJECTED, TrialRecord
 from autoprune.hardware.protocol import LatencyMeter
 from autoprune.plan import PruningPlan
-from autoprune.pruning import apply_plan, model_stats
-from autoprune.results.files import atomic_torch_save, atomic_write_json
+from autoprune.pruning import IMPORTANCES, PruneResult, apply_plan, model_stats
+from autoprune.pruning.importance import calibration_batches
+from autoprune.pruning.saving import PruneSettings, save_pruned
 from autoprune.task import Task
 from autoprune.training import evaluate, fine_tune
 
@@ -35,12 +35,14 @@ class TrialRunner:
     meter: LatencyMeter
     trials_dir: Path | None = None
 
-    def prune(self, plan: PruningPlan) -> tuple[nn.Module, dict[str, list[int]]]:
-        """A pruned copy of the dense model and its channels per group (before, after)."""
-        result = apply_plan(copy.deepcopy(self.dense), self.task.example_input, plan,
-                            round_to=self.config.round_to, min_channels=self.config.space.min_channels,
-                            importance=self.config.space.importance, ignore=self.config.space.ignore)
-        return result.model, {k: list(v) for k, v in result.channels.items()}
+    def prune(self, plan: PruningPlan) -> PruneResult:
+        """A pruned copy of the dense model (with its masks, if the plan has masked groups)."""
+        space = self.config.space
+        needs_data = IMPORTANCES.get(space.importance, where="search space `importance`").needs_data
+        return apply_plan(copy.deepcopy(self.dense), self.task.example_input, plan,
+                          round_to=self.config.round_to, min_channels=space.min_channels,
+                          importance=space.importance, ignore=space.ignore, nm=space.nm, mask_scope=space.mask_scope,
+                          calibration=calibration_batches(self.task.train_set) if needs_data else None)
 
     def screen(self, speedup: float, latency_ms: float) -> str:
         """Why a candidate is rejected before fine-tuning ('' when it passes)."""
@@ -57,7 +59,8 @@ class TrialRunner:
         base = {"number": number, "plan": plan.to_dict(), "seconds": seconds}
         try:
             start = time.perf_counter()
-            model, channels = self.prune(plan)
+            pruned = self.prune(plan)
+            model, channels = pruned.model, {k: list(v) for k, v in pruned.channels.items()}
             stats = model_stats(model, self.task.example_input)
             seconds["prune"] = time.perf_counter() - start
             start = time.perf_counter()
@@ -71,25 +74,21 @@ class TrialRunner:
                 return TrialRecord(state=REJECTED, reason=reason, **measured)
             start = time.perf_counter()
             teacher = self.dense if self.task.recipe.distill_weight > 0 else None
-            fine_tune(model, self.task.train_set, self.task.recipe, seed=self.config.seed + number, teacher=teacher)
+            fine_tune(model, self.task.train_set, self.task.recipe, seed=self.config.seed + number, teacher=teacher,
+                      after_step=pruned.reapply_masks if pruned.masks else None)
             accuracy = evaluate(model, self.task.val_set, self.task.metric)
             seconds["finetune"] = time.perf_counter() - start
-            return TrialRecord(state=COMPLETE, accuracy=accuracy, model_path=self._save(number, plan, model),
+            return TrialRecord(state=COMPLETE, accuracy=accuracy, model_path=self._save(number, plan, pruned),
                                **measured)
         except (AutopruneError, RuntimeError, ValueError) as err:
             return TrialRecord(state=FAILED, reason=f"{type(err).__name__}: {err}", **base)
 
-    def _save(self, number: int, plan: PruningPlan, model: nn.Module) -> str | None:
-        """Plan + state_dict (never a pickled module), written atomically."""
+    def _save(self, number: int, plan: PruningPlan, pruned: PruneResult) -> str | None:
+        """Plan + state_dict (never a pickled module), written atomically; reload with ``load_pruned``."""
         if self.trials_dir is None:
             return None
-        folder = self.trials_dir / f"{number:04d}"
-        atomic_write_json(folder / "plan.json", plan.to_dict())
-        path = atomic_torch_save({k: v.detach().clone() for k, v in model.state_dict().items()}, folder / "model.pt")
+        space = self.config.space
+        settings = PruneSettings(round_to=self.config.round_to, min_channels=space.min_channels, ignore=space.ignore)
+        path = save_pruned(self.trials_dir / f"{number:04d}", plan, pruned.model.state_dict(), settings=settings,
+                           result=pruned)
         return str(path)
-
-
-def reload_state(model: nn.Module, path: str | Path) -> nn.Module:
-    """Load a saved candidate's weights into an architecture rebuilt from its plan."""
-    model.load_state_dict(torch.load(path, weights_only=True))
-    return model.eval()

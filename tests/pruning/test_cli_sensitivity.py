@@ -1,0 +1,71 @@
+"""`autoprune inspect` / `autoprune sensitivity`, and the runner keeping masks and saving reloadable trials."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autoprune.cli import main
+from autoprune.config import SearchSpace
+from autoprune.pruning.sensitivity import parse_ratios, sensitivity
+from tests.conftest import ROOT
+
+TASK = "tests.tiny_task:tiny_task"
+
+
+def test_inspect_json_lists_groups_and_left_out(capsys) -> None:
+    assert main(["inspect", "--task", TASK, "--json", "--space", str(ROOT / "search_spaces/default.yaml")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["model"] == "TinyResNet" and len(report["groups"]) == 4
+    assert report["left_out"] == [{"layer": "fc", "type": "Linear",
+                                   "reason": "final classifier (its outputs are the model's outputs)"}]
+    assert all({"name", "channels", "layers", "couplings", "macs_share", "params_share"} <= set(g)
+               for g in report["groups"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sensitivity", "--task", TASK, "--ratios", "0.5,1.5"], "--ratios: every ratio must be in (0, 1)"),
+    (["sensitivity", "--task", TASK, "--ratios", "half"], "--ratios: expected comma-separated numbers"),
+    (["inspect", "--task", "nosuch"], "unknown task 'nosuch'"),
+])
+def test_bad_flags_are_one_line_exit_2(args, message, capsys) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("autoprune: error: ") and message in err and "\n" not in err
+
+
+def test_sensitivity_measures_each_group(tiny, fast_profile) -> None:
+    rows = []
+    report = sensitivity(tiny, fast_profile, SearchSpace(name="t", min_channels=4), parse_ratios("0.5"),
+                         on_row=rows.append)
+    assert len(report.rows) == 4 == len(rows)
+    for row in report.rows:
+        assert row.channels[1] < row.channels[0] and 0 < row.macs_ratio < 1 and row.speedup > 0
+        assert row.accuracy_drop == pytest.approx(report.dense_accuracy - row.accuracy)
+    assert report.to_dict()["rows"][0]["group"] == report.rows[0].group
+
+
+def test_runner_keeps_masks_through_fine_tuning_and_saves_a_reloadable_trial(tiny, fast_profile, tmp_path) -> None:
+    import torch
+
+    from autoprune.config import SearchConfig
+    from autoprune.execution.record import COMPLETE
+    from autoprune.execution.runner import TrialRunner
+    from autoprune.hardware.protocol import LatencyMeter
+    from autoprune.plan import GroupPlan, PruningPlan
+    from autoprune.pruning.saving import load_pruned
+
+    config = SearchConfig(task=TASK, profile=fast_profile, min_speedup=0.0,
+                          space=SearchSpace(name="t", min_channels=4, structures=("channel", "unstructured"),
+                                            importance="taylor"))
+    dense = tiny.build_model()
+    runner = TrialRunner(task=tiny, config=config, dense=dense, meter=LatencyMeter(fast_profile, dense, tiny.example_input),
+                         trials_dir=tmp_path)
+    plan = PruningPlan.of({"stem.0": GroupPlan(ratio=0.5), "block1.conv1": GroupPlan(ratio=0.7, structure="unstructured")})
+    record = runner.run(0, plan)
+    assert record.state == COMPLETE, record.reason
+    model = load_pruned(tmp_path / "0000", tiny.build_model, tiny.example_input)
+    weight = model.block1.conv1.weight
+    assert float((weight == 0).float().mean()) >= 0.7 - 1e-3  # still sparse after fine-tuning
+    assert json.loads((tmp_path / "0000/plan.json").read_text())["sparsity"]["block1.conv1"] >= 0.69
+    assert model.stem[0].out_channels == 8 and torch.isfinite(model(tiny.example_input)).all()
