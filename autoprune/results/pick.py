@@ -86,10 +86,11 @@ def pick(
 
 def choice_table(choice: Choice, dense: Any):
     """A rich table of the choice between its neighbours, with the dense model for scale."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title=f"pick ({choice.rule}): trial {choice.chosen.number}")
-    for column in ("", "trial", "acc %", "Δ pt", "p50 ms", "p90 ms", "speed-up", "MACs M", "params K"):
+    table = Table(title=f"pick ({choice.rule}): trial {choice.chosen.number}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("", "trial", "acc %", "Δ pt", "p50 ms", "p90 ms", "speed-up", "MMACs", "kparams"):
         table.add_column(column, justify="right", no_wrap=True)
     for role, r in (("faster", choice.faster), ("PICKED", choice.chosen), ("slower", choice.slower)):
         if r is None:
