@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from autoprune.errors import AutopruneError, BackendUnavailable, ConfigError
 from autoprune.execution.record import COMPLETE
 from autoprune.registry import Registry
-from autoprune.results.files import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from autoprune.results.files import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, umask_mode
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,14 +63,19 @@ class Rebuild:
     def from_dict(cls, data: dict[str, Any]) -> Rebuild:
         return cls(**{**data, "ignore": tuple(data["ignore"])})
 
-    def architecture(self, task: Task) -> nn.Module:
-        """The pruned architecture (weights still the dense model's until a state_dict is loaded)."""
+    def model(self, task: Task, weights: Path) -> nn.Module:
+        """The pruned model: the task's dense model, the plan applied with the run's settings (which
+        channels go does not matter, only how many), then the saved state_dict loaded (tensors only)."""
+        import torch
+
         from autoprune.plan import PruningPlan
         from autoprune.pruning import apply_plan
 
-        return apply_plan(task.build_model(), task.example_input, PruningPlan.from_dict(self.plan),
-                          round_to=self.round_to, min_channels=self.min_channels, importance=self.importance,
-                          ignore=self.ignore).model.eval()
+        model = apply_plan(task.build_model(), task.example_input, PruningPlan.from_dict(self.plan),
+                           round_to=self.round_to, min_channels=self.min_channels, importance=self.importance,
+                           ignore=self.ignore).model
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        return model.eval()
 
 
 class Exporter(ABC):
@@ -138,15 +143,11 @@ class TorchExporter(Exporter):
 
 def load_torch_export(folder: str | Path) -> nn.Module:
     """Rebuild a ``--format torch`` export: the task's dense model, pruned by the plan, with the saved weights."""
-    import torch
-
     from autoprune.task import resolve_task
 
     folder = Path(folder)
     rebuild = Rebuild.from_dict(json.loads((folder / "rebuild.json").read_text()))
-    model = rebuild.architecture(resolve_task(rebuild.task))
-    model.load_state_dict(torch.load(folder / "state_dict.pt", weights_only=True))
-    return model.eval()
+    return rebuild.model(resolve_task(rebuild.task), folder / "state_dict.pt")
 
 
 def _tvm_exporter():
@@ -265,8 +266,6 @@ def export_trial(
             ``force``, a format the run's profile cannot produce, or ``out`` not empty.
         ExportError: the rebuilt model does not match its record, or the export does not match it.
     """
-    import torch
-
     from autoprune.hardware.protocol import measure_models
     from autoprune.pruning import model_stats
     from autoprune.results.model_card import build_card, card_markdown
@@ -298,9 +297,7 @@ def export_trial(
     task = resolve_task(data.config.task)
     rebuild = Rebuild.of(data.config, record.plan)
     dense_model = task.build_model()
-    model = rebuild.architecture(task)
-    model.load_state_dict(torch.load(weights, weights_only=True))
-    model.eval()
+    model = rebuild.model(task, weights)
     stats = model_stats(model, task.example_input)
     if (stats.macs, stats.params) != (record.macs, record.params):
         raise ExportError(f"trial {trial}: the rebuilt model has {stats.macs} MACs / {stats.params} params, its record "
@@ -332,6 +329,7 @@ def export_trial(
                           verification=asdict(check), rebuild=asdict(rebuild))
         atomic_write_json(staging / "model_card.json", card)
         atomic_write_text(staging / "model_card.md", card_markdown(card))
+        staging.chmod(umask_mode(0o777))
         if out.is_dir():
             out.rmdir()  # empty (checked above): rename needs the name free
         staging.rename(out)

@@ -29,8 +29,8 @@ def layer_sparsity(dense: nn.Module, pruned: nn.Module) -> list[dict[str, Any]]:
         return {name: sum(p.numel() for p in module.parameters(recurse=False))
                 for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))}
 
-    before, after = counts(dense), counts(pruned)
-    return [{"layer": name, "type": type(dict(dense.named_modules())[name]).__name__, "params_dense": n,
+    before, after, modules = counts(dense), counts(pruned), dict(dense.named_modules())
+    return [{"layer": name, "type": type(modules[name]).__name__, "params_dense": n,
              "params_pruned": after.get(name, 0), "sparsity": 1.0 - after.get(name, 0) / n}
             for name, n in before.items()]
 

@@ -56,19 +56,19 @@ def plot_pareto(data: RunData):
     dense_lat = data.dense.latency["median_ms"]
     ax.scatter([dense_lat], [100 * data.dense.accuracy], marker="*", s=220, color="black", zorder=5, label="dense")
     ax.axvline(dense_lat, color="black", lw=0.6, ls=":")
-    ax.set_ylabel(f"validation accuracy %")
+    ax.set_ylabel("validation accuracy %")
     ax.set_title(f"{data.config.task} on {data.config.profile.name}: accuracy vs measured latency")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     rejected = [r for r in data.records if r.state == REJECTED and r.latency is not None]
     failed = [r for r in data.records if r.state == FAILED]
-    strip.scatter([r.latency_ms for r in rejected], [0] * len(rejected), marker="x", color="#ff7f0e", s=36,
-                  label=f"rejected before fine-tuning ({len(rejected)})")
+    strip.scatter([r.latency_ms for r in rejected], [0] * len(rejected), marker="x", color="#ff7f0e", s=36)
     strip.set_yticks([])
     strip.set_ylim(-1, 1)
     strip.set_xlabel(f"p50 latency ms ({data.config.profile.backend}, {data.config.profile.device}, "
                      f"{data.config.profile.threads} thread(s), batch {data.config.profile.batch_size})")
-    strip.text(0.01, 0.55, f"rejected: {len(rejected)}   failed: {len(failed)} (no latency; see the table)",
+    strip.text(0.01, 0.55, f"rejected before fine-tuning (x): {len(rejected)}   failed: {len(failed)} "
+               "(no latency; see the table)",
                transform=strip.transAxes, fontsize=8, va="bottom")
     strip.axvline(dense_lat, color="black", lw=0.6, ls=":")
     fig.tight_layout()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import ConfigError
-from autoprune.execution.record import COMPLETE, TrialRecord
+from autoprune.execution.record import TrialRecord
 
 if TYPE_CHECKING:
     from autoprune.config import SearchConfig
@@ -138,8 +138,8 @@ def load_run(path: str | Path) -> RunData:
     Raises:
         ConfigError: ``path`` is not a run folder, or it holds no dense reference yet.
     """
-    from autoprune.execution.driver import DenseReference, front_of
     from autoprune.config import OBJECTIVES
+    from autoprune.execution.driver import DenseReference, front_of
 
     run = RunFolder.existing(path)
     config = search_config_from_dict(run.read_json(run.config), str(run.config))
@@ -151,7 +151,3 @@ def load_run(path: str | Path) -> RunData:
     records = finished_records(study)
     return RunData(run=run, config=config, dense=dense, environment=environment, records=records,
                    front=front_of(records, config.objectives))
-
-
-def complete(records: list[TrialRecord]) -> list[TrialRecord]:
-    return [r for r in records if r.state == COMPLETE]

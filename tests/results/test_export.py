@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from autoprune.cli import main
-from autoprune.results.export import ExportError, OnnxExporter, export_trial
+from autoprune.results.export import ExportError, OnnxExporter, export_trial, load_export
 from autoprune.results.run import load_run
 from tests.conftest import ROOT
 from tests.results.conftest import _profile, make_run
@@ -121,6 +121,10 @@ def test_model_card_numbers_are_the_runs_records(tiny_run: Path, tmp_path: Path)
     assert sum(l["params_dense"] for l in layers.values()) == data.dense.params
     assert card["model"]["size_bytes"] == (tmp_path / "card/model.onnx").stat().st_size
     assert card["verification"]["passed"] and card["verification"]["samples"] == 32
+    inputs = validation_inputs(4)
+    predict = load_export(tmp_path / "card")  # any export folder, its format read from export.json
+    np.testing.assert_allclose(np.concatenate([predict(x[None]) for x in inputs]),
+                               pruned_outputs(tiny_run, record.number, inputs), rtol=1e-4, atol=1e-5)
     md = (tmp_path / "card/model_card.md").read_text()
     assert f"{100 * record.accuracy:.2f}%" in md and f"{record.params:,}" in md and f"{now['pruned_p50_ms']:.4f} ms" in md
 
