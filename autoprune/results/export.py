@@ -310,13 +310,17 @@ def export_trial(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        files = exporter.write(model, task.example_input, profile, rebuild, staging)
-        atomic_write_json(staging / MANIFEST, {"format": fmt, "files": [f.name for f in files], "trial": trial,
-                                               "input_shape": list(task.example_input.shape),
-                                               "input_dtype": str(task.example_input.dtype).replace("torch.", "")})
         n = min(samples, len(task.val_set))
         inputs = [task.val_set[i][0].unsqueeze(0).numpy() for i in range(n)]
-        check = verify(model, exporter.load(staging), inputs, exporter.tolerance)
+        try:  # exporters and runtimes (torch.onnx, TVM) report what they cannot convert as RuntimeError
+            files = exporter.write(model, task.example_input, profile, rebuild, staging)
+            atomic_write_json(staging / MANIFEST, {"format": fmt, "files": [f.name for f in files], "trial": trial,
+                                                   "input_shape": list(task.example_input.shape),
+                                                   "input_dtype": str(task.example_input.dtype).replace("torch.", "")})
+            check = verify(model, exporter.load(staging), inputs, exporter.tolerance)
+        except RuntimeError as err:
+            raise ExportError(f"--format {fmt}: exporting or reloading trial {trial} failed: {type(err).__name__}: "
+                              f"{' '.join(str(err).split())[:300]}; nothing was written") from err
         if not check.passed:
             raise ExportError(f"--format {fmt}: the exported model does not match the pruned PyTorch model on {n} "
                               f"validation inputs (max |diff| {check.max_abs_diff:.3g}, top-1 agreement "

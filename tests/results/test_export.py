@@ -223,3 +223,14 @@ def test_tvm_export_reloads_in_a_fresh_process(tmp_path: Path) -> None:
     got = reload_in_fresh_process(tmp_path / "out", "tvm", inputs, tmp_path)
     expected = pruned_outputs(run, trial, inputs)
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_an_exporter_crash_is_one_error_and_leaves_nothing(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
+    def broken(self, model, example_input, profile, rebuild, folder):
+        (folder / "model.onnx").write_bytes(b"half")
+        raise RuntimeError("Exporting the operator 'aten::foo' is not supported")
+
+    monkeypatch.setattr(OnnxExporter, "write", broken)
+    with pytest.raises(ExportError, match="exporting or reloading trial .* failed: RuntimeError: Exporting the operator"):
+        export_trial(tiny_run, load_run(tiny_run).front[0].number, "onnx", tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []
