@@ -158,8 +158,111 @@ def _add_sensitivity(sub) -> None:
     p.set_defaults(func=cmd_sensitivity)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from autoprune.results.report import write_report
+    from autoprune.results.run import load_run
+
+    report = write_report(load_run(args.run))
+    print(f"report: {report.html}")
+    print("plots: " + "  ".join(str(p) for p in report.plots.values()))
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    from autoprune.console import pareto_table
+    from autoprune.results.run import load_run
+
+    data = load_run(args.run)
+    if args.json:
+        print(json.dumps({"dense": {"accuracy": data.dense.accuracy, "latency_ms": data.dense.latency["median_ms"],
+                                    "latency_p90_ms": data.dense.latency["p90_ms"], "macs": data.dense.macs,
+                                    "params": data.dense.params},
+                          "front": [{"trial": r.number, "accuracy": r.accuracy, "latency_ms": r.latency_ms,
+                                     "latency_p90_ms": r.latency_p90_ms, "speedup": r.speedup, "macs": r.macs,
+                                     "params": r.params, "plan": r.plan} for r in data.front]}, indent=2))
+        return 0
+    Console().print(pareto_table(data.dense, data.front))
+    return 0
+
+
+def cmd_pick(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from autoprune.results.pick import choice_table, pick
+    from autoprune.results.run import load_run
+
+    data = load_run(args.run)
+    choice = pick(data.front, max_latency_ms=args.max_latency_ms, min_accuracy=args.min_accuracy, knee=args.knee)
+    console = Console()
+    console.print(choice_table(choice, data.dense))
+    console.print(f"picked trial {choice.chosen.number}: {choice.reason}")
+    console.print(f"export it: autoprune export {args.run} --trial {choice.chosen.number} --format onnx --out DIR",
+                  highlight=False)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from autoprune.results.export import export_trial
+
+    result = export_trial(args.run, args.trial, args.format, args.out, force=args.force)
+    card = result.card
+    now = card["latency"]["at_export"]
+    print(f"exported trial {args.trial} as {args.format} to {result.out}: "
+          + ", ".join(f.name for f in result.files) + ", model_card.md, model_card.json")
+    print(f"verified on {card['verification']['samples']} validation inputs (max |diff| "
+          f"{card['verification']['max_abs_diff']:.3g}); accuracy {100 * card['accuracy']['pruned']:.2f}% "
+          f"(dense {100 * card['accuracy']['dense']:.2f}%); p50 {now['pruned_p50_ms']:.4f} ms vs dense "
+          f"{now['dense_p50_ms']:.4f} ms ({now['speedup']:.2f}x) re-measured on {now['profile']}")
+    return 0
+
+
+def _add_report(sub) -> None:
+    p = sub.add_parser("report", help="write RUN/report.html and RUN/plots/*.png",
+                       description="Write a self-contained HTML report (Pareto plot, hypervolume over trials, "
+                                   "per-layer ratios of the Pareto plans, tables) and PNG plots into the run folder.")
+    p.add_argument("run", help="run folder (the --out of a search)")
+    p.set_defaults(func=cmd_report)
+
+
+def _add_pareto(sub) -> None:
+    p = sub.add_parser("pareto", help="print the Pareto front of a run (trial numbers for pick/export)")
+    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=cmd_pareto)
+
+
+def _add_pick(sub) -> None:
+    p = sub.add_parser("pick", help="choose one Pareto model for a budget and say why",
+                       description="Choose one Pareto model by exactly one rule and print it next to its "
+                                   "neighbours on the front.")
+    p.add_argument("run", help="run folder (the --out of a search)")
+    rule = p.add_mutually_exclusive_group(required=True)
+    rule.add_argument("--max-latency-ms", type=float, help="the most accurate model with p50 latency <= this")
+    rule.add_argument("--min-accuracy", type=float,
+                      help="the fastest model at least this accurate (a fraction like 0.97, or percent like 97)")
+    rule.add_argument("--knee", action="store_true", help="the knee of the front (best trade-off)")
+    p.set_defaults(func=cmd_pick)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export one trial (verified) with a model card",
+                       description="Export a trial's pruned model, verify that the export reproduces the PyTorch "
+                                   "model on validation inputs, re-measure its latency on the run's profile, and "
+                                   "write model_card.md/.json. Nothing is written when a check fails.")
+    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("--trial", type=int, required=True, help="trial number (see `autoprune pareto RUN`)")
+    p.add_argument("--format", default="onnx", help="onnx, torch (plan + state_dict) or tvm (needs a tvm profile)")
+    p.add_argument("--out", required=True, help="new folder for the exported files")
+    p.add_argument("--force", action="store_true", help="export a trial that is not on the Pareto front")
+    p.set_defaults(func=cmd_export)
+
+
 #: each adds one subcommand; later features add theirs here
-SUBCOMMANDS: list[Callable] = [_add_search, _add_profile, _add_inspect, _add_sensitivity]
+SUBCOMMANDS: list[Callable] = [_add_search, _add_profile, _add_inspect, _add_sensitivity, _add_report, _add_pareto, _add_pick, _add_export]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import ConfigError
 from autoprune.execution.record import TrialRecord
+
+if TYPE_CHECKING:
+    from autoprune.config import SearchConfig
+    from autoprune.execution.driver import DenseReference
 
 STUDY_NAME = "autoprune"
 RECORD_ATTR = "record"
@@ -49,6 +53,10 @@ class RunFolder:
     def study_db(self) -> Path:
         return self.path / "study.db"
 
+    def trial_weights(self, number: int) -> Path:
+        """Where trial ``number``'s state_dict is saved (inside the run, so a moved run still works)."""
+        return self.trials / f"{number:04d}" / "model.pt"
+
     def storage_url(self) -> str:
         return f"sqlite:///{self.study_db.resolve()}"
 
@@ -84,3 +92,62 @@ def finished_records(study) -> list[TrialRecord]:
         if data is not None and not trial.user_attrs.get(INTERRUPTED_ATTR):
             out.append(TrialRecord.from_dict(data))
     return sorted(out, key=lambda r: r.number)
+
+
+def search_config_from_dict(data: dict[str, Any], source: str) -> SearchConfig:
+    """Rebuild the SearchConfig a run saved in ``config.json`` (validated like a YAML file)."""
+    from autoprune.config import HardwareProfile, SearchConfig, SearchSpace, build
+
+    try:
+        profile = build(HardwareProfile, data["profile"], f"{source}: profile")
+        space = build(SearchSpace, data["space"], f"{source}: space")
+        rest = {k: v for k, v in data.items() if k not in ("profile", "space")}
+        return build(SearchConfig, {**rest, "profile": profile, "space": space}, source)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{source}: not a search config ({type(err).__name__}: {err})") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunData:
+    """Everything a finished (or running) search left, read back for reports, pick and export."""
+
+    run: RunFolder
+    config: SearchConfig
+    dense: DenseReference
+    environment: dict[str, Any]
+    records: list[TrialRecord]
+    front: list[TrialRecord]
+
+    def record(self, number: int) -> TrialRecord:
+        """The record of trial ``number``; ConfigError naming the finished trials otherwise."""
+        for r in self.records:
+            if r.number == number:
+                return r
+        raise ConfigError(f"{self.run.path}: no finished trial {number}; finished trials: "
+                          f"{', '.join(str(r.number) for r in self.records) or 'none'}")
+
+    def on_front(self, number: int) -> bool:
+        return any(r.number == number for r in self.front)
+
+
+def load_run(path: str | Path) -> RunData:
+    """Read a run folder: its config, dense reference, every finished trial and the Pareto front.
+
+    The front is recomputed from the study (the source of truth), not read from pareto.json.
+
+    Raises:
+        ConfigError: ``path`` is not a run folder, or it holds no dense reference yet.
+    """
+    from autoprune.config import OBJECTIVES
+    from autoprune.execution.driver import DenseReference, front_of
+
+    run = RunFolder.existing(path)
+    config = search_config_from_dict(run.read_json(run.config), str(run.config))
+    if not run.dense.is_file():
+        raise ConfigError(f"{path}: the search has not measured the dense model yet (no dense.json)")
+    dense = DenseReference(**run.read_json(run.dense))
+    environment = run.read_json(run.environment) if run.environment.is_file() else {}
+    study = open_study(run.storage_url(), [OBJECTIVES[o] for o in config.objectives], create=False)
+    records = finished_records(study)
+    return RunData(run=run, config=config, dense=dense, environment=environment, records=records,
+                   front=front_of(records, config.objectives))

@@ -1,0 +1,343 @@
+"""Verified export of one trial: ONNX, PyTorch (plan + state_dict) or a TVM library, plus a model card.
+
+The trial's candidate is rebuilt exactly as the runner built it (the task's dense model, the
+plan applied with the run's pruner settings, the saved state_dict loaded), checked against
+its record (MACs, params, accuracy), exported into a temporary folder, *reloaded from there*
+and run on validation inputs; only when its outputs match the PyTorch model within the
+format's tolerance is latency re-measured, the model card written and the folder renamed to
+``--out``. A failed check raises :class:`ExportError` and leaves nothing behind.
+
+Call order of an :class:`Exporter`: ``check(profile)`` before any work, ``write(...)`` the
+files, ``load(folder)`` a predictor from them alone (what a user's deployment does).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoprune.errors import AutopruneError, BackendUnavailable, ConfigError
+from autoprune.execution.record import COMPLETE
+from autoprune.registry import Registry
+from autoprune.results.files import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, umask_mode
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from autoprune.config import HardwareProfile, SearchConfig
+    from autoprune.task import Task
+
+MANIFEST = "export.json"
+Predictor = Callable[["np.ndarray"], "np.ndarray"]
+
+
+class ExportError(AutopruneError):
+    """The exported model does not reproduce the pruned PyTorch model (nothing was written)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rebuild:
+    """What rebuilds a pruned architecture from the task's dense model: the plan and the pruner's settings."""
+
+    task: str
+    plan: dict[str, dict[str, Any]]
+    round_to: int
+    min_channels: int
+    importance: str
+    ignore: tuple[str, ...]
+
+    @classmethod
+    def of(cls, config: SearchConfig, plan: dict[str, dict[str, Any]]) -> Rebuild:
+        return cls(task=config.task, plan=plan, round_to=config.round_to, min_channels=config.space.min_channels,
+                   importance=config.space.importance, ignore=tuple(config.space.ignore))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rebuild:
+        return cls(**{**data, "ignore": tuple(data["ignore"])})
+
+    def model(self, task: Task, weights: Path) -> nn.Module:
+        """The pruned model: the task's dense model, the plan applied with the run's settings (which
+        channels go does not matter, only how many), then the saved state_dict loaded (tensors only)."""
+        import torch
+
+        from autoprune.plan import PruningPlan
+        from autoprune.pruning import apply_plan
+
+        model = apply_plan(task.build_model(), task.example_input, PruningPlan.from_dict(self.plan),
+                           round_to=self.round_to, min_channels=self.min_channels, importance=self.importance,
+                           ignore=self.ignore).model
+        model.load_state_dict(torch.load(weights, weights_only=True))
+        return model.eval()
+
+
+class Exporter(ABC):
+    """Writes one deployable format and loads it back without autoprune's search state."""
+
+    #: (rtol, atol) the reloaded model's outputs must meet against the PyTorch model
+    tolerance: tuple[float, float] = (1e-4, 1e-5)
+
+    def check(self, profile: HardwareProfile) -> None:
+        """Raise a user error when this format cannot be produced for ``profile``."""
+
+    @abstractmethod
+    def write(self, model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile, rebuild: Rebuild,
+              folder: Path) -> list[Path]:
+        """Write the model's files into ``folder``; return them."""
+
+    @abstractmethod
+    def load(self, folder: Path) -> Predictor:
+        """A function from one input batch (numpy) to the model's output (numpy), from ``folder`` alone."""
+
+
+EXPORTERS: Registry[type[Exporter]] = Registry("export format")
+
+
+@EXPORTERS.register("onnx")
+class OnnxExporter(Exporter):
+    """``model.onnx`` (weights embedded), checked with ONNX Runtime's CPU provider."""
+
+    def write(self, model, example_input, profile, rebuild, folder):
+        from autoprune.hardware.onnxruntime_backend import export_onnx_bytes
+
+        return [atomic_write_bytes(folder / "model.onnx", export_onnx_bytes(model, example_input))]
+
+    def load(self, folder):
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})[0]
+
+
+@EXPORTERS.register("torch")
+class TorchExporter(Exporter):
+    """``rebuild.json`` (task, plan, pruner settings) + ``state_dict.pt`` (tensors only, loaded with
+    ``weights_only=True``): no pickled module, so it loads with any torch that can rebuild the task."""
+
+    tolerance = (0.0, 0.0)  # the same weights in the same architecture: bit-identical
+
+    def write(self, model, example_input, profile, rebuild, folder):
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return [atomic_write_json(folder / "rebuild.json", asdict(rebuild)),
+                atomic_torch_save(state, folder / "state_dict.pt")]
+
+    def load(self, folder):
+        import torch
+
+        model = load_torch_export(folder)
+
+        def predict(x):
+            with torch.no_grad():
+                return model(torch.from_numpy(x)).numpy()
+
+        return predict
+
+
+def load_torch_export(folder: str | Path) -> nn.Module:
+    """Rebuild a ``--format torch`` export: the task's dense model, pruned by the plan, with the saved weights."""
+    from autoprune.task import resolve_task
+
+    folder = Path(folder)
+    rebuild = Rebuild.from_dict(json.loads((folder / "rebuild.json").read_text()))
+    return rebuild.model(resolve_task(rebuild.task), folder / "state_dict.pt")
+
+
+def _tvm_exporter():
+    try:
+        from autoprune.hardware import tvm_backend
+    except ImportError as err:
+        raise BackendUnavailable(f"--format tvm: apache-tvm is not usable ({err}); pip install 'autoprune[tvm]'") from None
+    function = getattr(tvm_backend, "export_tvm_library", None)
+    if function is None:
+        raise BackendUnavailable("--format tvm: this autoprune has no TVM library export "
+                                 "(autoprune.hardware.tvm_backend.export_tvm_library)")
+    return function
+
+
+@EXPORTERS.register("tvm")
+class TvmExporter(Exporter):
+    """The compiled library for the profile's TVM target, loaded with TVM's Relax VirtualMachine."""
+
+    tolerance = (1e-3, 1e-4)  # TVM's kernels reorder float sums
+
+    def check(self, profile):
+        if profile.backend != "tvm":
+            raise ConfigError(f"--format tvm: the run's hardware profile {profile.name!r} uses backend "
+                              f"{profile.backend!r}, so it has no TVM target to compile for; formats it can "
+                              "produce: onnx, torch")
+        _tvm_exporter()
+
+    def write(self, model, example_input, profile, rebuild, folder):
+        path = _tvm_exporter()(model, example_input, profile, folder / "model.so")
+        return [Path(path)]
+
+    def load(self, folder):
+        import tvm
+
+        manifest = json.loads((folder / MANIFEST).read_text()) if (folder / MANIFEST).is_file() else {}
+        name = manifest.get("files", ["model.so"])[0]
+        vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(folder / name)), tvm.cpu())
+
+        def predict(x):
+            out = vm["main"](tvm.runtime.tensor(x))
+            return (out if hasattr(out, "numpy") else out[0]).numpy()
+
+        return predict
+
+
+def load_export(folder: str | Path) -> Predictor:
+    """A predictor for any export folder (its format is read from ``export.json``)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    return EXPORTERS.get(manifest["format"], where=str(folder / MANIFEST))().load(folder)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Verification:
+    """How the reloaded export compared with the pruned PyTorch model on validation inputs."""
+
+    samples: int
+    rtol: float
+    atol: float
+    max_abs_diff: float
+    top1_agreement: float
+    passed: bool
+
+
+def verify(model: nn.Module, predictor: Predictor, inputs: list[np.ndarray], tolerance: tuple[float, float]) -> Verification:
+    """Run ``inputs`` through both and compare element-wise (``|a - b| <= atol + rtol * |b|``) and by top-1."""
+    import numpy as np
+    import torch
+
+    rtol, atol = tolerance
+    worst, agree, passed = 0.0, 0, True
+    with torch.no_grad():
+        for x in inputs:
+            expected = model(torch.from_numpy(x)).numpy()
+            got = np.asarray(predictor(x))
+            if got.shape != expected.shape:
+                return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=float("inf"),
+                                    top1_agreement=0.0, passed=False)
+            worst = max(worst, float(np.max(np.abs(got - expected))))
+            passed = passed and bool(np.all(np.abs(got - expected) <= atol + rtol * np.abs(expected)))
+            agree += int(np.array_equal(got.argmax(-1), expected.argmax(-1)))
+    return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=worst,
+                        top1_agreement=agree / max(len(inputs), 1), passed=passed and agree == len(inputs))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportResult:
+    out: Path
+    files: list[Path]
+    card: dict[str, Any]
+
+
+def _warn(message: str) -> None:
+    print(f"autoprune: warning: {message}", file=sys.stderr)
+
+
+def _fresh_out(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out}: already exists and is not empty; choose a new folder or remove it")
+
+
+def export_trial(
+    run_path: str | Path,
+    trial: int,
+    fmt: str,
+    out: str | Path,
+    *,
+    force: bool = False,
+    samples: int = 32,
+    warn: Callable[[str], None] = _warn,
+) -> ExportResult:
+    """Export trial ``trial`` of the run at ``run_path`` as ``fmt`` into the new folder ``out``.
+
+    Raises:
+        ConfigError: not a run folder, no such complete trial, a trial off the Pareto front without
+            ``force``, a format the run's profile cannot produce, or ``out`` not empty.
+        ExportError: the rebuilt model does not match its record, or the export does not match it.
+    """
+    from autoprune.hardware.protocol import measure_models
+    from autoprune.pruning import model_stats
+    from autoprune.results.model_card import build_card, card_markdown
+    from autoprune.results.run import load_run
+    from autoprune.task import resolve_task
+    from autoprune.training import evaluate
+
+    data = load_run(run_path)
+    record = data.record(trial)
+    if record.state != COMPLETE:
+        raise ConfigError(f"{run_path}: trial {trial} is {record.state} ({record.reason}); only complete trials "
+                          "have fine-tuned weights to export")
+    on_front = data.on_front(trial)
+    if not on_front:
+        front = ", ".join(str(r.number) for r in data.front)
+        if not force:
+            raise ConfigError(f"--trial {trial}: not on the Pareto front of {run_path} (front: {front}); "
+                              "pass --force to export it anyway")
+        warn(f"trial {trial} is not on the Pareto front (front: {front}); exporting it because of --force")
+    exporter = EXPORTERS.get(fmt, where="--format")()
+    profile = data.config.profile
+    exporter.check(profile)
+    out = Path(out)
+    _fresh_out(out)
+    weights = data.run.trial_weights(trial)
+    if not weights.is_file():
+        raise ConfigError(f"{run_path}: trial {trial} has no saved weights at {weights}")
+
+    task = resolve_task(data.config.task)
+    rebuild = Rebuild.of(data.config, record.plan)
+    dense_model = task.build_model()
+    model = rebuild.model(task, weights)
+    stats = model_stats(model, task.example_input)
+    if (stats.macs, stats.params) != (record.macs, record.params):
+        raise ExportError(f"trial {trial}: the rebuilt model has {stats.macs} MACs / {stats.params} params, its record "
+                          f"{record.macs} / {record.params}; the task's model or the pruner changed since the search")
+    accuracy = evaluate(model, task.val_set, task.metric)
+    if abs(accuracy - record.accuracy) > 1.0 / len(task.val_set) + 1e-9:
+        raise ExportError(f"trial {trial}: the rebuilt model scores {accuracy:.4f}, its record {record.accuracy:.4f}; "
+                          "the task's data or weights changed since the search")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        n = min(samples, len(task.val_set))
+        inputs = [task.val_set[i][0].unsqueeze(0).numpy() for i in range(n)]
+        try:  # exporters and runtimes (torch.onnx, TVM) report what they cannot convert as RuntimeError
+            files = exporter.write(model, task.example_input, profile, rebuild, staging)
+            atomic_write_json(staging / MANIFEST, {"format": fmt, "files": [f.name for f in files], "trial": trial,
+                                                   "input_shape": list(task.example_input.shape),
+                                                   "input_dtype": str(task.example_input.dtype).replace("torch.", "")})
+            check = verify(model, exporter.load(staging), inputs, exporter.tolerance)
+        except RuntimeError as err:
+            raise ExportError(f"--format {fmt}: exporting or reloading trial {trial} failed: {type(err).__name__}: "
+                              f"{' '.join(str(err).split())[:300]}; nothing was written") from err
+        if not check.passed:
+            raise ExportError(f"--format {fmt}: the exported model does not match the pruned PyTorch model on {n} "
+                              f"validation inputs (max |diff| {check.max_abs_diff:.3g}, top-1 agreement "
+                              f"{100 * check.top1_agreement:.1f}%, tolerance rtol {check.rtol} atol {check.atol}); "
+                              "nothing was written")
+        dense_stats, pruned_stats = measure_models(profile, [dense_model, model], task.example_input)
+        card = build_card(data=data, record=record, task=task, fmt=fmt, files=files, on_front=on_front,
+                          dense_model=dense_model, model=model, accuracy_at_export=accuracy,
+                          latency={"dense": dense_stats.to_dict(), "pruned": pruned_stats.to_dict()},
+                          verification=asdict(check), rebuild=asdict(rebuild))
+        atomic_write_json(staging / "model_card.json", card)
+        atomic_write_text(staging / "model_card.md", card_markdown(card))
+        staging.chmod(umask_mode(0o777))
+        if out.is_dir():
+            out.rmdir()  # empty (checked above): rename needs the name free
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(out=out, files=[out / f.name for f in files], card=card)

@@ -1,0 +1,180 @@
+"""The model card of an export: the evidence behind a shipped model, as JSON and Markdown.
+
+Every number says where it came from: accuracy, MACs and params are the trial's record (and
+the accuracy is re-evaluated at export), latency is re-measured at export on the run's
+hardware profile interleaved with the dense model (the search-time figures are kept beside
+it), versions and machine fingerprints are given for both the search and the export.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoprune.execution.record import TrialRecord
+from autoprune.results.environment import library_versions, machine_fingerprint
+from autoprune.results.report import removed_share
+from autoprune.results.run import RunData
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from autoprune.task import Task
+
+
+def layer_sparsity(dense: nn.Module, pruned: nn.Module) -> list[dict[str, Any]]:
+    """Per module with its own parameters: parameter count dense vs pruned and the share removed."""
+    def counts(model: nn.Module) -> dict[str, int]:
+        return {name: sum(p.numel() for p in module.parameters(recurse=False))
+                for name, module in model.named_modules() if any(True for _ in module.parameters(recurse=False))}
+
+    before, after, modules = counts(dense), counts(pruned), dict(dense.named_modules())
+    return [{"layer": name, "type": type(modules[name]).__name__, "params_dense": n,
+             "params_pruned": after.get(name, 0), "sparsity": 1.0 - after.get(name, 0) / n}
+            for name, n in before.items()]
+
+
+def group_sparsity(record: TrialRecord) -> list[dict[str, Any]]:
+    """Per prunable group: planned ratio, channels before/after (after rounding) and the share removed."""
+    return [{"group": name, "planned_ratio": spec["ratio"], "structure": spec["structure"],
+             "channels_before": record.channels[name][0], "channels_after": record.channels[name][1],
+             "removed": removed_share(record, name)}
+            for name, spec in record.plan.items() if name in record.channels]
+
+
+def build_card(
+    *,
+    data: RunData,
+    record: TrialRecord,
+    task: Task,
+    fmt: str,
+    files: list[Path],
+    on_front: bool,
+    dense_model: nn.Module,
+    model: nn.Module,
+    accuracy_at_export: float,
+    latency: dict[str, dict[str, Any]],
+    verification: dict[str, Any],
+    rebuild: dict[str, Any],
+) -> dict[str, Any]:
+    """The card as plain data (``model_card.json``); :func:`card_markdown` renders it."""
+    dense = data.dense
+    sizes = {f.name: f.stat().st_size for f in files}
+    p50_dense, p50 = latency["dense"]["median_ms"], latency["pruned"]["median_ms"]
+    return {
+        "model": {"run": str(data.run.path.resolve()), "trial": record.number, "format": fmt, "files": sizes,
+                  "size_bytes": sum(sizes.values()), "on_pareto_front": on_front, "task": data.config.task},
+        "accuracy": {"metric": task.metric_name, "dense": dense.accuracy, "pruned": record.accuracy,
+                     "delta": record.accuracy - dense.accuracy, "pruned_at_export": accuracy_at_export},
+        "latency": {
+            "at_export": {"profile": data.config.profile.name, "dense_p50_ms": p50_dense,
+                          "dense_p90_ms": latency["dense"]["p90_ms"], "pruned_p50_ms": p50,
+                          "pruned_p90_ms": latency["pruned"]["p90_ms"], "speedup": p50_dense / p50,
+                          "dense": latency["dense"], "pruned": latency["pruned"]},
+            "at_search": {"pruned_p50_ms": record.latency_ms, "pruned_p90_ms": record.latency_p90_ms,
+                          "dense_p50_ms": record.dense_latency["median_ms"] if record.dense_latency else None,
+                          "speedup": record.speedup},
+        },
+        "params": {"dense": dense.params, "pruned": record.params},
+        "macs": {"dense": dense.macs, "pruned": record.macs},
+        "sparsity": {"params_removed": 1.0 - record.params / dense.params, "groups": group_sparsity(record),
+                     "layers": layer_sparsity(dense_model, model)},
+        "plan": record.plan,
+        "rebuild": rebuild,
+        "seeds": {"search": data.config.seed, "fine_tune": data.config.seed + record.number},
+        "data": {"task": data.config.task, "train_samples": len(task.train_set), "validation_samples": len(task.val_set),
+                 "metric": task.metric_name, "fine_tune_recipe": asdict(task.recipe)},
+        "verification": verification,
+        "hardware_profile": asdict(data.config.profile),
+        "search": {"agent": data.config.agent, "trials": len(data.records), "objectives": list(data.config.objectives)},
+        "versions": {"search": data.environment.get("versions", {}), "export": library_versions()},
+        "machine": {"search": data.environment.get("machine", {}), "export": machine_fingerprint()},
+    }
+
+
+def _row(*cells: Any) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """A human-readable ``model_card.md`` with the same numbers as the JSON card."""
+    m, acc, lat, ver = card["model"], card["accuracy"], card["latency"], card["verification"]
+    now, then = lat["at_export"], lat["at_search"]
+    lines = [
+        f"# Model card: trial {m['trial']} of `{m['run']}`",
+        "",
+        f"Pruned `{m['task']}` exported as **{m['format']}** ({m['size_bytes']:,} bytes on disk: "
+        + ", ".join(f"`{k}` {v:,}" for k, v in m["files"].items()) + ")."
+        + ("" if m["on_pareto_front"] else " **Not on the Pareto front** (exported with --force)."),
+        "",
+        "## Numbers",
+        "",
+        _row("", "dense", "pruned", "change"),
+        _row("---", "---:", "---:", "---:"),
+        _row(f"{acc['metric']} (validation)", f"{100 * acc['dense']:.2f}%", f"{100 * acc['pruned']:.2f}%",
+             f"{100 * acc['delta']:+.2f} pt"),
+        _row(f"latency p50, re-measured at export ({now['profile']})", f"{now['dense_p50_ms']:.4f} ms",
+             f"{now['pruned_p50_ms']:.4f} ms", f"{now['speedup']:.2f}x faster"),
+        _row("latency p90, re-measured at export", f"{now['dense_p90_ms']:.4f} ms", f"{now['pruned_p90_ms']:.4f} ms", ""),
+        _row("latency p50 during the search", f"{then['dense_p50_ms']:.4f} ms", f"{then['pruned_p50_ms']:.4f} ms",
+             f"{then['speedup']:.2f}x faster"),
+        _row("params", f"{card['params']['dense']:,}", f"{card['params']['pruned']:,}",
+             f"{100 * card['sparsity']['params_removed']:.1f}% removed"),
+        _row("MACs", f"{card['macs']['dense']:,}", f"{card['macs']['pruned']:,}",
+             f"{card['macs']['dense'] / card['macs']['pruned']:.2f}x fewer"),
+        "",
+        f"Accuracy re-evaluated on the rebuilt model at export: {100 * acc['pruned_at_export']:.2f}%. Latency at export "
+        "was measured interleaved with the dense model in one process (median of "
+        f"{now['pruned']['runs']} runs, CV {100 * now['pruned']['cv']:.1f}%).",
+        "",
+        "## Verification",
+        "",
+        f"The exported files were reloaded and run on {ver['samples']} validation inputs: max |difference| to the "
+        f"pruned PyTorch model {ver['max_abs_diff']:.3g} (tolerance rtol {ver['rtol']}, atol {ver['atol']}), top-1 "
+        f"agreement {100 * ver['top1_agreement']:.1f}%: **{'passed' if ver['passed'] else 'FAILED'}**.",
+        "",
+        "## Sparsity per prunable group",
+        "",
+        _row("group", "structure", "planned ratio", "channels kept / before", "removed"),
+        _row("---", "---", "---:", "---:", "---:"),
+        *[_row(f"`{g['group']}`", g["structure"], f"{g['planned_ratio']:.2f}",
+               f"{g['channels_after']} / {g['channels_before']}", f"{100 * g['removed']:.1f}%")
+          for g in card["sparsity"]["groups"]],
+        "",
+        "## Sparsity per layer (parameters)",
+        "",
+        _row("layer", "type", "dense", "pruned", "removed"),
+        _row("---", "---", "---:", "---:", "---:"),
+        *[_row(f"`{l['layer']}`", l["type"], f"{l['params_dense']:,}", f"{l['params_pruned']:,}",
+               f"{100 * l['sparsity']:.1f}%") for l in card["sparsity"]["layers"]],
+        "",
+        "## Provenance",
+        "",
+        f"- Seeds: search {card['seeds']['search']}, this trial's fine-tune {card['seeds']['fine_tune']}.",
+        f"- Data: task `{card['data']['task']}`, {card['data']['train_samples']} training and "
+        f"{card['data']['validation_samples']} validation samples, metric {card['data']['metric']}.",
+        f"- Search: agent {card['search']['agent']}, {card['search']['trials']} finished trials, objectives "
+        f"{', '.join(card['search']['objectives'])}.",
+        f"- Hardware profile: {card['hardware_profile']['name']} ({card['hardware_profile']['backend']}, "
+        f"{card['hardware_profile']['device']}, {card['hardware_profile']['threads']} thread(s), batch "
+        f"{card['hardware_profile']['batch_size']}).",
+        "- Library versions at export: " + ", ".join(f"{k} {v}" for k, v in card["versions"]["export"].items()) + ".",
+        "- Library versions in the search: " + ", ".join(f"{k} {v}" for k, v in card["versions"]["search"].items()) + ".",
+        f"- Machine at export: {card['machine']['export'].get('cpu')} ({card['machine']['export'].get('cores')} cores, "
+        f"id {card['machine']['export'].get('id')}); in the search: {card['machine']['search'].get('cpu')} "
+        f"(id {card['machine']['search'].get('id')}).",
+        "",
+        "## The plan",
+        "",
+        "```json",
+        json.dumps(card["plan"], indent=2, sort_keys=True),
+        "```",
+        "",
+        "Rebuild (PyTorch): the task's dense model, this plan applied with "
+        f"round_to={card['rebuild']['round_to']}, min_channels={card['rebuild']['min_channels']}, "
+        f"importance={card['rebuild']['importance']}, then the state_dict loaded "
+        "(`autoprune.results.export.load_torch_export` does this for a torch export).",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,105 @@
+"""Pick one Pareto model for a budget, and say why (its numbers next to its neighbours').
+
+Rules (exactly one): the most accurate model within a latency budget, the fastest model that
+reaches an accuracy, or the knee of the front (see :func:`autoprune.results.front.knee_index`).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from autoprune.errors import ConfigError
+from autoprune.execution.record import TrialRecord
+from autoprune.results.front import knee_index
+
+
+@dataclass(frozen=True, kw_only=True)
+class Choice:
+    """The picked Pareto model, the rule that picked it, and its neighbours on the front."""
+
+    chosen: TrialRecord
+    rule: str
+    reason: str
+    faster: TrialRecord | None
+    slower: TrialRecord | None
+
+
+def accuracy_fraction(value: float) -> float:
+    """An accuracy given as a fraction (0.97) or in percent (97) as a fraction."""
+    return value / 100.0 if value > 1.0 else value
+
+
+def pick(
+    front: Sequence[TrialRecord],
+    *,
+    max_latency_ms: float | None = None,
+    min_accuracy: float | None = None,
+    knee: bool = False,
+) -> Choice:
+    """Choose one model of ``front`` (complete records) by exactly one rule.
+
+    Args:
+        max_latency_ms: the most accurate model whose p50 latency is within this budget
+            (ties go to the faster one).
+        min_accuracy: the fastest model at least this accurate (fraction or percent).
+        knee: the knee of the front.
+
+    Raises:
+        ConfigError: no rule or more than one given, an empty front, or no model meets the budget.
+    """
+    given = [max_latency_ms is not None, min_accuracy is not None, bool(knee)]
+    if sum(given) != 1:
+        raise ConfigError("pick: give exactly one of --max-latency-ms, --min-accuracy, --knee")
+    ordered = sorted(front, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0)))
+    if not ordered:
+        raise ConfigError("pick: the Pareto front is empty (no complete trial yet)")
+    if max_latency_ms is not None:
+        fits = [r for r in ordered if r.latency_ms <= max_latency_ms]
+        if not fits:
+            raise ConfigError(f"pick: no Pareto model within {max_latency_ms:g} ms; the fastest is trial "
+                              f"{ordered[0].number} at {ordered[0].latency_ms:.4f} ms")
+        chosen = max(fits, key=lambda r: (r.accuracy, -r.latency_ms))
+        rule = f"max latency {max_latency_ms:g} ms"
+        reason = (f"the most accurate of the {len(fits)} Pareto model(s) within {max_latency_ms:g} ms "
+                  f"(p50 {chosen.latency_ms:.4f} ms)")
+    elif min_accuracy is not None:
+        target = accuracy_fraction(min_accuracy)
+        fits = [r for r in ordered if r.accuracy >= target]
+        if not fits:
+            best = max(ordered, key=lambda r: r.accuracy)
+            raise ConfigError(f"pick: no Pareto model reaches {100 * target:.2f}% accuracy; the most accurate is "
+                              f"trial {best.number} at {100 * best.accuracy:.2f}%")
+        chosen = min(fits, key=lambda r: (r.latency_ms, -r.accuracy))
+        rule = f"min accuracy {100 * target:.2f}%"
+        reason = (f"the fastest of the {len(fits)} Pareto model(s) with accuracy >= {100 * target:.2f}% "
+                  f"({100 * chosen.accuracy:.2f}%)")
+    else:
+        index, how = knee_index([(r.latency_ms, r.accuracy) for r in ordered])
+        chosen = ordered[index]
+        rule = "knee"
+        reason = f"the knee of the {len(ordered)}-model front: {how}"
+    i = ordered.index(chosen)
+    return Choice(chosen=chosen, rule=rule, reason=reason, faster=ordered[i - 1] if i > 0 else None,
+                  slower=ordered[i + 1] if i + 1 < len(ordered) else None)
+
+
+def choice_table(choice: Choice, dense: Any):
+    """A rich table of the choice between its neighbours, with the dense model for scale."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title=f"pick ({choice.rule}): trial {choice.chosen.number}", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("", "trial", "acc %", "Δ pt", "p50 ms", "p90 ms", "speed-up", "MMACs", "kparams"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for role, r in (("faster", choice.faster), ("PICKED", choice.chosen), ("slower", choice.slower)):
+        if r is None:
+            table.add_row(role, "none", *["-"] * 7, style="dim")
+            continue
+        table.add_row(role, str(r.number), f"{100 * r.accuracy:.2f}", f"{100 * (r.accuracy - dense.accuracy):+.2f}",
+                      f"{r.latency_ms:.4f}", f"{r.latency_p90_ms:.4f}", f"{r.speedup:.2f}x", f"{r.macs / 1e6:.2f}",
+                      f"{r.params / 1e3:.1f}", style="bold" if r is choice.chosen else None)
+    lat = dense.latency
+    table.add_row("dense", "-", f"{100 * dense.accuracy:.2f}", "+0.00", f"{lat['median_ms']:.4f}",
+                  f"{lat['p90_ms']:.4f}", "1.00x", f"{dense.macs / 1e6:.2f}", f"{dense.params / 1e3:.1f}", style="dim")
+    return table

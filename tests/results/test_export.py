@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from autoprune.cli import main
+from autoprune.results.export import ExportError, OnnxExporter, export_trial, load_export
+from autoprune.results.run import load_run
+from tests.conftest import ROOT
+from tests.results.conftest import _profile, make_run
+from tests.tiny_task import tiny_task
+
+# Run in a fresh interpreter: load the export with the deployment runtime alone, predict, save.
+RELOAD = {
+    "onnx": """
+import onnxruntime as ort
+session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+outputs = [session.run(None, {session.get_inputs()[0].name: x[None]})[0] for x in inputs]
+""",
+    "torch": """
+import torch
+from autoprune.results.export import load_torch_export
+model = load_torch_export(folder)
+with torch.no_grad():
+    outputs = [model(torch.from_numpy(x[None])).numpy() for x in inputs]
+""",
+    "tvm": """
+import json, tvm
+lib = tvm.runtime.load_module(str(folder / json.loads((folder / "export.json").read_text())["files"][0]))
+vm = tvm.relax.VirtualMachine(lib, tvm.cpu())
+def run(x):
+    out = vm["main"](tvm.runtime.tensor(x))
+    return (out if hasattr(out, "numpy") else out[0]).numpy()
+outputs = [run(x[None]) for x in inputs]
+""",
+}
+
+
+def reload_in_fresh_process(folder: Path, fmt: str, inputs: np.ndarray, tmp_path: Path) -> np.ndarray:
+    np.save(tmp_path / "inputs.npy", inputs)
+    script = ("import sys, numpy as np\nfrom pathlib import Path\nfolder = Path(sys.argv[1])\n"
+              "inputs = np.load(sys.argv[2])\n" + RELOAD[fmt] + "np.save(sys.argv[3], np.concatenate(outputs))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(folder), str(tmp_path / "inputs.npy"),
+                             str(tmp_path / "outputs.npy")], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr[-3000:]
+    return np.load(tmp_path / "outputs.npy")
+
+
+def pruned_outputs(run: Path, trial: int, inputs: np.ndarray) -> np.ndarray:
+    """The trial's candidate reloaded from its trial folder with the pruner's own loader."""
+    from autoprune.pruning.saving import load_pruned
+
+    data = load_run(run)
+    task = tiny_task()
+    model = load_pruned(data.run.trial_weights(trial).parent, task.build_model, task.example_input)
+    with torch.no_grad():
+        return model(torch.from_numpy(inputs)).numpy()
+
+
+def validation_inputs(n: int = 48) -> np.ndarray:
+    return tiny_task().val_set.tensors[0][-n:].numpy()  # the last ones: export verified on the first ones
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torch"])
+def test_export_reloads_in_a_fresh_process_with_the_same_predictions(tiny_run: Path, tmp_path: Path, fmt: str,
+                                                                    capsys) -> None:
+    trial = load_run(tiny_run).front[0].number
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--trial", str(trial), "--format", fmt, "--out", str(out)]) == 0
+    assert f"exported trial {trial} as {fmt}" in capsys.readouterr().out
+    inputs = validation_inputs()
+    expected = pruned_outputs(tiny_run, trial, inputs)
+    got = reload_in_fresh_process(out, fmt, inputs, tmp_path)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    assert (got.argmax(1) == expected.argmax(1)).all()
+    files = {p.name for p in out.iterdir()}
+    assert {"model_card.md", "model_card.json", "export.json"} <= files
+    assert files - {"model_card.md", "model_card.json", "export.json"} == (
+        {"model.onnx"} if fmt == "onnx" else {"rebuild.json", "state_dict.pt"})
+
+
+def test_model_card_numbers_are_the_runs_records(tiny_run: Path, tmp_path: Path) -> None:
+    data = load_run(tiny_run)
+    record = data.front[-1]
+    result = export_trial(tiny_run, record.number, "onnx", tmp_path / "card")
+    card = json.loads((tmp_path / "card/model_card.json").read_text())
+    assert card == json.loads(json.dumps(result.card))
+    assert card["accuracy"]["pruned"] == record.accuracy and card["accuracy"]["dense"] == data.dense.accuracy
+    assert abs(card["accuracy"]["pruned_at_export"] - record.accuracy) <= 1 / 360
+    assert card["params"] == {"dense": data.dense.params, "pruned": record.params}
+    assert card["macs"] == {"dense": data.dense.macs, "pruned": record.macs}
+    assert card["plan"] == record.plan and card["model"]["trial"] == record.number and card["model"]["on_pareto_front"]
+    assert card["latency"]["at_search"]["pruned_p50_ms"] == record.latency_ms
+    assert card["latency"]["at_search"]["speedup"] == record.speedup
+    now = card["latency"]["at_export"]
+    assert now["pruned"]["runs"] >= data.config.profile.min_runs and now["profile"] == data.config.profile.name
+    assert now["speedup"] == pytest.approx(now["dense_p50_ms"] / now["pruned_p50_ms"])
+    assert card["seeds"] == {"search": data.config.seed, "fine_tune": data.config.seed + record.number}
+    assert card["data"]["validation_samples"] == 360 and card["data"]["task"] == data.config.task
+    assert card["versions"]["search"] == data.environment["versions"] and "torch" in card["versions"]["export"]
+    assert card["machine"]["search"] == data.environment["machine"] and card["machine"]["export"]["id"]
+    groups = {g["group"]: g for g in card["sparsity"]["groups"]}
+    assert {k: [g["channels_before"], g["channels_after"]] for k, g in groups.items()} == record.channels
+    layers = {l["layer"]: l for l in card["sparsity"]["layers"]}
+    assert sum(l["params_pruned"] for l in layers.values()) == record.params
+    assert sum(l["params_dense"] for l in layers.values()) == data.dense.params
+    assert card["model"]["size_bytes"] == (tmp_path / "card/model.onnx").stat().st_size
+    assert card["verification"]["passed"] and card["verification"]["samples"] == 32
+    inputs = validation_inputs(4)
+    predict = load_export(tmp_path / "card")  # any export folder, its format read from export.json
+    np.testing.assert_allclose(np.concatenate([predict(x[None]) for x in inputs]),
+                               pruned_outputs(tiny_run, record.number, inputs), rtol=1e-4, atol=1e-5)
+    md = (tmp_path / "card/model_card.md").read_text()
+    assert f"{100 * record.accuracy:.2f}%" in md and f"{record.params:,}" in md and f"{now['pruned_p50_ms']:.4f} ms" in md
+
+
+def test_a_mismatching_export_fails_loudly_and_writes_nothing(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
+    load = OnnxExporter.load
+
+    def off_by_a_bit(self, folder):
+        predict = load(self, folder)
+        return lambda x: predict(x) + 1e-3
+
+    monkeypatch.setattr(OnnxExporter, "load", off_by_a_bit)
+    trial = load_run(tiny_run).front[0].number
+    parent = tmp_path / "exports"
+    parent.mkdir()
+    with pytest.raises(ExportError, match="does not match the pruned PyTorch model.*nothing was written"):
+        export_trial(tiny_run, trial, "onnx", parent / "model")
+    assert list(parent.iterdir()) == []  # no output, no staging folder left behind
+
+
+def test_an_off_front_trial_needs_force_and_gets_a_warning(tiny_run: Path, tmp_path: Path, capsys) -> None:
+    import optuna
+
+    from autoprune.execution.record import COMPLETE, TrialRecord
+    from autoprune.results.run import RECORD_ATTR, RunFolder, open_study
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    # a hand-made trial that dominates every real one pushes them all off the front
+    study = open_study(RunFolder(run).storage_url(), ["maximize", "minimize"], create=False)
+    best = TrialRecord(number=len(study.trials), plan={}, state=COMPLETE, accuracy=1.0,
+                       latency={"median_ms": 1e-6, "p90_ms": 1e-6}, speedup=1e4, macs=1, params=1)
+    study.add_trial(optuna.trial.create_trial(values=[1.0, 1e-6], user_attrs={RECORD_ATTR: best.to_dict()}))
+    trial = load_run(tiny_run).front[0].number
+    args = ["export", str(run), "--trial", str(trial), "--format", "torch", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"--trial {trial}: not on the Pareto front" in err and "--force" in err and "\n" not in err.strip()
+    assert not (tmp_path / "out").exists()
+    assert main(args + ["--force"]) == 0
+    assert f"warning: trial {trial} is not on the Pareto front" in capsys.readouterr().err
+    card = json.loads((tmp_path / "out/model_card.json").read_text())
+    assert card["model"]["on_pareto_front"] is False and "Not on the Pareto front" in (
+        tmp_path / "out/model_card.md").read_text()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export", "{tmp}", "--trial", "0", "--out", "{tmp}/x"], "not a run folder"),
+    (["pareto", "{tmp}"], "not a run folder"),
+    (["pick", "{tmp}", "--knee"], "not a run folder"),
+    (["report", "{tmp}"], "not a run folder"),
+    (["export", "{run}", "--trial", "99", "--out", "{tmp}/x"], "no finished trial 99"),
+    (["export", "{run}", "--trial", "{front}", "--format", "tvm", "--out", "{tmp}/x"],
+     "profile 'test-ort' uses backend 'onnxruntime', so it has no TVM target"),
+    (["export", "{run}", "--trial", "{front}", "--format", "tflite", "--out", "{tmp}/x"],
+     "unknown export format 'tflite'; valid: onnx, torch, tvm"),
+    (["pick", "{run}", "--max-latency-ms", "1e-9"], "no Pareto model within 1e-09 ms"),
+])
+def test_bad_input_is_one_line_exit_2(tiny_run: Path, tmp_path: Path, capsys, args, message) -> None:
+    front = str(load_run(tiny_run).front[0].number)
+    args = [a.format(tmp=tmp_path, run=tiny_run, front=front) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("autoprune: error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_pareto_and_pick_print_the_front(tiny_run: Path, capsys) -> None:
+    data = load_run(tiny_run)
+    assert main(["pareto", str(tiny_run), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert [e["trial"] for e in printed["front"]] == [r.number for r in data.front]
+    assert printed["front"][0]["accuracy"] == data.front[0].accuracy
+    assert main(["pick", str(tiny_run), "--min-accuracy", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"picked trial {data.front[0].number}: the fastest" in out and "PICKED" in out
+
+
+def _tvm_export():
+    try:
+        from autoprune.hardware import tvm_backend
+    except ImportError:
+        return None
+    return getattr(tvm_backend, "export_tvm_library", None)
+
+
+@pytest.mark.tvm
+@pytest.mark.skipif(_tvm_export() is None,
+                    reason="autoprune.hardware.tvm_backend.export_tvm_library is not in this tree (TVM branch)")
+def test_tvm_export_reloads_in_a_fresh_process(tmp_path: Path) -> None:
+    profile = _profile(name="test-tvm", backend="tvm", target={"kind": "llvm"}, min_runs=4, repeats=1)
+    run = make_run(tmp_path / "run", trials=1, profile=profile)
+    trial = load_run(run).front[0].number
+    assert main(["export", str(run), "--trial", str(trial), "--format", "tvm", "--out", str(tmp_path / "out")]) == 0
+    inputs = validation_inputs(16)
+    got = reload_in_fresh_process(tmp_path / "out", "tvm", inputs, tmp_path)
+    expected = pruned_outputs(run, trial, inputs)
+    np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+def test_an_exporter_crash_is_one_error_and_leaves_nothing(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
+    def broken(self, model, example_input, profile, rebuild, folder):
+        (folder / "model.onnx").write_bytes(b"half")
+        raise RuntimeError("Exporting the operator 'aten::foo' is not supported")
+
+    monkeypatch.setattr(OnnxExporter, "write", broken)
+    with pytest.raises(ExportError, match="exporting or reloading trial .* failed: RuntimeError: Exporting the operator"):
+        export_trial(tiny_run, load_run(tiny_run).front[0].number, "onnx", tmp_path / "model")
+    assert list(tmp_path.iterdir()) == []
