@@ -38,7 +38,8 @@ class PrunableGroup:
         heads: head count of an attention group, else None.
         channel_groups: channels are pruned alike in this many groups (grouped convs, splits, heads).
         couplings: why the layers are coupled (residual add, concat, depthwise conv, ...).
-        macs_share, params_share: share of the model's MACs and parameters in the group's layers.
+        macs_share, params_share: share of the model's MACs and parameters in the layers the group
+            touches (a layer whose inputs and outputs belong to two groups counts in both).
         structures: the structures the group can take (``nm`` only when a layer fits the N:M blocks).
     """
 
