@@ -38,6 +38,7 @@ class PruneResult:
         model: the pruned model (the same object that was passed in).
         channels: per group, (channels before, channels after) of its root layer.
         heads: per attention group pruned by heads, (heads before, heads after).
+        removed: per group pruned by channel, the indices of the root layer's channels removed.
         masks: per masked layer, its boolean keep-mask (already applied to the weight).
         sparsity: per masked layer, the achieved share of zero weights.
         masked_groups: per masked layer, the group whose plan masked it.
@@ -47,6 +48,7 @@ class PruneResult:
     model: nn.Module
     channels: dict[str, tuple[int, int]]
     heads: dict[str, tuple[int, int]] = field(default_factory=dict)
+    removed: dict[str, list[int]] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     sparsity: dict[str, float] = field(default_factory=dict)
     masked_groups: dict[str, str] = field(default_factory=dict)
@@ -87,10 +89,11 @@ def _channel_scores(imp: Importance, graph, info: GroupInfo) -> torch.Tensor:
     return scores.float()
 
 
-def _prune_heads(imp: Importance, graph, info: GroupInfo, ratio: float) -> tuple[int, int]:
-    """Remove whole heads; returns (heads before, heads after)."""
+def _prune_heads(imp: Importance, graph, info: GroupInfo, ratio: float) -> tuple[int, int, list[int]]:
+    """Remove whole heads; returns heads before, heads after and the removed root channels."""
     heads, hd = info.heads, info.head_dim
     keep = max(1, round((1.0 - ratio) * heads))
+    idxs: list[int] = []
     if keep < heads:
         slices = info.channels // (heads * hd)  # e.g. 3 for a fused qkv projection laid out (3, heads, head_dim)
         per_head = _channel_scores(imp, graph, info).view(slices, heads, hd).mean(dim=(0, 2))
@@ -98,11 +101,14 @@ def _prune_heads(imp: Importance, graph, info: GroupInfo, ratio: float) -> tuple
         idxs = sorted(s * heads * hd + h * hd + j for s in range(slices) for h in drop for j in range(hd))
         _fresh_group(graph, info, idxs).prune()
         setattr(info.owner, info.head_attr, keep)
-    return heads, keep
+    return heads, keep, idxs
 
 
-def _prune_channels(imp: Importance, graph, info: GroupInfo, ratio: float, round_to: int, min_channels: int) -> int:
+def _prune_channels(imp: Importance, graph, info: GroupInfo, ratio: float, round_to: int,
+                    min_channels: int) -> tuple[int, list[int]]:
+    """Remove the least important channels; returns the kept width and the removed root channels."""
     keep = kept_units(info, ratio, round_to, min_channels)
+    idxs: list[int] = []
     if keep < info.channels:
         groups = info.channel_groups
         per_group = info.channels // groups
@@ -111,7 +117,7 @@ def _prune_channels(imp: Importance, graph, info: GroupInfo, ratio: float, round
         drop = torch.argsort(position)[: (info.channels - keep) // groups].tolist()
         idxs = sorted(p + g * per_group for g in range(groups) for p in drop)
         _fresh_group(graph, info, idxs).prune()
-    return keep
+    return keep, idxs
 
 
 def _update_width_attrs(model: nn.Module, changed: list[tuple[int, int, set[nn.Module]]]) -> None:
@@ -203,16 +209,18 @@ def apply_plan(
 
     channels = {name: (info.channels, info.channels) for name, info in infos.items()}
     heads: dict[str, tuple[int, int]] = {}
+    removed: dict[str, list[int]] = {}
     changed: list[tuple[int, int, set[nn.Module]]] = []
     for name, info in infos.items():
         spec = active.get(name)
         if spec is None or spec.structure != "channel":
             continue
         if info.is_attention:
-            heads[name] = _prune_heads(imp, graph, info, spec.ratio)
-            keep = info.channels * heads[name][1] // heads[name][0]
+            before, after, removed[name] = _prune_heads(imp, graph, info, spec.ratio)
+            heads[name] = (before, after)
+            keep = info.channels * after // before
         else:
-            keep = _prune_channels(imp, graph, info, spec.ratio, round_to, min_channels)
+            keep, removed[name] = _prune_channels(imp, graph, info, spec.ratio, round_to, min_channels)
             changed.append((info.channels, keep, set(info.layers)))
         channels[name] = (info.channels, keep)
     _update_width_attrs(model, [c for c in changed if c[0] != c[1]])
@@ -229,7 +237,7 @@ def apply_plan(
     apply_masks(model, masks)
     model.zero_grad(set_to_none=True)  # calibration gradients must not leak into fine-tuning
     _check_runs(model, example_input, traced.output_shape, active)
-    return PruneResult(model=model, channels=channels, heads=heads, masks=masks,
+    return PruneResult(model=model, channels=channels, heads=heads, removed=removed, masks=masks,
                        sparsity=layer_sparsity(model, list(masks)), masked_groups=masked_groups,
                        skipped=skipped)
 
