@@ -11,7 +11,6 @@ reason (final classifier, user-ignored, unsupported op): nothing is skipped sile
 from __future__ import annotations
 
 import fnmatch
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -345,7 +344,3 @@ def graph_is_out(handler) -> bool:
 def discover_groups(model: nn.Module, example_input: torch.Tensor, ignore: tuple[str, ...] = ()) -> list[PrunableGroup]:
     """The prunable groups of ``model`` in graph order (``discover(...).groups`` as a list)."""
     return list(discover(model, example_input, ignore).groups)
-
-
-def lcm(a: int, b: int) -> int:
-    return a * b // math.gcd(a, b)

@@ -15,6 +15,7 @@ The pruned model is checked with one forward pass: its output shape must not cha
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 
 from autoprune.errors import PlanError
 from autoprune.plan import PruningPlan
-from autoprune.pruning.graph import ROOT_TYPES, GroupInfo, analyse, graph_is_out, lcm, trace, user_ignored
+from autoprune.pruning.graph import ROOT_TYPES, GroupInfo, analyse, graph_is_out, trace, user_ignored
 from autoprune.pruning.importance import Batch, Importance, make_importance
 from autoprune.pruning.masks import apply_masks, layer_sparsity, magnitude_masks, mask_reapplier, nm_applicable, nm_mask
 
@@ -71,7 +72,7 @@ def kept_channels(channels: int, ratio: float, round_to: int, min_channels: int)
 def kept_units(info: GroupInfo, ratio: float, round_to: int, min_channels: int) -> int:
     """Channels the group keeps: a multiple of lcm(round_to, channel groups) when it fits, never empty."""
     groups = info.channel_groups
-    step = lcm(round_to, groups)
+    step = math.lcm(round_to, groups)
     if step > info.channels:
         step = groups
     keep = kept_channels(info.channels, ratio, step, min_channels)
