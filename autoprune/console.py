@@ -107,6 +107,6 @@ def sensitivity_table(report: Any) -> Table:
         table.add_column(column, justify="left" if column == "group" else "right")
     for r in report.rows:
         table.add_row(r.group, f"{r.ratio:.2f}", f"{r.channels[0]}->{r.channels[1]}", f"{100 * r.accuracy:.2f}",
-                      f"{-100 * r.accuracy_drop:+.2f}", f"{r.latency_ms:.3f}", f"{r.speedup:.2f}x",
+                      f"{100 * (r.accuracy - report.dense_accuracy):+.2f}", f"{r.latency_ms:.3f}", f"{r.speedup:.2f}x",
                       f"{100 * r.macs_ratio:.0f}%")
     return table

@@ -11,7 +11,6 @@ reason (final classifier, user-ignored, unsupported op): nothing is skipped sile
 from __future__ import annotations
 
 import fnmatch
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -38,7 +37,8 @@ class PrunableGroup:
         heads: head count of an attention group, else None.
         channel_groups: channels are pruned alike in this many groups (grouped convs, splits, heads).
         couplings: why the layers are coupled (residual add, concat, depthwise conv, ...).
-        macs_share, params_share: share of the model's MACs and parameters in the group's layers.
+        macs_share, params_share: share of the model's MACs and parameters in the layers the group
+            touches (a layer whose inputs and outputs belong to two groups counts in both).
         structures: the structures the group can take (``nm`` only when a layer fits the N:M blocks).
     """
 
@@ -344,7 +344,3 @@ def graph_is_out(handler) -> bool:
 def discover_groups(model: nn.Module, example_input: torch.Tensor, ignore: tuple[str, ...] = ()) -> list[PrunableGroup]:
     """The prunable groups of ``model`` in graph order (``discover(...).groups`` as a list)."""
     return list(discover(model, example_input, ignore).groups)
-
-
-def lcm(a: int, b: int) -> int:
-    return a * b // math.gcd(a, b)

@@ -15,6 +15,7 @@ The pruned model is checked with one forward pass: its output shape must not cha
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +23,7 @@ from torch import nn
 
 from autoprune.errors import PlanError
 from autoprune.plan import PruningPlan
-from autoprune.pruning.graph import ROOT_TYPES, GroupInfo, analyse, graph_is_out, lcm, trace, user_ignored
+from autoprune.pruning.graph import ROOT_TYPES, GroupInfo, analyse, graph_is_out, trace, user_ignored
 from autoprune.pruning.importance import Batch, Importance, make_importance
 from autoprune.pruning.masks import apply_masks, layer_sparsity, magnitude_masks, mask_reapplier, nm_applicable, nm_mask
 
@@ -38,6 +39,7 @@ class PruneResult:
         model: the pruned model (the same object that was passed in).
         channels: per group, (channels before, channels after) of its root layer.
         heads: per attention group pruned by heads, (heads before, heads after).
+        removed: per group pruned by channel, the indices of the root layer's channels removed.
         masks: per masked layer, its boolean keep-mask (already applied to the weight).
         sparsity: per masked layer, the achieved share of zero weights.
         masked_groups: per masked layer, the group whose plan masked it.
@@ -47,6 +49,7 @@ class PruneResult:
     model: nn.Module
     channels: dict[str, tuple[int, int]]
     heads: dict[str, tuple[int, int]] = field(default_factory=dict)
+    removed: dict[str, list[int]] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
     sparsity: dict[str, float] = field(default_factory=dict)
     masked_groups: dict[str, str] = field(default_factory=dict)
@@ -69,7 +72,7 @@ def kept_channels(channels: int, ratio: float, round_to: int, min_channels: int)
 def kept_units(info: GroupInfo, ratio: float, round_to: int, min_channels: int) -> int:
     """Channels the group keeps: a multiple of lcm(round_to, channel groups) when it fits, never empty."""
     groups = info.channel_groups
-    step = lcm(round_to, groups)
+    step = math.lcm(round_to, groups)
     if step > info.channels:
         step = groups
     keep = kept_channels(info.channels, ratio, step, min_channels)
@@ -87,10 +90,11 @@ def _channel_scores(imp: Importance, graph, info: GroupInfo) -> torch.Tensor:
     return scores.float()
 
 
-def _prune_heads(imp: Importance, graph, info: GroupInfo, ratio: float) -> tuple[int, int]:
-    """Remove whole heads; returns (heads before, heads after)."""
+def _prune_heads(imp: Importance, graph, info: GroupInfo, ratio: float) -> tuple[int, int, list[int]]:
+    """Remove whole heads; returns heads before, heads after and the removed root channels."""
     heads, hd = info.heads, info.head_dim
     keep = max(1, round((1.0 - ratio) * heads))
+    idxs: list[int] = []
     if keep < heads:
         slices = info.channels // (heads * hd)  # e.g. 3 for a fused qkv projection laid out (3, heads, head_dim)
         per_head = _channel_scores(imp, graph, info).view(slices, heads, hd).mean(dim=(0, 2))
@@ -98,11 +102,14 @@ def _prune_heads(imp: Importance, graph, info: GroupInfo, ratio: float) -> tuple
         idxs = sorted(s * heads * hd + h * hd + j for s in range(slices) for h in drop for j in range(hd))
         _fresh_group(graph, info, idxs).prune()
         setattr(info.owner, info.head_attr, keep)
-    return heads, keep
+    return heads, keep, idxs
 
 
-def _prune_channels(imp: Importance, graph, info: GroupInfo, ratio: float, round_to: int, min_channels: int) -> int:
+def _prune_channels(imp: Importance, graph, info: GroupInfo, ratio: float, round_to: int,
+                    min_channels: int) -> tuple[int, list[int]]:
+    """Remove the least important channels; returns the kept width and the removed root channels."""
     keep = kept_units(info, ratio, round_to, min_channels)
+    idxs: list[int] = []
     if keep < info.channels:
         groups = info.channel_groups
         per_group = info.channels // groups
@@ -111,7 +118,7 @@ def _prune_channels(imp: Importance, graph, info: GroupInfo, ratio: float, round
         drop = torch.argsort(position)[: (info.channels - keep) // groups].tolist()
         idxs = sorted(p + g * per_group for g in range(groups) for p in drop)
         _fresh_group(graph, info, idxs).prune()
-    return keep
+    return keep, idxs
 
 
 def _update_width_attrs(model: nn.Module, changed: list[tuple[int, int, set[nn.Module]]]) -> None:
@@ -203,16 +210,18 @@ def apply_plan(
 
     channels = {name: (info.channels, info.channels) for name, info in infos.items()}
     heads: dict[str, tuple[int, int]] = {}
+    removed: dict[str, list[int]] = {}
     changed: list[tuple[int, int, set[nn.Module]]] = []
     for name, info in infos.items():
         spec = active.get(name)
         if spec is None or spec.structure != "channel":
             continue
         if info.is_attention:
-            heads[name] = _prune_heads(imp, graph, info, spec.ratio)
-            keep = info.channels * heads[name][1] // heads[name][0]
+            before, after, removed[name] = _prune_heads(imp, graph, info, spec.ratio)
+            heads[name] = (before, after)
+            keep = info.channels * after // before
         else:
-            keep = _prune_channels(imp, graph, info, spec.ratio, round_to, min_channels)
+            keep, removed[name] = _prune_channels(imp, graph, info, spec.ratio, round_to, min_channels)
             changed.append((info.channels, keep, set(info.layers)))
         channels[name] = (info.channels, keep)
     _update_width_attrs(model, [c for c in changed if c[0] != c[1]])
@@ -229,7 +238,7 @@ def apply_plan(
     apply_masks(model, masks)
     model.zero_grad(set_to_none=True)  # calibration gradients must not leak into fine-tuning
     _check_runs(model, example_input, traced.output_shape, active)
-    return PruneResult(model=model, channels=channels, heads=heads, masks=masks,
+    return PruneResult(model=model, channels=channels, heads=heads, removed=removed, masks=masks,
                        sparsity=layer_sparsity(model, list(masks)), masked_groups=masked_groups,
                        skipped=skipped)
 
