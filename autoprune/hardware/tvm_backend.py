@@ -291,6 +291,10 @@ class TvmBackend(LatencyBackend):
         if profile.rpc is None and not _is_host(dict(profile.target or {"kind": "llvm"})):
             raise ConfigError(f"hardware profile {profile.name}: `target` {dict(profile.target or {})} is not this "
                               "machine; add `rpc` (host/port of the board's TVM RPC server) to run it")
+        if profile.rpc is not None and profile.tuning_trials > 0:
+            # tuning runs candidates in this process: a board would need MetaSchedule's RPCRunner
+            raise ConfigError(f"hardware profile {profile.name}: `tuning_trials` must be 0 with `rpc` (tuning on a "
+                              "remote board is not supported yet); tune on a local profile of the same target")
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor) -> Prepared:
         tvm = _tvm()

@@ -138,6 +138,8 @@ def test_invalid_target_names_the_field() -> None:
         get_backend(tvm_profile(target={"kind": "llvm", "num-cores": "two"}))
     with pytest.raises(ConfigError, match="rpc"):  # a foreign target needs a board to run on
         get_backend(tvm_profile(target={"kind": "llvm", "mtriple": "aarch64-linux-gnu"}))
+    with pytest.raises(ConfigError, match="tuning_trials"):
+        get_backend(tvm_profile(tuning_trials=4, rpc=RpcConfig(host="127.0.0.1", port=9)))
 
 
 def test_missing_tvm_gives_the_install_hint(monkeypatch) -> None:
