@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from autoprune.config import HardwareProfile
 
-INSTALL_HINT = "pip install 'autoprune[tvm]' (apache-tvm, tornado, psutil)"
+INSTALL_HINT = "pip install 'autoprune[tvm]' (apache-tvm, apache-tvm-ffi 0.1.14, tornado, psutil)"
 #: where tuning records go when the profile sets no ``tuning_db`` (env override)
 TUNING_DB_ENV = "AUTOPRUNE_TVM_TUNING_DB"
 
@@ -250,7 +250,6 @@ class TvmPrepared(Prepared):
     """A VirtualMachine on a (local or remote) device, timed by TVM's own ``time_evaluator``."""
 
     def __init__(self, vm, device, args: list, info: dict[str, Any], keep: tuple = ()) -> None:
-        self._evaluator = None
         self._vm, self._device, self._args = vm, device, args
         self.info = info
         self._keep = keep  # the RPC session and temp folder must outlive the VM
