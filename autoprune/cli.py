@@ -261,8 +261,51 @@ def _add_export(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from autoprune.config import load_profile
+    from autoprune.errors import ConfigError
+    from autoprune.hardware.predictor import calibrate, default_predictor_path
+    from autoprune.task import resolve_task
+
+    if args.fit < 2 or args.holdout < 1:
+        raise ConfigError(f"command line: --fit must be >= 2 and --holdout >= 1, got {args.fit}, {args.holdout}")
+    profile = load_profile(args.hw)
+    task = resolve_task(args.task)
+    result = calibrate(task.build_model(), task.example_input, profile, fit=args.fit, holdout=args.holdout,
+                       seed=args.seed)
+    path = result.predictor.save(args.out or default_predictor_path(profile, args.task))
+    table = Table(title=f"latency predictor: {task.name} on {profile.name}")
+    for column in ("held-out plan", "predicted ms", "measured ms", "error"):
+        table.add_column(column, justify="right")
+    for i, row in enumerate(result.holdout):
+        error = (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
+        table.add_row(str(i), f"{row['predicted_ms']:.3f}", f"{row['measured_ms']:.3f}", f"{error:+.1%}")
+    console = Console()
+    console.print(table)
+    console.print(f"layer shapes measured: {result.layers}; whole-model fits: {result.fit_plans}; "
+                  f"median abs % error on {result.holdout_plans} held-out plans: {result.holdout_mdape:.1%} "
+                  f"({result.seconds:.0f} s); saved {path}")
+    return 0
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="build a latency predictor for a task on a hardware profile",
+                       description="Measure each distinct layer shape once, fit a correction on a few whole-model "
+                                   "measurements of random plans, and print the error on held-out random plans.")
+    p.add_argument("--task", default="digits", help="registered task name or module:function")
+    p.add_argument("--hw", default=DEFAULT_HW, help=f"hardware profile YAML (default: {DEFAULT_HW})")
+    p.add_argument("--fit", type=int, default=6, help="whole-model measurements to fit on (default: 6)")
+    p.add_argument("--holdout", type=int, default=12, help="held-out random plans to report error on (default: 12)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random plans (default: 0)")
+    p.add_argument("--out", default=None, help="predictor JSON (default: results/.cache/predictors/PROFILE--TASK.json)")
+    p.set_defaults(func=cmd_calibrate)
+
+
 #: each adds one subcommand; later features add theirs here
-SUBCOMMANDS: list[Callable] = [_add_search, _add_profile, _add_inspect, _add_sensitivity, _add_report, _add_pareto, _add_pick, _add_export]
+SUBCOMMANDS: list[Callable] = [_add_search, _add_profile, _add_inspect, _add_sensitivity, _add_report, _add_pareto, _add_pick, _add_export, _add_calibrate]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -107,8 +107,17 @@ class HardwareProfile:
             _check_choice("fast_structures", s, STRUCTURES)
         _check_int("tuning_trials", self.tuning_trials, 0)
         if self.target is not None:
-            _require(isinstance(self.target, Mapping) and "kind" in self.target,
+            _require(isinstance(self.target, Mapping) and isinstance(self.target.get("kind"), str),
                      f"`target` must be a mapping with a `kind` (e.g. {{kind: llvm}}), got {self.target!r}")
+            for key, value in self.target.items():
+                _require(isinstance(key, str) and isinstance(value, (str, int, bool, list, tuple)),
+                         f"`target.{key}` must be a string, number, boolean or list, got {value!r}")
+        if self.tuning_db is not None:
+            _require(isinstance(self.tuning_db, str) and bool(self.tuning_db),
+                     f"`tuning_db` must be a folder path, got {self.tuning_db!r}")
+        if self.cross_compiler is not None:
+            _require(isinstance(self.cross_compiler, str) and bool(self.cross_compiler),
+                     f"`cross_compiler` must be a compiler command (e.g. aarch64-linux-gnu-g++), got {self.cross_compiler!r}")
         _require(self.backend == "tvm" or (self.target is None and self.rpc is None),
                  "`target` and `rpc` only apply to `backend: tvm`")
 
@@ -214,13 +223,34 @@ def build(cls: type[C], data: Mapping[str, Any], source: str) -> C:
         raise ConfigError(f"{source}: missing required field `{missing[0]}`")
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
     if cls is HardwareProfile and isinstance(values.get("rpc"), Mapping):
-        values["rpc"] = build(RpcConfig, values["rpc"], f"{source}: rpc")
+        values["rpc"] = build(RpcConfig, _rpc_from_environment(values["rpc"], source), f"{source}: rpc")
     try:
         return cls(**values)
     except ConfigError as err:
         raise ConfigError(f"{source}: {err}") from None
     except TypeError as err:
         raise ConfigError(f"{source}: {err}") from None
+
+
+#: environment variables that override a profile's ``rpc.host`` / ``rpc.port`` (a board's address
+#: changes per lab; the profile stays in git)
+RPC_HOST_ENV = "AUTOPRUNE_RPC_HOST"
+RPC_PORT_ENV = "AUTOPRUNE_RPC_PORT"
+
+
+def _rpc_from_environment(rpc: Mapping[str, Any], source: str) -> dict[str, Any]:
+    """The ``rpc`` mapping with host/port taken from the environment when set."""
+    import os
+
+    merged = dict(rpc)
+    if os.environ.get(RPC_HOST_ENV):
+        merged["host"] = os.environ[RPC_HOST_ENV]
+    if os.environ.get(RPC_PORT_ENV):
+        try:
+            merged["port"] = int(os.environ[RPC_PORT_ENV])
+        except ValueError:
+            raise ConfigError(f"{source}: {RPC_PORT_ENV} must be a port number, got {os.environ[RPC_PORT_ENV]!r}") from None
+    return merged
 
 
 def load_profile(path: str | Path) -> HardwareProfile:

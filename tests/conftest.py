@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,3 +22,18 @@ def fast_profile():
 
     return HardwareProfile(name="test-ort", backend="onnxruntime", threads=1, warmup_s=0.02, min_runs=20, repeats=2,
                            max_cv=1.0, round_to=4)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_caches(tmp_path_factory):
+    """Latency cache and TVM tuning database in a temp folder: tests never share state across runs."""
+    root = tmp_path_factory.mktemp("caches")
+    saved = {k: os.environ.get(k) for k in ("AUTOPRUNE_LATENCY_CACHE", "AUTOPRUNE_TVM_TUNING_DB")}
+    os.environ["AUTOPRUNE_LATENCY_CACHE"] = str(root / "latency.db")
+    os.environ["AUTOPRUNE_TVM_TUNING_DB"] = str(root / "tvm-tuning")
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

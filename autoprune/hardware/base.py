@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     from autoprune.config import HardwareProfile
 
 BACKENDS: Registry[type[LatencyBackend]] = Registry(
-    "backend", ["autoprune.hardware.onnxruntime_backend", "autoprune.hardware.torch_backend"]
+    "backend", ["autoprune.hardware.onnxruntime_backend", "autoprune.hardware.torch_backend",
+                "autoprune.hardware.tvm_backend"]
 )
 
 

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.config import HardwareProfile
+    from autoprune.hardware.cache import LatencyCache
+    from autoprune.hardware.predictor import LatencyPredictor
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +41,7 @@ class LatencyStats:
     attempts: int = 1
     info: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    machine: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -75,9 +78,37 @@ def _time_interleaved(prepared: list[Prepared], profile: HardwareProfile) -> lis
     return samples
 
 
+def measurement_versions(backend: LatencyBackend) -> dict[str, str]:
+    """Every library version recorded with a measurement (the backend's own ones included)."""
+    from autoprune.results.environment import library_versions
+
+    return {**library_versions(), **backend.versions()}
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return int(psutil.Process().memory_info().rss)
+
+
+def prepare_measured(backend: LatencyBackend, model: nn.Module, example_input: torch.Tensor) -> Prepared:
+    """``backend.prepare`` plus the runtime session's memory: the process RSS growth over
+    preparing and one inference (an approximation: freed Python objects can hide some of it).
+    A backend that knows better (CUDA allocator, remote board) sets ``session_memory_bytes`` itself.
+    """
+    before = _rss_bytes()
+    prepared = backend.prepare(model, example_input)
+    prepared.run(1)
+    prepared.info.setdefault("session_memory_bytes", max(0, _rss_bytes() - before))
+    return prepared
+
+
 def time_prepared(prepared: list[Prepared], backend: LatencyBackend) -> list[LatencyStats]:
     """Apply the protocol to already prepared models; one LatencyStats per model."""
+    from autoprune.results.environment import machine_fingerprint
+
     profile = backend.profile
+    versions, machine = measurement_versions(backend), machine_fingerprint()
     best: list[LatencyStats | None] = [None] * len(prepared)
     for attempt in range(1, profile.max_remeasure + 2):
         for i, samples in enumerate(_time_interleaved(prepared, profile)):
@@ -85,7 +116,7 @@ def time_prepared(prepared: list[Prepared], backend: LatencyBackend) -> list[Lat
             stats = LatencyStats(median_ms=median, p90_ms=p90, mean_ms=mean, cv=cv, runs=len(samples),
                                  profile=profile.name, backend=profile.backend, device=profile.device,
                                  threads=profile.threads, batch_size=profile.batch_size, attempts=attempt,
-                                 info=dict(prepared[i].info), versions=backend.versions())
+                                 info=dict(prepared[i].info), versions=versions, machine=machine)
             if best[i] is None or stats.cv < best[i].cv:
                 best[i] = stats
         if all(s.cv <= profile.max_cv for s in best):
@@ -96,25 +127,58 @@ def time_prepared(prepared: list[Prepared], backend: LatencyBackend) -> list[Lat
 def measure_models(profile: HardwareProfile, models: list[nn.Module], example_input: torch.Tensor) -> list[LatencyStats]:
     """Prepare and measure several models together (interleaved) on ``profile``."""
     backend = get_backend(profile)
-    return time_prepared([backend.prepare(m, example_input) for m in models], backend)
+    return time_prepared([prepare_measured(backend, m, example_input) for m in models], backend)
 
 
 class LatencyMeter:
     """Keeps the dense model prepared so every candidate is measured interleaved with it.
 
     ``compare(candidate)`` returns (candidate stats, dense stats) from one interleaved
-    measurement, so the speed-up ratio is taken in the same process and moment.
+    measurement, so the speed-up ratio is taken in the same process and moment. With a cache
+    (the default one unless ``cache=None``), an identical candidate measured before, in this
+    run or another, is returned from the cache with the dense stats of that measurement
+    (``info["cached"]`` is True). With a predictor, ``predict(candidate)`` estimates latency
+    without measuring (for screening only).
     """
 
-    def __init__(self, profile: HardwareProfile, dense: nn.Module, example_input: torch.Tensor) -> None:
+    def __init__(self, profile: HardwareProfile, dense: nn.Module, example_input: torch.Tensor, *,
+                 cache: LatencyCache | None | str = "default", predictor: LatencyPredictor | None = None) -> None:
+        from autoprune.hardware.cache import LatencyCache
+        from autoprune.results.environment import machine_fingerprint
+
         self.profile = profile
         self.backend = get_backend(profile)
         self.example_input = example_input
-        self._dense = self.backend.prepare(dense, example_input)
+        self.cache = LatencyCache.default() if cache == "default" else cache
+        self.predictor = predictor
+        self._dense_model = dense
+        self._dense = prepare_measured(self.backend, dense, example_input)
+        self._versions = measurement_versions(self.backend)
+        self._machine_id = machine_fingerprint()["id"]
 
     def dense(self) -> LatencyStats:
         return time_prepared([self._dense], self.backend)[0]
 
     def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
-        cand, dense = time_prepared([self.backend.prepare(candidate, self.example_input), self._dense], self.backend)
+        from dataclasses import replace
+
+        from autoprune.hardware.cache import measurement_key
+
+        key = None
+        if self.cache is not None:
+            key = measurement_key(candidate, self._dense_model, self.example_input, self.profile, self._versions,
+                                  self._machine_id)
+            hit = self.cache.get(key)
+            if hit is not None:
+                return tuple(replace(s, info={**s.info, "cached": True}) for s in hit)  # type: ignore[return-value]
+        prepared = prepare_measured(self.backend, candidate, self.example_input)
+        cand, dense = time_prepared([prepared, self._dense], self.backend)
+        if self.cache is not None and key is not None:
+            self.cache.put(key, cand, dense)
         return cand, dense
+
+    def predict(self, candidate: nn.Module) -> float | None:
+        """Predicted median latency (ms) of ``candidate``; None without a predictor."""
+        if self.predictor is None:
+            return None
+        return self.predictor.predict(candidate, self.example_input)

@@ -33,7 +33,12 @@ class TorchEagerBackend(LatencyBackend):
                 torch.cuda.synchronize()
 
         size = sum(p.numel() * p.element_size() for p in runnable.parameters())
-        return _ThreadPinned(infer, self.profile.threads, info={"model_bytes": size})
+        info = {"model_bytes": size}
+        if device.type == "cuda":  # the allocator's peak, not the process RSS, is the session's memory
+            torch.cuda.reset_peak_memory_stats(device)
+            infer()
+            info["session_memory_bytes"] = int(torch.cuda.max_memory_allocated(device))
+        return _ThreadPinned(infer, self.profile.threads, info=info)
 
 
 class _ThreadPinned(CallablePrepared):

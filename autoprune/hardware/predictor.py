@@ -1,0 +1,225 @@
+"""A calibrated latency predictor: per-layer latency table + a correction fitted on whole models.
+
+Each distinct Conv/Linear layer shape (channels, kernel, stride, groups, input size) is measured
+once, alone, on the profile's backend; a model's *layer sum* is the sum of its layers' table
+entries. The sum misses what the runtime does between layers (norms and activations fused or
+not, pooling, adds, memory traffic, per-call overhead), so a linear correction
+``latency = a * layer_sum + b`` is fitted on a few whole-model measurements. Its error on
+held-out plans is measured and stored with it: the search may *screen* with predictions, but
+anything that can enter the Pareto front is measured.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from autoprune.config import HardwareProfile
+    from autoprune.hardware.base import LatencyBackend
+
+
+def _layer_key(module: nn.Module, input_shape: tuple[int, ...]) -> str | None:
+    """A string naming a layer's shape, or None for layers the table does not model."""
+    from torch import nn
+
+    if isinstance(module, nn.Conv2d):
+        return (f"conv2d in={module.in_channels} out={module.out_channels} k={tuple(module.kernel_size)} "
+                f"s={tuple(module.stride)} p={module.padding} d={tuple(module.dilation)} g={module.groups} "
+                f"bias={module.bias is not None} x={tuple(input_shape[1:])}")
+    if isinstance(module, nn.Linear):
+        return f"linear in={module.in_features} out={module.out_features} bias={module.bias is not None} " \
+               f"x={tuple(input_shape[1:])}"
+    return None
+
+
+def _layer_module(module: nn.Module) -> nn.Module:
+    """A fresh layer with the same configuration (random weights: latency does not depend on them)."""
+    from torch import nn
+
+    if isinstance(module, nn.Conv2d):
+        return nn.Conv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride, module.padding,
+                         module.dilation, module.groups, module.bias is not None).eval()
+    return nn.Linear(module.in_features, module.out_features, module.bias is not None).eval()
+
+
+def model_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
+    """(key, layer, input shape at batch 1) for every modelled layer of one forward pass."""
+    import torch
+
+    found: list[tuple[str, nn.Module, tuple[int, ...]]] = []
+
+    def hook(module, inputs, _output) -> None:
+        key = _layer_key(module, tuple(inputs[0].shape))
+        if key is not None:
+            found.append((key, module, tuple(inputs[0].shape)))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.children(), None) is None]
+    try:
+        with torch.no_grad():
+            model.eval()(example_input[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return found
+
+
+def mdape(predicted: list[float], measured: list[float]) -> float:
+    """Median absolute percentage error (a fraction: 0.05 is 5%)."""
+    return statistics.median(abs(p - m) / m for p, m in zip(predicted, measured))
+
+
+@dataclass(kw_only=True)
+class LatencyPredictor:
+    """The layer table, the fitted correction and the held-out error, for one profile."""
+
+    profile: str
+    table: dict[str, float] = field(default_factory=dict)
+    slope: float = 1.0
+    intercept: float = 0.0
+    fit_measurements: int = 0
+    holdout_mdape: float | None = None
+    versions: dict[str, str] = field(default_factory=dict)
+    _backend: LatencyBackend | None = field(default=None, repr=False, compare=False)
+    _input_shape: tuple[int, ...] | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def for_profile(cls, profile: HardwareProfile) -> LatencyPredictor:
+        from autoprune.hardware.protocol import measurement_versions
+
+        backend = _layer_backend(profile)
+        return cls(profile=profile.name, versions=measurement_versions(backend), _backend=backend,
+                   _input_shape=profile.input_shape)
+
+    def bind(self, profile: HardwareProfile) -> LatencyPredictor:
+        """Attach the profile's backend so layers missing from the table can be measured."""
+        self._backend = _layer_backend(profile)
+        self._input_shape = profile.input_shape
+        return self
+
+    def _model_input(self, example_input: torch.Tensor) -> torch.Tensor:
+        """The model's input at batch 1, at the profile's input shape when it sets one."""
+        return example_input[:1] if self._input_shape is None else _resized(self._input_shape)
+
+    def layer_sum(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        """Sum of the table latencies (ms) of the model's layers, measuring unseen shapes once."""
+        import torch
+
+        from autoprune.hardware.protocol import time_prepared
+
+        total = 0.0
+        for key, module, shape in model_layers(model, self._model_input(example_input)):
+            if key not in self.table:
+                assert self._backend is not None, "bind() the predictor to a profile first"
+                x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+                prepared = self._backend.prepare(_layer_module(module), x)
+                self.table[key] = time_prepared([prepared], self._backend)[0].median_ms
+            total += self.table[key]
+        return total
+
+    def fit(self, layer_sums: list[float], measured_ms: list[float]) -> None:
+        """Least-squares ``measured = slope * layer_sum + intercept`` (needs >= 2 distinct sums)."""
+        import numpy as np
+
+        a = np.stack([np.asarray(layer_sums), np.ones(len(layer_sums))], axis=1)
+        (self.slope, self.intercept), *_ = np.linalg.lstsq(a, np.asarray(measured_ms), rcond=None)
+        self.slope, self.intercept = float(self.slope), float(self.intercept)
+        self.fit_measurements = len(measured_ms)
+
+    def predict(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        """Predicted median latency (ms) of ``model`` on the profile."""
+        return self.slope * self.layer_sum(model, example_input) + self.intercept
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
+
+    def save(self, path: str | Path) -> Path:
+        from autoprune.results.files import atomic_write_json
+
+        return atomic_write_json(Path(path), self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path, profile: HardwareProfile | None = None) -> LatencyPredictor:
+        predictor = cls(**json.loads(Path(path).read_text()))
+        return predictor.bind(profile) if profile is not None else predictor
+
+
+def _resized(shape: tuple[int, ...]) -> torch.Tensor:
+    import torch
+
+    return torch.randn(1, *shape, generator=torch.Generator().manual_seed(0))
+
+
+def _layer_backend(profile: HardwareProfile) -> LatencyBackend:
+    """The profile's backend at batch 1 without an input override (a layer gets its own input)."""
+    from autoprune.hardware.base import get_backend
+
+    return get_backend(dataclasses.replace(profile, input_shape=None))
+
+
+def default_predictor_path(profile: HardwareProfile, task: str) -> Path:
+    safe = task.replace(":", "_").replace("/", "_")
+    return Path("results/.cache/predictors") / f"{profile.name}--{safe}.json"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration:
+    """What ``calibrate`` did and how good the predictor is on held-out plans."""
+
+    predictor: LatencyPredictor
+    layers: int
+    fit_plans: int
+    holdout_plans: int
+    holdout_mdape: float
+    holdout: list[dict[str, float]]
+    seconds: float
+
+
+def random_plans(group_names: list[str], count: int, seed: int, max_ratio: float = 0.75):
+    """``count`` plans with independent uniform ratios per group (the first is the dense model)."""
+    from autoprune.plan import GroupPlan, PruningPlan
+
+    rng = random.Random(seed)
+    plans = [PruningPlan.uniform(group_names, 0.0)]
+    while len(plans) < count:
+        plans.append(PruningPlan.of({n: GroupPlan(ratio=round(rng.uniform(0.0, max_ratio), 2)) for n in group_names}))
+    return plans[:count]
+
+
+def calibrate(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile, *, fit: int = 6,
+              holdout: int = 12, seed: int = 0, min_channels: int = 8) -> Calibration:
+    """Build a predictor for pruned variants of ``model`` on ``profile`` and measure its error.
+
+    ``fit`` random plans (the dense model among them) are measured whole to fit the correction;
+    ``holdout`` other random plans are measured whole only to report the error.
+    """
+    import copy
+    import time
+
+    from autoprune.hardware.protocol import measure_models
+    from autoprune.pruning import apply_plan, discover_groups
+
+    start = time.perf_counter()
+    names = [g.name for g in discover_groups(model, example_input)]
+    plans = random_plans(names, fit + holdout, seed)
+    predictor = LatencyPredictor.for_profile(profile)
+    sums, measured = [], []
+    for plan in plans:
+        candidate = apply_plan(copy.deepcopy(model), example_input, plan, round_to=profile.round_to,
+                               min_channels=min_channels).model
+        sums.append(predictor.layer_sum(candidate, example_input))
+        measured.append(measure_models(profile, [candidate], example_input)[0].median_ms)
+    predictor.fit(sums[:fit], measured[:fit])
+    predicted = [predictor.slope * s + predictor.intercept for s in sums[fit:]]
+    predictor.holdout_mdape = mdape(predicted, measured[fit:])
+    return Calibration(predictor=predictor, layers=len(predictor.table), fit_plans=fit, holdout_plans=holdout,
+                       holdout_mdape=predictor.holdout_mdape,
+                       holdout=[{"predicted_ms": p, "measured_ms": m} for p, m in zip(predicted, measured[fit:])],
+                       seconds=time.perf_counter() - start)

@@ -1,0 +1,336 @@
+"""TVM backend: torch.export -> Relax -> ``tvm.compile`` -> VirtualMachine, locally or over RPC.
+
+TVM 0.27's default llvm pipeline applies no schedule to convolutions (35-80x slower than ONNX
+Runtime here), so a profile with ``tuning_trials > 0`` tunes every fused TIR task with
+MetaSchedule into a persistent JSON database (``tuning_db``) shared by all candidates: a layer
+shape tuned once (the dense model's, or another candidate's) is never tuned again, only new
+shapes are. Every measurement records ``tuned`` and how many tasks were tuned/reused.
+
+MetaSchedule needs ``apache-tvm-ffi`` 0.1.14.x: 0.1.15.post2 segfaults in ``tvm.ir.save_json``
+(``ToJSONGraph``) on any TIR node, which every database write calls (constraints.txt pins it).
+Its stock LocalBuilder/LocalRunner start a fresh subprocess per batch that re-imports TVM
+(8 s idle, minutes on a loaded 2-core machine; the default 30 s timeout failed every build),
+so candidates are built and timed in this process instead (:func:`_in_process_builder_runner`).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoprune.errors import BackendUnavailable, ConfigError
+from autoprune.hardware.base import BACKENDS, LatencyBackend, Prepared
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+    from autoprune.config import HardwareProfile
+
+INSTALL_HINT = "pip install 'autoprune[tvm]' (apache-tvm, apache-tvm-ffi 0.1.14, tornado, psutil)"
+#: where tuning records go when the profile sets no ``tuning_db`` (env override)
+TUNING_DB_ENV = "AUTOPRUNE_TVM_TUNING_DB"
+
+
+def _tvm():
+    try:
+        import tvm
+        from tvm import relax  # noqa: F401 - fails on builds without Relax
+    except ImportError:
+        raise BackendUnavailable(f"apache-tvm is not installed: {INSTALL_HINT}") from None
+    return tvm
+
+
+def make_target(profile: HardwareProfile):
+    """The profile's target as a ``tvm.target.Target``; ConfigError naming the offending field."""
+    tvm = _tvm()
+    spec = dict(profile.target or {"kind": "llvm"})
+    if spec.get("kind") == "llvm" and "num-cores" not in spec and _is_host(spec):
+        spec["num-cores"] = profile.threads
+    try:
+        return tvm.target.Target({k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()})
+    except Exception as err:  # noqa: BLE001 - TVM raises ValueError/TVMError for a bad target
+        import re
+
+        message = str(err).splitlines()[0].split(" Target creation from config dict failed")[0]
+        option = re.search(r"[Oo]ption '([^']+)'", message)
+        field = f"target.{option.group(1)}" if option else "target.kind" if "Target kind" in message else "target"
+        raise ConfigError(f"hardware profile {profile.name}: `{field}` is not a valid TVM target: {message}") from None
+
+
+def _is_host(spec: dict[str, Any]) -> bool:
+    """Whether a target dict compiles for this machine (llvm without a foreign ``mtriple``)."""
+    if spec.get("kind") != "llvm":
+        return False
+    triple = spec.get("mtriple")
+    if triple is None:
+        return True
+    import platform
+
+    return str(triple).split("-")[0] == platform.machine()
+
+
+def tuning_db_path(profile: HardwareProfile) -> Path:
+    """The folder of the profile's MetaSchedule database (shared by every candidate and run)."""
+    if profile.tuning_db:
+        return Path(profile.tuning_db)
+    root = Path(os.environ.get(TUNING_DB_ENV, "results/.cache/tvm-tuning"))
+    return root / profile.name
+
+
+def _relax_module(model: nn.Module, x: torch.Tensor):
+    import torch
+    from tvm.relax.frontend.torch import from_exported_program
+
+    with torch.no_grad():
+        exported = torch.export.export(model.eval(), (x,))
+    # weights become constants of the module, so the compiled library is self-contained (RPC)
+    return from_exported_program(exported, unwrap_unit_return_tuple=True)
+
+
+def _fused(mod, target):
+    """The module after legalization and fusion: its TIR functions are the tuning tasks.
+
+    The same passes, in the same order, as ``compile_relax`` runs before applying the
+    database, so the tasks tuned here are the ones it looks up.
+    """
+    import tvm
+    from tvm import relax
+
+    try:
+        dispatch = relax.pipeline.library_dispatch_passes(target)
+    except (ValueError, AttributeError):
+        dispatch = []
+    passes = [*dispatch, relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+              relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def _tune(mod, target, profile: HardwareProfile) -> dict[str, Any]:
+    """Tune the tasks of ``mod`` that the database has no record for; return tuning facts."""
+    from tvm.s_tir import meta_schedule as ms
+
+    folder = tuning_db_path(profile)
+    folder.mkdir(parents=True, exist_ok=True)
+    database = ms.database.JSONDatabase(work_dir=str(folder))
+    tasks = ms.relax_integration.extract_tasks(_fused(mod, target), target)
+    missing = [t for t in tasks
+               if database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
+    start = time.perf_counter()
+    if missing:
+        _check_tuning_works()
+        builder, runner = _in_process_builder_runner()
+        with tempfile.TemporaryDirectory() as logs:  # MetaSchedule's per-task logs: not kept
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                extracted_tasks=missing, work_dir=logs, space="post-order-apply", strategy="evolutionary", seed=0)
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=logs,
+                max_trials_global=profile.tuning_trials * len(missing), max_trials_per_task=profile.tuning_trials,
+                num_trials_per_iter=min(profile.tuning_trials, 16), database=database,
+                builder=builder, runner=runner, cost_model=ms.CostModel.create("random"))
+    return {"database": database, "tasks": len(tasks), "tasks_tuned": len(missing),
+            "tasks_reused": len(tasks) - len(missing), "tuning_s": time.perf_counter() - start}
+
+
+#: apache-tvm-ffi releases whose ``save_json`` segfaults on TIR (every tuning record write)
+BROKEN_FFI = ("0.1.15",)
+
+
+def _check_tuning_works() -> None:
+    """BackendUnavailable instead of a segfault when the installed apache-tvm-ffi cannot tune."""
+    import importlib.metadata
+
+    version = importlib.metadata.version("apache-tvm-ffi")
+    if version.startswith(BROKEN_FFI):
+        raise BackendUnavailable(f"MetaSchedule tuning crashes with apache-tvm-ffi {version} (save_json segfault): "
+                                 "pip install apache-tvm-ffi==0.1.14.post1, or set `tuning_trials: 0`")
+
+
+def _in_process_builder_runner():
+    """A MetaSchedule builder and runner that build and time candidates in this process."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
+    from tvm.s_tir.meta_schedule.runner import local_runner
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    results.append(BuilderResult(default_export(default_build(item.mod, item.target, None)), None))
+                except Exception as err:  # noqa: BLE001 - a failed candidate schedule is a tuning result
+                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
+            return results
+
+    @derived_object
+    class InProcessRunner(PyRunner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = EvaluatorConfig._normalized(EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20))
+
+        def run(self, runner_inputs):
+            futures = []
+            for item in runner_inputs:
+                try:
+                    costs = local_runner._worker_func(None, None, None, self.config, 1, str(item.artifact_path),
+                                                      str(item.device_type),
+                                                      tuple(a.as_json() for a in item.args_info))
+                    futures.append(local_runner.LocalRunnerFuture(res=costs))
+                except Exception as err:  # noqa: BLE001 - a failed candidate run is a tuning result
+                    futures.append(local_runner.LocalRunnerFuture(error_message=f"{type(err).__name__}: {err}"))
+            return futures
+
+    return InProcessBuilder(), InProcessRunner()
+
+
+def compile_model(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile):
+    """Compile ``model`` at ``example_input``'s shape for the profile's target.
+
+    Returns:
+        (executable, info) where info holds ``tuned`` and, when tuned, the tuning facts.
+    """
+    tvm = _tvm()
+    target = make_target(profile)
+    mod = _relax_module(model, example_input)
+    start = time.perf_counter()
+    if profile.tuning_trials > 0:
+        from tvm.s_tir import meta_schedule as ms
+
+        facts = _tune(mod, target, profile)
+        executable = ms.relax_integration.compile_relax(facts.pop("database"), mod, target, params=None)
+        info: dict[str, Any] = {"tuned": True, **facts}
+    else:
+        executable = tvm.compile(mod, target=target)
+        info = {"tuned": False}
+    info["compile_s"] = time.perf_counter() - start
+    return executable, info
+
+
+def _library_suffix(profile: HardwareProfile) -> str:
+    return ".so" if _is_host(dict(profile.target or {"kind": "llvm"})) or profile.cross_compiler else ".tar"
+
+
+def _export(executable, profile: HardwareProfile, path: Path) -> Path:
+    """Write the compiled library: ``.so`` for the host or with a cross compiler, else ``.tar``."""
+    path = path.with_suffix(_library_suffix(profile))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.stem}.partial{path.suffix}")
+    if path.suffix == ".so" and profile.cross_compiler:
+        from tvm.support import cc
+
+        executable.export_library(str(partial), fcompile=cc.cross_compiler(profile.cross_compiler))
+    else:
+        executable.export_library(str(partial))
+    partial.replace(path)
+    return path
+
+
+def export_tvm_library(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile,
+                       path: str | Path) -> Path:
+    """Compile ``model`` for the profile's target (tuned when the profile says so) and write it.
+
+    The suffix of ``path`` is replaced: ``.so`` for the host target or when the profile names a
+    ``cross_compiler``, ``.tar`` (objects, linked on the device) otherwise.
+
+    Returns:
+        The written file.
+    """
+    executable, _ = compile_model(model, example_input, profile)
+    return _export(executable, profile, Path(path))
+
+
+class TvmPrepared(Prepared):
+    """A VirtualMachine on a (local or remote) device, timed by TVM's own ``time_evaluator``."""
+
+    def __init__(self, vm, device, args: list, info: dict[str, Any], keep: tuple = ()) -> None:
+        self._vm, self._device, self._args = vm, device, args
+        self.info = info
+        self._keep = keep  # the RPC session and temp folder must outlive the VM
+
+    def run(self, n: int) -> list[float]:
+        evaluator = self._vm.time_evaluator("main", self._device, number=1, repeat=n)
+        return [float(s) for s in evaluator(*self._args).results]
+
+
+def connect_rpc(profile: HardwareProfile):
+    """An RPC session to the profile's board (direct or via tracker), or BackendUnavailable."""
+    from tvm import rpc
+
+    cfg = profile.rpc
+    assert cfg is not None
+    where = f"hardware profile {profile.name}: TVM RPC {'tracker' if cfg.use_tracker else 'server'} at {cfg.host}:{cfg.port}"
+    try:  # TVM's own connect retries for a long time: probe with a bounded timeout first
+        socket.create_connection((cfg.host, cfg.port), timeout=cfg.timeout_s).close()
+    except OSError as err:
+        raise BackendUnavailable(f"{where} is unreachable within {cfg.timeout_s:g} s: {err}") from None
+    try:
+        if cfg.use_tracker:
+            return rpc.connect_tracker(cfg.host, cfg.port).request(cfg.key or "", session_timeout=0,
+                                                                    max_retry=1)
+        return rpc.connect(cfg.host, cfg.port, key=cfg.key or "")
+    except Exception as err:  # noqa: BLE001 - RPC failures are environment errors
+        raise BackendUnavailable(f"{where}: {str(err).splitlines()[0]}") from None
+
+
+@BACKENDS.register("tvm")
+class TvmBackend(LatencyBackend):
+    """Compiles with TVM for the profile's target; runs locally or on an RPC board."""
+
+    def __init__(self, profile: HardwareProfile) -> None:
+        super().__init__(profile)
+        _tvm()
+        make_target(profile)  # a bad target fails here, before any model is compiled
+        if profile.rpc is None and not _is_host(dict(profile.target or {"kind": "llvm"})):
+            raise ConfigError(f"hardware profile {profile.name}: `target` {dict(profile.target or {})} is not this "
+                              "machine; add `rpc` (host/port of the board's TVM RPC server) to run it")
+        if profile.rpc is not None and profile.tuning_trials > 0:
+            # tuning runs candidates in this process: a board would need MetaSchedule's RPCRunner
+            raise ConfigError(f"hardware profile {profile.name}: `tuning_trials` must be 0 with `rpc` (tuning on a "
+                              "remote board is not supported yet); tune on a local profile of the same target")
+
+    def prepare(self, model: nn.Module, example_input: torch.Tensor) -> Prepared:
+        tvm = _tvm()
+        from tvm import relax
+
+        x = self.batch_input(example_input)
+        executable, info = compile_model(model, x, self.profile)
+        folder = tempfile.TemporaryDirectory(prefix="autoprune-tvm-")
+        library = _export(executable, self.profile, Path(folder.name) / "model")
+        info["model_bytes"] = library.stat().st_size
+        if self.profile.rpc is None:
+            device, session = tvm.cpu(), None
+            _set_threads(tvm.get_global_func("runtime.config_threadpool"), self.profile.threads)
+            loaded = tvm.runtime.load_module(str(library))
+        else:
+            session = connect_rpc(self.profile)
+            session.upload(str(library))
+            loaded = session.load_module(library.name)
+            device = session.cpu()
+            _set_threads(session.get_function("runtime.config_threadpool"), self.profile.threads)
+            info["rpc"] = f"{self.profile.rpc.host}:{self.profile.rpc.port}"
+            info["session_memory_bytes"] = None  # the board's memory is not visible from here
+        vm = relax.VirtualMachine(loaded, device)
+        args = [tvm.runtime.tensor(x.numpy(), device)]
+        return TvmPrepared(vm, device, args, info, keep=(session, folder, loaded))
+
+    def versions(self) -> dict[str, str]:
+        import importlib.metadata
+
+        versions = {**super().versions(), "tvm": _tvm().__version__}
+        try:
+            versions["apache-tvm-ffi"] = importlib.metadata.version("apache-tvm-ffi")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+        return versions
+
+
+def _set_threads(config_threadpool, threads: int) -> None:
+    """Fix the TVM runtime's worker threads (mode 1 = big cores) to the profile's count."""
+    config_threadpool(1, threads)
