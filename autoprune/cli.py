@@ -21,7 +21,7 @@ def _search_config(args: argparse.Namespace):
     try:
         return SearchConfig(task=args.task, profile=load_profile(args.hw), space=load_space(args.space),
                             agent=args.agent, trials=args.trials, seed=args.seed,
-                            max_latency_ms=args.max_latency_ms)
+                            max_latency_ms=args.max_latency_ms, finetune=_finetune_overrides(args))
     except ConfigError as err:
         raise ConfigError(f"command line: {err}") from None
 
@@ -38,7 +38,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     console = Console()
     progress = SearchProgress(console)
     try:
-        outcome = run_search(config, args.out, storage=args.storage, on_event=progress)
+        outcome = run_search(config, args.out, storage=args.storage, on_event=progress, execution=_execution(args))
     finally:
         progress.close()
     console.print(pareto_table(outcome.dense, outcome.front))
@@ -74,7 +74,50 @@ def _add_search(sub) -> None:
     p.add_argument("--max-latency-ms", type=float, default=None, help="reject candidates slower than this")
     p.add_argument("--out", required=True, help="run folder, e.g. results/my-run")
     p.add_argument("--storage", default=None, help="SQLAlchemy URL of the study storage (default: OUT/study.db)")
+    _add_finetune_args(p)
+    _add_execution_args(p)
     p.set_defaults(func=cmd_search)
+
+
+#: fine-tune recipe fields settable from the command line (None: keep the task's value)
+FINETUNE_FLAGS = {"epochs": int, "lr": float, "optimizer": str, "schedule": str, "distill_weight": float,
+                  "temperature": float}
+
+
+def _add_finetune_args(p) -> None:
+    g = p.add_argument_group("fine-tuning (defaults: the task's recipe)")
+    for name, kind in FINETUNE_FLAGS.items():
+        g.add_argument("--" + name.replace("_", "-"), type=kind, default=None, dest=f"ft_{name}", metavar=name.upper(),
+                       help=f"override the recipe's {name}")
+
+
+def _finetune_overrides(args: argparse.Namespace) -> dict:
+    return {n: getattr(args, f"ft_{n}") for n in FINETUNE_FLAGS if getattr(args, f"ft_{n}") is not None}
+
+
+def _add_execution_args(p) -> None:
+    g = p.add_argument_group("execution (Ray when --workers > 1 or --ray-address is given)")
+    g.add_argument("--workers", type=int, default=None, help="trials in flight at once (default: 1, in-process)")
+    g.add_argument("--ray-address", default=None,
+                   help="join a Ray cluster: auto, ray://HOST:PORT or HOST:PORT (default: a local Ray on 127.0.0.1)")
+    g.add_argument("--cpus-per-trial", type=float, default=None, help="Ray CPUs per trial (default: 1)")
+    g.add_argument("--gpus-per-trial", type=float, default=None, help="Ray GPUs per trial (default: 0)")
+    g.add_argument("--max-retries", type=int, default=None, help="re-runs of a trial whose worker died (default: 2)")
+
+
+def _execution(args: argparse.Namespace, base=None):
+    """ExecutionConfig from ``base`` (or the defaults) with the flags given on the command line."""
+    import dataclasses
+
+    from autoprune.config import ExecutionConfig
+    from autoprune.errors import ConfigError
+
+    flags = {"workers": args.workers, "address": args.ray_address, "cpus_per_trial": args.cpus_per_trial,
+             "gpus_per_trial": args.gpus_per_trial, "max_retries": args.max_retries}
+    try:
+        return dataclasses.replace(base or ExecutionConfig(), **{k: v for k, v in flags.items() if v is not None})
+    except ConfigError as err:
+        raise ConfigError(f"command line: {err}") from None
 
 
 def _add_profile(sub) -> None:
