@@ -127,8 +127,86 @@ def _add_profile(sub) -> None:
     p.set_defaults(func=cmd_profile)
 
 
+def cmd_sweep_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from autoprune.config import load_sweep
+    from autoprune.execution.sweep import parse_until, run_sweep
+
+    deadline = parse_until(args.until) if args.until else None
+    sweep, _ = load_sweep(args.file)  # rejects a bad file before anything starts
+    out = args.out or str(Path("results/sweeps") / sweep.name)
+    console = Console()
+
+    def show(kind, payload) -> None:
+        if kind == "search":
+            name, i, n = payload
+            console.print(f"[bold]search {i + 1}/{n}: {name}")
+        elif kind == "trial":
+            console.print(f"  trial {payload.number}: {payload.state} {payload.reason}")
+
+    outcome = run_sweep(args.file, out, deadline=deadline, execution=_execution(args, sweep.execution), on_event=show)
+    console.print(f"sweep report: {outcome.report} (and {outcome.report.with_suffix('.html')})")
+    return 0
+
+
+def cmd_sweep_submit(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from autoprune.config import load_sweep
+    from autoprune.execution.jobs import submit_sweep
+
+    sweep, _ = load_sweep(args.file)
+    out = args.out or str((Path("results/sweeps") / sweep.name).resolve())
+    print(submit_sweep(args.address, args.file, out=out, until=args.until, python=args.python))
+    return 0
+
+
+def cmd_sweep_status(args: argparse.Namespace) -> int:
+    from autoprune.execution.jobs import job_status
+
+    print(job_status(args.address, args.job))
+    return 0
+
+
+def cmd_sweep_logs(args: argparse.Namespace) -> int:
+    from autoprune.execution.jobs import job_logs
+
+    print(job_logs(args.address, args.job), end="")
+    return 0
+
+
+def _add_sweep(sub) -> None:
+    p = sub.add_parser("sweep", help="run several searches by a deadline, locally or as a Ray Job",
+                       description="A sweep file (sweeps/*.yaml) lists searches (task x profile x space x agent x "
+                                   "trials); each writes a run folder under --out, and a report ends the sweep.")
+    sweeps = p.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
+    run = sweeps.add_parser("run", help="run a sweep here (on Ray when it asks for more than one worker)")
+    run.add_argument("file", help="sweep YAML, e.g. sweeps/nightly.yaml")
+    run.add_argument("--until", default=None, help="local time HH:MM the sweep must end by; trial budgets shrink to fit")
+    run.add_argument("--out", default=None, help="sweep folder (default: results/sweeps/<sweep name>)")
+    _add_execution_args(run)
+    run.set_defaults(func=cmd_sweep_run)
+    default_address = "http://127.0.0.1:8265"
+    submit = sweeps.add_parser("submit", help="submit a sweep as a Ray Job and print its id")
+    submit.add_argument("file", help="sweep YAML (paths in it are relative to this folder, which is uploaded)")
+    submit.add_argument("--address", default=default_address, help=f"the cluster's job server (default: {default_address})")
+    submit.add_argument("--until", default=None, help="local time HH:MM the sweep must end by")
+    submit.add_argument("--out", default=None, help="sweep folder on the cluster (default: absolute results/sweeps/<name>)")
+    submit.add_argument("--python", default="python", help="Python on the cluster with autoprune's dependencies")
+    submit.set_defaults(func=cmd_sweep_submit)
+    for action, func, text in (("status", cmd_sweep_status, "print a submitted sweep's job status"),
+                               ("logs", cmd_sweep_logs, "print a submitted sweep's job logs")):
+        q = sweeps.add_parser(action, help=text)
+        q.add_argument("job", help="job id printed by `autoprune sweep submit`")
+        q.add_argument("--address", default=default_address, help=f"the cluster's job server (default: {default_address})")
+        q.set_defaults(func=func)
+
+
 #: each adds one subcommand; later features add theirs here
-SUBCOMMANDS: list[Callable] = [_add_search, _add_profile]
+SUBCOMMANDS: list[Callable] = [_add_search, _add_profile, _add_sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -150,8 +150,10 @@ class _TrialClock:
             self.durations.append(time.time() - self.started.pop(number))
 
     def allows_another(self) -> bool:
-        if self.deadline is None or not self.durations:
+        if self.deadline is None:
             return True
+        if not self.durations:  # nothing to estimate from yet: start while there is time left
+            return time.time() < self.deadline
         recent = sorted(self.durations[-20:])
         return time.time() + recent[len(recent) // 2] <= self.deadline
 
