@@ -219,14 +219,16 @@ def run_search(
                 executor.submit(trial.number, space.plan_from_params(trial.params))
             if not pending:  # the deadline leaves no time for another trial
                 break
-            for record in executor.wait():
+            finished = executor.wait()
+            for record in finished:
                 trial = pending.pop(record.number)
                 clock.finish(record.number)
                 trial.set_user_attr(RECORD_ATTR, record.to_dict())
                 _tell(study, trial.number, record, config.objectives)
                 agent.tell(trial, record)
                 records.append(record)
-                write_pareto(run, config, dense, records)
+            write_pareto(run, config, dense, records)  # once per batch: cheap with many workers
+            for record in finished:
                 notify("trial", record)
     finally:
         executor.close()
