@@ -137,10 +137,14 @@ def bench_workers(trials: int) -> list[dict[str, Any]]:
 
     start_local_ray(num_cpus=2, measure_profiles=["cpu-onnxruntime"])
     rows = []
+    from autoprune.task import resolve_task
+
     config = _config("digits", trials, "random", finetune={"epochs": 1, "threads": 1})
+    task = resolve_task("digits")
     for workers in (1, 2):
-        seconds = _timed_search(config, executor=RayExecutor(ExecutionConfig(workers=workers), config,
-                                                             Path(tempfile.mkdtemp()) / "trials"))
+        executor = RayExecutor(ExecutionConfig(workers=workers), config, task.build_model(), task.example_input,
+                               Path(tempfile.mkdtemp()) / "trials")
+        seconds = _timed_search(config, executor=executor)
         rows.append({"figure": "trials_per_hour", "workers": workers, "trials": trials, "seconds": round(seconds, 2),
                      "trials_per_hour": round(3600 * trials / seconds, 1)})
     rows.append({"figure": "speedup_2_vs_1", "value": round(rows[1]["trials_per_hour"] / rows[0]["trials_per_hour"], 2),

@@ -90,7 +90,7 @@ def make_executor(execution: ExecutionConfig, config: SearchConfig, task: Task, 
     if execution.uses_ray:
         from autoprune.execution.ray_executor import RayExecutor
 
-        return RayExecutor(execution, config, trials_dir)
+        return RayExecutor(execution, config, dense, task.example_input, trials_dir)
     from autoprune.execution.runner import TrialRunner
     from autoprune.hardware.protocol import LatencyMeter
 

@@ -100,14 +100,15 @@ def connect_ray(execution: ExecutionConfig, measure_profiles: tuple[str, ...] | 
 class MeasurementStation:
     """Body of the measurement actor: the dense model prepared once, candidates measured one at a time."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], dense: list) -> None:
+        import ray
+
         from autoprune.config import search_config_from_dict
-        from autoprune.execution.executor import trial_task
         from autoprune.hardware.protocol import LatencyMeter
 
         search = search_config_from_dict(config)
-        task = trial_task(search)
-        self.meter = LatencyMeter(search.profile, task.build_model(), task.example_input)
+        model, example_input = ray.get(dense[0])
+        self.meter = LatencyMeter(search.profile, model, example_input)
 
     def dense(self) -> LatencyStats:
         return self.meter.dense()
@@ -139,20 +140,27 @@ class RemoteMeter:
 _RUNNERS: dict[str, Any] = {}  # per worker process: the rebuilt runner of each search it served
 
 
-def evaluate_trial(config: dict[str, Any], trials_dir: str, station, number: int, plan: dict[str, Any],
-                   extra: dict[str, Any]) -> dict[str, Any]:
-    """What a Ray worker runs: rebuild the search's runner from plain data (cached), run one trial."""
+def evaluate_trial(config: dict[str, Any], trials_dir: str, station, dense: list, number: int,
+                   plan: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """What a Ray worker runs: rebuild the search's runner from plain data (cached), run one trial.
+
+    ``dense`` wraps the object-store reference of the driver's dense model (fetched once per
+    process and search), so every worker prunes exactly the same weights.
+    """
+    import ray
+
     from autoprune.config import search_config_from_dict
     from autoprune.execution.executor import trial_task
     from autoprune.execution.runner import TrialRunner
     from autoprune.plan import PruningPlan
 
-    key = json.dumps([config, trials_dir], sort_keys=True)
+    key = json.dumps([config, trials_dir, dense[0].hex()], sort_keys=True)
     if key not in _RUNNERS:
         search = search_config_from_dict(config)
         task = trial_task(search)
         _RUNNERS.clear()
-        _RUNNERS[key] = TrialRunner(task=task, config=search, dense=task.build_model(), meter=RemoteMeter(station),
+        model, _ = ray.get(dense[0])
+        _RUNNERS[key] = TrialRunner(task=task, config=search, dense=model, meter=RemoteMeter(station),
                                     trials_dir=Path(trials_dir))
     runner = _RUNNERS[key]
     runner.meter.station = station  # a later search may reuse this process with a new station
@@ -172,7 +180,8 @@ def _crash_reason(err: BaseException) -> str | None:
 class RayExecutor(Executor):
     """Up to ``workers`` trials at once as Ray tasks with the configured CPUs/GPUs each."""
 
-    def __init__(self, execution: ExecutionConfig, config: SearchConfig, trials_dir: Path) -> None:
+    def __init__(self, execution: ExecutionConfig, config: SearchConfig, dense: nn.Module, example_input,
+                 trials_dir: Path) -> None:
         self.execution = execution
         self.slots = execution.workers
         self._owns_ray = connect_ray(execution, [config.profile.name])
@@ -186,9 +195,10 @@ class RayExecutor(Executor):
                 f"the measuring node with: ray start ... --resources '{{\"{resource}\": 1}}'")
         self._config = config.to_dict()
         self._trials_dir = str(Path(trials_dir).resolve())
+        self._dense = [ray.put((dense, example_input))]  # in a list: passed as a reference, fetched on demand
         station_cls = ray.remote(MeasurementStation)
         self.station = station_cls.options(num_cpus=0, resources={resource: 1}, max_restarts=2,
-                                           max_task_retries=2).remote(self._config)
+                                           max_task_retries=2).remote(self._config, self._dense)
         self._task = ray.remote(evaluate_trial).options(
             num_cpus=execution.cpus_per_trial, num_gpus=execution.gpus_per_trial, max_retries=0)
         self._refs: dict[Any, int] = {}
@@ -208,7 +218,7 @@ class RayExecutor(Executor):
     def _launch(self, number: int) -> None:
         plan, extra = self._plans[number]
         self._attempts[number] += 1
-        ref = self._task.remote(self._config, self._trials_dir, self.station, number, plan, extra)
+        ref = self._task.remote(self._config, self._trials_dir, self.station, self._dense, number, plan, extra)
         self._refs[ref] = number
 
     def wait(self) -> list[TrialRecord]:

@@ -83,8 +83,11 @@ def test_killed_worker_is_retried_then_recorded_failed(tmp_path: Path, fast_prof
     from autoprune.execution.ray_executor import RayExecutor
     from autoprune.plan import PruningPlan
 
-    config = _config(fast_profile, 1)
-    executor = RayExecutor(ExecutionConfig(workers=1, max_retries=1), config, tmp_path / "trials")
+    from tests.tiny_task import tiny_task
+
+    config, task = _config(fast_profile, 1), tiny_task()
+    executor = RayExecutor(ExecutionConfig(workers=1, max_retries=1), config, task.build_model(), task.example_input,
+                           tmp_path / "trials")
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_evaluations, args=(2, stop, killed))
     killer.start()
@@ -165,7 +168,7 @@ def test_sweep_ends_by_its_deadline_with_a_report(tmp_path: Path, fast_profile) 
 
     path = _write_sweep(tmp_path, fast_profile, trials=200, workers=2)
     start = time.time()
-    deadline = start + 25
+    deadline = start + 30
     outcome = run_sweep(path, tmp_path / "out", deadline=deadline)
     finished = time.time()
     counts = [len(o.records) for _, _, o in outcome.outcomes]
