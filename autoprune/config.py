@@ -173,9 +173,15 @@ class SearchConfig:
     objectives: tuple[str, ...] = ("accuracy", "latency")
     max_latency_ms: float | None = None
     min_speedup: float = 1.0
+    #: overrides of the task's fine-tune recipe (epochs, lr, optimizer, schedule, distill_weight, temperature...)
+    finetune: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_int("trials", self.trials, 1)
+        if self.finetune:
+            from autoprune.task import FineTuneRecipe
+
+            self.recipe_for(FineTuneRecipe())  # rejects unknown fields and bad values now
         _check_int("seed", self.seed, 0)
         _require(len(self.objectives) >= 1, "`objectives` must name at least one objective")
         for o in self.objectives:
@@ -187,6 +193,12 @@ class SearchConfig:
     @property
     def round_to(self) -> int:
         return self.space.round_to or self.profile.round_to
+
+    def recipe_for(self, base):
+        """The task's recipe ``base`` with this config's ``finetune`` overrides applied."""
+        if not self.finetune:
+            return base
+        return build(type(base), {**dataclasses.asdict(base), **self.finetune}, "finetune")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -263,3 +275,112 @@ def load_space(path: str | Path) -> SearchSpace:
     """Load and validate a search space YAML file."""
     path = Path(path)
     return build(SearchSpace, _read_yaml(path), str(path))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExecutionConfig:
+    """Where trials run: in-process (1 worker) or on Ray, and each trial's resources.
+
+    ``address`` None with ``workers > 1`` starts a local Ray bound to 127.0.0.1; ``auto`` or
+    ``ray://HOST:PORT`` (or ``HOST:PORT``) joins a running cluster.
+    """
+
+    workers: int = 1
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_retries: int = 2
+    connect_timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        _check_int("workers", self.workers, 1)
+        if self.address is not None:
+            _require(isinstance(self.address, str) and bool(self.address),
+                     f"`address` must be auto, ray://HOST:PORT or HOST:PORT, got {self.address!r}")
+        _check_number("cpus_per_trial", self.cpus_per_trial, 0.0)
+        _check_number("gpus_per_trial", self.gpus_per_trial, 0.0)
+        _check_int("max_retries", self.max_retries, 0)
+        _check_number("connect_timeout_s", self.connect_timeout_s, 0.1)
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.workers > 1 or self.address is not None
+
+
+def search_config_from_dict(data: Mapping[str, Any]) -> SearchConfig:
+    """Rebuild a SearchConfig from ``SearchConfig.to_dict()`` (how a Ray worker receives it)."""
+    values = dict(data)
+    values["profile"] = build(HardwareProfile, data["profile"], "config: profile")
+    values["space"] = build(SearchSpace, data["space"], "config: space")
+    return build(SearchConfig, values, "config")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepEntry:
+    """One search of a sweep: task x hardware profile x space x agent x trial budget."""
+
+    name: str
+    task: str
+    profile: str
+    space: str = "search_spaces/default.yaml"
+    agent: str = "tpe"
+    trials: int = 12
+    seed: int = 0
+    objectives: tuple[str, ...] = ("accuracy", "latency")
+    max_latency_ms: float | None = None
+    min_speedup: float = 1.0
+    finetune: Mapping[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.name, str) and self.name.replace("-", "").replace("_", "").isalnum(),
+                 f"`name` must be letters, digits, - or _ (it names the run folder), got {self.name!r}")
+        _require(isinstance(self.task, str) and bool(self.task), f"`task` must be a task name, got {self.task!r}")
+        _check_int("trials", self.trials, 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    """A list of searches run one after another, with shared execution settings (sweeps/*.yaml)."""
+
+    name: str
+    searches: tuple[SweepEntry, ...]
+    execution: ExecutionConfig = ExecutionConfig()
+    accuracy_tolerance: float = 0.01
+
+    def __post_init__(self) -> None:
+        _require(len(self.searches) > 0, "`searches` must list at least one search")
+        names = [s.name for s in self.searches]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        _require(not dup, f"`searches`: names must be unique, {dup[0] if dup else ''!r} repeats")
+        _check_number("accuracy_tolerance", self.accuracy_tolerance, 0.0, 1.0)
+
+
+def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
+    """Load a sweep and resolve every search's profile and space files (relative to the current folder).
+
+    Every referenced file is loaded here, so a missing or invalid one is rejected, by name,
+    before anything runs.
+
+    Returns:
+        The sweep and one SearchConfig per entry, in order.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    entries = data.get("searches")
+    _require(isinstance(entries, list), f"{path}: `searches` must be a list of searches")
+    searches = tuple(build(SweepEntry, e if isinstance(e, Mapping) else {}, f"{path}: searches[{i}]")
+                     for i, e in enumerate(entries))
+    execution = build(ExecutionConfig, data.get("execution") or {}, f"{path}: execution")
+    sweep = build(SweepConfig, {**data, "searches": searches, "execution": execution}, str(path))
+    configs = []
+    for i, entry in enumerate(sweep.searches):
+        where = f"{path}: searches[{i}] ({entry.name})"
+        try:
+            configs.append(SearchConfig(
+                task=entry.task, profile=load_profile(entry.profile), space=load_space(entry.space), agent=entry.agent,
+                trials=entry.trials, seed=entry.seed, objectives=entry.objectives,
+                max_latency_ms=entry.max_latency_ms, min_speedup=entry.min_speedup,
+                finetune=dict(entry.finetune or {})))
+        except ConfigError as err:
+            raise ConfigError(f"{where}: {err}") from None
+    return sweep, configs

@@ -6,13 +6,15 @@ interrupted mid-way is re-run with the same plan, and the budget counts finished
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from autoprune.config import OBJECTIVES, SearchConfig
+from autoprune.config import OBJECTIVES, ExecutionConfig, SearchConfig
 from autoprune.errors import ConfigError
+from autoprune.execution.executor import Executor
 from autoprune.execution.record import COMPLETE, FAILED, REJECTED, TrialRecord
 from autoprune.results.files import atomic_write_json
 from autoprune.results.run import RECORD_ATTR, RunFolder, finished_records, open_study
@@ -108,23 +110,52 @@ def _tell(study, number: int, record: TrialRecord, objectives: tuple[str, ...]) 
         study.tell(number, state=state)
 
 
-def _prepare_dense(run: RunFolder, task, config: SearchConfig):
-    from autoprune.hardware.protocol import LatencyMeter
-    from autoprune.pruning import discover_groups, model_stats
-    from autoprune.training import evaluate
+def _prepare_dense(task, config: SearchConfig):
+    """The dense model and its prunable groups."""
+    from autoprune.pruning import discover_groups
 
     dense_model = task.build_model()
-    groups = discover_groups(dense_model, task.example_input, config.space.ignore)
-    meter = LatencyMeter(config.profile, dense_model, task.example_input)
+    return dense_model, discover_groups(dense_model, task.example_input, config.space.ignore)
+
+
+def _dense_reference(run: RunFolder, task, dense_model, groups, executor: Executor) -> DenseReference:
+    """The dense reference, measured where candidates are measured (kept from the first session)."""
+    from autoprune.pruning import model_stats
+    from autoprune.training import evaluate
+
     if run.dense.is_file():
-        dense = DenseReference(**json.loads(run.dense.read_text()))
-    else:
-        stats = model_stats(dense_model, task.example_input)
-        dense = DenseReference(accuracy=evaluate(dense_model, task.val_set, task.metric),
-                               latency=meter.dense().to_dict(), macs=stats.macs, params=stats.params,
-                               groups=[asdict(g) for g in groups])
-        atomic_write_json(run.dense, asdict(dense))
-    return dense_model, groups, meter, dense
+        return DenseReference(**json.loads(run.dense.read_text()))
+    stats = model_stats(dense_model, task.example_input)
+    dense = DenseReference(accuracy=evaluate(dense_model, task.val_set, task.metric),
+                           latency=executor.dense_latency().to_dict(), macs=stats.macs, params=stats.params,
+                           groups=[asdict(g) for g in groups])
+    atomic_write_json(run.dense, asdict(dense))
+    return dense
+
+
+class _TrialClock:
+    """Estimates a trial's wall time from finished trials, to stop submitting before a deadline."""
+
+    def __init__(self, deadline: float | None, records: list[TrialRecord]) -> None:
+        self.deadline = deadline
+        self.started: dict[int, float] = {}
+        # before this session has timed a trial, the work recorded by earlier ones is the estimate
+        self.durations = [sum(r.seconds.values()) for r in records if r.seconds]
+
+    def start(self, number: int) -> None:
+        self.started[number] = time.time()
+
+    def finish(self, number: int) -> None:
+        if number in self.started:
+            self.durations.append(time.time() - self.started.pop(number))
+
+    def allows_another(self) -> bool:
+        if self.deadline is None:
+            return True
+        if not self.durations:  # nothing to estimate from yet: start while there is time left
+            return time.time() < self.deadline
+        recent = sorted(self.durations[-20:])
+        return time.time() + recent[len(recent) // 2] <= self.deadline
 
 
 def run_search(
@@ -133,49 +164,74 @@ def run_search(
     *,
     storage: str | None = None,
     on_event: Callable[[str, Any], None] | None = None,
+    execution: ExecutionConfig | None = None,
+    executor: Executor | None = None,
+    deadline: float | None = None,
 ) -> SearchOutcome:
     """Run (or resume) a search into ``out``; ``on_event(kind, payload)`` feeds a progress display.
 
+    Trials run on ``executor`` (default: built from ``execution``: in-process for one worker, Ray
+    for more); at most ``executor.slots`` are in flight while the agent keeps proposing. With a
+    ``deadline`` (a ``time.time()`` value) no trial is started that would, by the median duration
+    of finished trials, end after it; in-flight trials still finish.
+
     Events: ``("dense", DenseReference)``, ``("start", (done, total))``, ``("trial", TrialRecord)``.
     """
-    from autoprune.execution.runner import TrialRunner
+    from autoprune.execution.executor import make_executor, trial_task
     from autoprune.results.environment import library_versions, machine_fingerprint
     from autoprune.search.agent import agent_sampler, make_agent
     from autoprune.search.space import PlanSpace
-    from autoprune.task import resolve_task
 
     notify = on_event or (lambda kind, payload: None)
     run = RunFolder(Path(out))
     _check_resumable(run, config)
-    task = resolve_task(config.task)
+    task = trial_task(config)
     agent_sampler(config.agent, config.seed)  # fail on an unknown agent before any work
     run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.config, config.to_dict())
     atomic_write_json(run.environment, {"versions": library_versions(), "machine": machine_fingerprint(),
                                         "seed": config.seed})
-    dense_model, groups, meter, dense = _prepare_dense(run, task, config)
-    notify("dense", dense)
-    directions = [OBJECTIVES[o] for o in config.objectives]
-    study = open_study(storage or run.storage_url(), directions)
-    # a resumed sampler must not replay the first session's random stream: offset its seed by
-    # the trials already in the study (0 for a fresh run, so fresh runs stay reproducible)
-    sampler = agent_sampler(config.agent, config.seed + len(study.get_trials(deepcopy=False)))
-    if sampler is not None:
-        study.sampler = sampler
-    _recover_interrupted(study, config.objectives)
-    space = PlanSpace.build(groups, config.space, config.profile.fast_structures)
-    agent = make_agent(config.agent, study, space, config.seed)
-    runner = TrialRunner(task=task, config=config, dense=dense_model, meter=meter, trials_dir=run.trials)
-    records = finished_records(study)
-    notify("start", (len(records), config.trials))
-    while len(records) < config.trials:
-        trial = agent.ask()
-        record = runner.run(trial.number, space.plan_from_params(trial.params))
-        trial.set_user_attr(RECORD_ATTR, record.to_dict())
-        _tell(study, trial.number, record, config.objectives)
-        agent.tell(trial, record)
-        records.append(record)
-        write_pareto(run, config, dense, records)
-        notify("trial", record)
+    dense_model, groups = _prepare_dense(task, config)
+    executor = executor or make_executor(execution or ExecutionConfig(), config, task, dense_model, run.trials)
+    try:
+        dense = _dense_reference(run, task, dense_model, groups, executor)
+        notify("dense", dense)
+        directions = [OBJECTIVES[o] for o in config.objectives]
+        study = open_study(storage or run.storage_url(), directions)
+        # a resumed sampler must not replay the first session's random stream: offset its seed by
+        # the trials already in the study (0 for a fresh run, so fresh runs stay reproducible)
+        sampler = agent_sampler(config.agent, config.seed + len(study.get_trials(deepcopy=False)))
+        if sampler is not None:
+            study.sampler = sampler
+        _recover_interrupted(study, config.objectives)
+        space = PlanSpace.build(groups, config.space, config.profile.fast_structures)
+        agent = make_agent(config.agent, study, space, config.seed)
+        records = finished_records(study)
+        clock = _TrialClock(deadline, records)
+        notify("start", (len(records), config.trials))
+        pending: dict[int, Any] = {}
+        while len(records) + len(pending) < config.trials or pending:
+            while (len(records) + len(pending) < config.trials and len(pending) < executor.slots
+                   and clock.allows_another()):
+                trial = agent.ask()
+                pending[trial.number] = trial
+                clock.start(trial.number)
+                executor.submit(trial.number, space.plan_from_params(trial.params))
+            if not pending:  # the deadline leaves no time for another trial
+                break
+            finished = executor.wait()
+            for record in finished:
+                trial = pending.pop(record.number)
+                clock.finish(record.number)
+                trial.set_user_attr(RECORD_ATTR, record.to_dict())
+                _tell(study, trial.number, record, config.objectives)
+                agent.tell(trial, record)
+                records.append(record)
+            write_pareto(run, config, dense, records)  # once per batch: cheap with many workers
+            for record in finished:
+                notify("trial", record)
+    finally:
+        executor.close()
+    records.sort(key=lambda r: r.number)
     front = write_pareto(run, config, dense, records)
     return SearchOutcome(run=run, dense=dense, records=records, front=front)

@@ -78,10 +78,36 @@ def open_study(storage_url: str, directions: list[str], sampler=None, *, create:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = _storage(storage_url)
     if create:
-        return optuna.create_study(storage=storage_url, study_name=STUDY_NAME, directions=directions,
+        return optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=directions,
                                    sampler=sampler, load_if_exists=True)
-    return optuna.load_study(storage=storage_url, study_name=STUDY_NAME, sampler=sampler)
+    return optuna.load_study(storage=storage, study_name=STUDY_NAME, sampler=sampler)
+
+
+def _storage(storage_url: str):
+    """The RDB storage; SQLite in WAL mode without an fsync per commit.
+
+    Optuna commits once per suggested parameter, so the default rollback journal with an fsync
+    per commit cost ~10 ms each here, over 100 ms per trial. WAL with ``synchronous=NORMAL``
+    stays consistent and loses nothing when the process is killed (only an OS crash or power
+    loss can drop the last commits, which a resume re-runs).
+    """
+    import optuna
+
+    storage = optuna.storages.RDBStorage(storage_url)
+    if storage_url.startswith("sqlite"):
+        from sqlalchemy import event
+
+        def pragmas(connection, _record) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        event.listen(storage.engine, "connect", pragmas)
+        storage.engine.dispose()  # pooled connections were opened before the listener
+    return storage
 
 
 def finished_records(study) -> list[TrialRecord]:

@@ -1,0 +1,273 @@
+"""Trials on Ray: fine-tunes run as Ray tasks, latency on one dedicated measurement actor per device.
+
+Placement. A worker that fine-tunes never measures latency: it prunes, then hands the pruned
+candidate to the *measurement actor* of the search's hardware profile, which holds the dense
+model prepared and measures candidate and dense interleaved (the dense reference is measured
+there too). The actor needs the custom resource ``autoprune_measure_<profile>: 1``, declared on
+exactly one node per measured device, so one device measures one model at a time. A local Ray
+started by autoprune declares it itself; on a cluster start the measuring node with
+``ray start ... --resources '{"autoprune_measure_<profile>": 1}'``.
+
+Faults. A task whose worker process dies (SIGKILL, out of memory, node lost) is resubmitted up
+to ``max_retries`` times, then recorded FAILED with the reason. An error raised by the trial
+code itself is not retried (it would fail again); it is recorded FAILED at once.
+
+Security. A local Ray binds 127.0.0.1 only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` in the
+environment before Ray is imported, plus the node address) and starts no dashboard.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from autoprune.errors import BackendUnavailable
+from autoprune.execution.executor import Executor
+from autoprune.execution.record import FAILED, TrialRecord
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from autoprune.config import ExecutionConfig, SearchConfig
+    from autoprune.hardware.protocol import LatencyStats
+    from autoprune.plan import PruningPlan
+
+LOOPBACK = "127.0.0.1"
+
+
+def measure_resource(profile_name: str) -> str:
+    """The Ray custom resource that marks the node measuring ``profile_name``."""
+    return "autoprune_measure_" + re.sub(r"[^A-Za-z0-9_]", "_", profile_name)
+
+
+def _import_ray_on_loopback():
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read when ray is imported
+    import ray
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case ray was imported before the variable was set
+    return ray
+
+
+def start_local_ray(*, num_cpus: int | None = None, num_gpus: int | None = None,
+                    measure_profiles: tuple[str, ...] | list[str] = ()) -> None:
+    """Start a private Ray on this machine: 127.0.0.1 only, no dashboard, one measurement slot per profile."""
+    ray = _import_ray_on_loopback()
+    ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=False,
+             resources={measure_resource(p): 1 for p in measure_profiles}, _node_ip_address=LOOPBACK,
+             logging_level="ERROR", log_to_driver=False, configure_logging=True)
+
+
+def _check_reachable(address: str, timeout_s: float) -> None:
+    """Fail fast, with the address in the message, when nothing listens at HOST:PORT."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise BackendUnavailable(f"--ray-address {address}: expected auto, ray://HOST:PORT or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise BackendUnavailable(f"--ray-address {address}: cannot reach the Ray cluster within {timeout_s:g} s "
+                                 f"({err.strerror or err}); is `ray start --head` running there?") from None
+
+
+def connect_ray(execution: ExecutionConfig, measure_profiles: tuple[str, ...] | list[str]) -> bool:
+    """Join ``execution.address``, the job's cluster, or start a local Ray. True when this call connected.
+
+    Raises:
+        BackendUnavailable: the cluster cannot be reached within ``connect_timeout_s``.
+    """
+    ray = _import_ray_on_loopback()
+    if ray.is_initialized():
+        return False
+    address = execution.address or os.environ.get("RAY_ADDRESS")  # a Ray Job's driver has RAY_ADDRESS
+    if address is None:
+        start_local_ray(measure_profiles=measure_profiles)
+        return True
+    if address != "auto":
+        _check_reachable(address, execution.connect_timeout_s)
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    except (ConnectionError, TimeoutError, RuntimeError) as err:
+        raise BackendUnavailable(f"--ray-address {address}: cannot join the Ray cluster: {err}") from None
+    return True
+
+
+class MeasurementStation:
+    """Body of the measurement actor: the dense model prepared once, candidates measured one at a time."""
+
+    def __init__(self, config: dict[str, Any], dense: list) -> None:
+        import ray
+
+        from autoprune.config import search_config_from_dict
+        from autoprune.hardware.protocol import LatencyMeter
+
+        search = search_config_from_dict(config)
+        model, example_input = ray.get(dense[0])
+        self.meter = LatencyMeter(search.profile, model, example_input)
+
+    def dense(self) -> LatencyStats:
+        return self.meter.dense()
+
+    def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
+        return self.meter.compare(candidate)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RemoteMeter:
+    """Stands in for a LatencyMeter inside a worker: every measurement goes to the measurement actor."""
+
+    def __init__(self, station) -> None:
+        self.station = station
+
+    def dense(self) -> LatencyStats:
+        import ray
+
+        return ray.get(self.station.dense.remote())
+
+    def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
+        import ray
+
+        return ray.get(self.station.compare.remote(candidate))
+
+
+_RUNNERS: dict[str, Any] = {}  # per worker process: the rebuilt runner of each search it served
+
+
+def evaluate_trial(config: dict[str, Any], trials_dir: str, station, dense: list, number: int,
+                   plan: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """What a Ray worker runs: rebuild the search's runner from plain data (cached), run one trial.
+
+    ``dense`` wraps the object-store reference of the driver's dense model (fetched once per
+    process and search), so every worker prunes exactly the same weights.
+    """
+    import ray
+
+    from autoprune.config import search_config_from_dict
+    from autoprune.execution.executor import trial_task
+    from autoprune.execution.runner import TrialRunner
+    from autoprune.plan import PruningPlan
+
+    key = json.dumps([config, trials_dir, dense[0].hex()], sort_keys=True)
+    if key not in _RUNNERS:
+        search = search_config_from_dict(config)
+        task = trial_task(search)
+        _RUNNERS.clear()
+        model, _ = ray.get(dense[0])
+        _RUNNERS[key] = TrialRunner(task=task, config=search, dense=model, meter=RemoteMeter(station),
+                                    trials_dir=Path(trials_dir))
+    runner = _RUNNERS[key]
+    runner.meter.station = station  # a later search may reuse this process with a new station
+    return runner.run(number, PruningPlan.from_dict(plan), **extra).to_dict()
+
+
+def _crash_reason(err: BaseException) -> str | None:
+    """Why a task's process died (retryable), or None for an error of the trial code itself."""
+    from ray.exceptions import RayError, RayTaskError
+
+    if isinstance(err, RayTaskError):
+        cause = getattr(err, "cause", None)
+        return _crash_reason(cause) if isinstance(cause, RayError) else None
+    return f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+
+
+class RayExecutor(Executor):
+    """Up to ``workers`` trials at once as Ray tasks with the configured CPUs/GPUs each."""
+
+    def __init__(self, execution: ExecutionConfig, config: SearchConfig, dense: nn.Module, example_input,
+                 trials_dir: Path) -> None:
+        self.execution = execution
+        self.slots = execution.workers
+        self._owns_ray = connect_ray(execution, [config.profile.name])
+        import ray
+
+        resource = measure_resource(config.profile.name)
+        if resource not in ray.cluster_resources():
+            self.close()
+            raise BackendUnavailable(
+                f"the Ray cluster has no `{resource}` resource to measure profile {config.profile.name!r} on; start "
+                f"the measuring node with: ray start ... --resources '{{\"{resource}\": 1}}'")
+        self._config = config.to_dict()
+        self._trials_dir = str(Path(trials_dir).resolve())
+        self._dense = [ray.put((dense, example_input))]  # in a list: passed as a reference, fetched on demand
+        station_cls = ray.remote(MeasurementStation)
+        self.station = station_cls.options(num_cpus=0, resources={resource: 1}, max_restarts=2,
+                                           max_task_retries=2).remote(self._config, self._dense)
+        self._task = ray.remote(evaluate_trial).options(
+            num_cpus=execution.cpus_per_trial, num_gpus=execution.gpus_per_trial, max_retries=0)
+        self._refs: dict[Any, int] = {}
+        self._plans: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._attempts: dict[int, int] = {}
+
+    def dense_latency(self) -> LatencyStats:
+        import ray
+
+        return ray.get(self.station.dense.remote())
+
+    def submit(self, number: int, plan: PruningPlan, **extra: Any) -> None:
+        self._plans[number] = (plan.to_dict(), extra)
+        self._attempts[number] = 0
+        self._launch(number)
+
+    def _launch(self, number: int) -> None:
+        plan, extra = self._plans[number]
+        self._attempts[number] += 1
+        ref = self._task.remote(self._config, self._trials_dir, self.station, self._dense, number, plan, extra)
+        self._refs[ref] = number
+
+    def wait(self) -> list[TrialRecord]:
+        import ray
+
+        done: list[TrialRecord] = []
+        while not done:
+            ray.wait(list(self._refs), num_returns=1)
+            ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
+            for ref in ready:
+                number = self._refs.pop(ref)
+                record = self._collect(ref, number)
+                if record is not None:
+                    done.append(record)
+        return done
+
+    def _collect(self, ref, number: int) -> TrialRecord | None:
+        """The finished record, a FAILED one, or None after resubmitting a crashed trial."""
+        import ray
+        from ray.exceptions import RayError
+
+        try:
+            record = TrialRecord.from_dict(ray.get(ref))
+        except RayError as err:
+            crash = _crash_reason(err)
+            attempts = self._attempts[number]
+            if crash is not None and attempts <= self.execution.max_retries:
+                print(f"autoprune: trial {number}: worker died ({crash}); retry {attempts} of "
+                      f"{self.execution.max_retries}", file=sys.stderr)
+                self._launch(number)
+                return None
+            reason = (f"worker died {attempts} time(s), last: {crash}" if crash is not None
+                      else f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}")
+            record = TrialRecord(number=number, plan=self._plans[number][0], state=FAILED, reason=reason)
+        del self._plans[number], self._attempts[number]
+        return record
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._refs)
+
+    def close(self) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            return
+        for ref in list(getattr(self, "_refs", ())):
+            ray.cancel(ref, force=True)
+        if hasattr(self, "station"):
+            ray.kill(self.station)
+        if self._owns_ray:
+            ray.shutdown()

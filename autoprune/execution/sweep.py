@@ -1,0 +1,174 @@
+"""Sweeps: several searches run one after another by a deadline, and a morning report.
+
+``run_sweep`` loads the sweep (every profile and space file is checked before anything runs),
+joins or starts Ray once, and runs each search into ``OUT/<search name>/`` with the driver's
+``deadline``: search *i* of *n* may use an equal share of the time left, so time a search
+does not need (it reached its trial budget early) goes to the ones after it. Inside a search
+the driver stops starting trials whose estimated duration (median of finished trials) would
+overrun its share. The report (``report.md``, ``report.html``, ``sweep.json``) shows each
+Pareto front and the recommended model per hardware profile: the fastest Pareto trial within
+``accuracy_tolerance`` of its dense model.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import html
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoprune.config import SearchConfig, SweepConfig, load_sweep
+from autoprune.errors import ConfigError
+from autoprune.execution.driver import SearchOutcome, run_search
+from autoprune.execution.record import COMPLETE, REJECTED, TrialRecord
+from autoprune.results.files import atomic_write_json, atomic_write_text
+
+
+def parse_until(text: str, now: dt.datetime | None = None) -> float:
+    """The next local time ``HH:MM`` (today, or tomorrow if it has passed) as a ``time.time()`` value."""
+    try:
+        hour, minute = (int(x) for x in text.split(":"))
+        clock = dt.time(hour, minute)
+    except ValueError:
+        raise ConfigError(f"--until {text}: expected a local time HH:MM, e.g. 06:30") from None
+    now = now or dt.datetime.now()
+    end = now.replace(hour=clock.hour, minute=clock.minute, second=0, microsecond=0)
+    if end <= now:
+        end += dt.timedelta(days=1)
+    return end.timestamp()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOutcome:
+    sweep: SweepConfig
+    out: Path
+    outcomes: list[tuple[str, SearchConfig, SearchOutcome]]
+    report: Path
+
+
+def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = None, execution=None,
+              on_event: Callable[[str, Any], None] | None = None) -> SweepOutcome:
+    """Run every search of the sweep file ``path`` into ``out`` and write the report.
+
+    Args:
+        deadline: a ``time.time()`` value the sweep should end by (None: full trial budgets).
+        execution: replaces the sweep file's execution settings (e.g. from command-line flags).
+        on_event: ``("search", (name, index, count))`` before each search, then the driver's events.
+
+    Raises:
+        ConfigError: the sweep file, a profile or space file it names, or an agent is invalid.
+    """
+    from autoprune.search.agent import AGENTS
+
+    sweep, configs = load_sweep(path)
+    for entry in sweep.searches:
+        AGENTS.get(entry.agent, where=f"{path}: searches ({entry.name}): agent")
+    execution = execution or sweep.execution
+    notify = on_event or (lambda kind, payload: None)
+    out = Path(out)
+    owns_ray = False
+    if execution.uses_ray:
+        from autoprune.execution.ray_executor import connect_ray
+
+        owns_ray = connect_ray(execution, sorted({c.profile.name for c in configs}))
+    outcomes = []
+    try:
+        for i, (entry, config) in enumerate(zip(sweep.searches, configs)):
+            notify("search", (entry.name, i, len(configs)))
+            share = None if deadline is None else time.time() + (deadline - time.time()) / (len(configs) - i)
+            outcome = run_search(config, out / entry.name, execution=execution, deadline=share, on_event=on_event)
+            outcomes.append((entry.name, config, outcome))
+    finally:
+        if owns_ray:
+            import ray
+
+            ray.shutdown()
+    report = write_report(sweep, outcomes, out)
+    return SweepOutcome(sweep=sweep, out=out, outcomes=outcomes, report=report)
+
+
+def recommend(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], tolerance: float) -> dict[str, dict[str, Any]]:
+    """Per profile: the fastest Pareto trial within ``tolerance`` of its dense accuracy (across searches)."""
+    best: dict[str, dict[str, Any]] = {}
+    for name, config, outcome in outcomes:
+        near = [r for r in outcome.front if r.accuracy is not None and r.accuracy >= outcome.dense.accuracy - tolerance]
+        for r in near:
+            current = best.get(config.profile.name)
+            if current is None or (r.speedup or 0.0) > current["speedup"]:
+                best[config.profile.name] = {"search": name, "trial": r.number, "accuracy": r.accuracy,
+                                             "dense_accuracy": outcome.dense.accuracy, "latency_ms": r.latency_ms,
+                                             "speedup": r.speedup or 0.0, "model_path": r.model_path}
+    return best
+
+
+def _front_rows(front: list[TrialRecord], dense_accuracy: float) -> list[list[str]]:
+    return [[str(r.number), f"{100 * r.accuracy:.2f}", f"{100 * (r.accuracy - dense_accuracy):+.2f}",
+             f"{r.latency_ms:.3f}", f"{r.speedup:.2f}x", f"{(r.macs or 0) / 1e6:.2f}", r.model_path or ""]
+            for r in front]
+
+
+FRONT_HEAD = ["trial", "accuracy %", "Δ acc pt", "p50 ms", "speed-up", "MACs M", "model"]
+RECOMMEND_HEAD = ["profile", "search", "trial", "accuracy %", "dense %", "p50 ms", "speed-up", "model"]
+
+
+def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str], list[str], list[list[str]]]]:
+    """(title, lines of text, table header, table rows) for each part of the report."""
+    tol = f"{100 * sweep.accuracy_tolerance:g}"
+    rec_rows = [[profile, p["search"], str(p["trial"]), f"{100 * p['accuracy']:.2f}", f"{100 * p['dense_accuracy']:.2f}",
+                 f"{p['latency_ms']:.3f}", f"{p['speedup']:.2f}x", p["model_path"] or ""] for profile, p in picks.items()]
+    missing = sorted({c.profile.name for _, c, _ in outcomes} - set(picks))
+    notes = [f"Fastest Pareto trial within {tol} pt of its dense model's accuracy, per hardware profile."]
+    notes += [f"{profile}: no Pareto trial within {tol} pt of dense accuracy; ship the dense model." for profile in missing]
+    sections = [("Recommended model per profile", notes, RECOMMEND_HEAD, rec_rows)]
+    for name, config, outcome in outcomes:
+        recs = outcome.records
+        counts = (f"{len(recs)} of {config.trials} trials finished: {sum(r.state == COMPLETE for r in recs)} complete, "
+                  f"{sum(r.state == REJECTED for r in recs)} rejected before fine-tuning, "
+                  f"{len(recs) - sum(r.state in (COMPLETE, REJECTED) for r in recs)} failed")
+        dense = outcome.dense
+        lines = [f"task `{config.task}`, profile `{config.profile.name}`, space `{config.space.name}`, "
+                 f"agent `{config.agent}`, run folder `{outcome.run.path}`", counts,
+                 f"dense: accuracy {100 * dense.accuracy:.2f}%, p50 {dense.latency['median_ms']:.3f} ms"]
+        sections.append((f"Search {name}: Pareto front", lines, FRONT_HEAD, _front_rows(outcome.front, dense.accuracy)))
+    return sections
+
+
+def _markdown(title: str, sections) -> str:
+    out = [f"# {title}", ""]
+    for heading, lines, head, rows in sections:
+        out += [f"## {heading}", ""] + [f"{line}  " for line in lines] + [""]
+        if rows:
+            out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            out += ["| " + " | ".join(row) + " |" for row in rows]
+            out.append("")
+    return "\n".join(out)
+
+
+def _html(title: str, sections) -> str:
+    e = html.escape
+    body = [f"<h1>{e(title)}</h1>"]
+    for heading, lines, head, rows in sections:
+        body.append(f"<h2>{e(heading)}</h2>")
+        body += [f"<p>{e(line)}</p>" for line in lines]
+        if rows:
+            body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
+            body += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+            body.append("</table>")
+    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{style}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def write_report(sweep: SweepConfig, outcomes: list[tuple[str, SearchConfig, SearchOutcome]], out: Path) -> Path:
+    """Write ``report.md``, ``report.html`` and ``sweep.json`` into ``out``; return the Markdown path."""
+    picks = recommend(outcomes, sweep.accuracy_tolerance)
+    sections = _sections(sweep, outcomes, picks)
+    title = f"Sweep {sweep.name}: {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+    atomic_write_json(out / "sweep.json", {
+        "name": sweep.name, "recommended": picks,
+        "searches": [{"name": n, "run": str(o.run.path), "profile": c.profile.name, "trials": len(o.records),
+                      "front": [r.number for r in o.front]} for n, c, o in outcomes]})
+    atomic_write_text(out / "report.html", _html(title, sections))
+    return atomic_write_text(out / "report.md", _markdown(title, sections))

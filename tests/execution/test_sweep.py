@@ -1,0 +1,114 @@
+"""Sweep files, deadlines, and `sweep submit/status/logs` against a real Ray head on 127.0.0.1."""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from autoprune.cli import main
+from autoprune.config import load_sweep
+from autoprune.errors import ConfigError
+from autoprune.execution.sweep import parse_until, run_sweep
+from tests.conftest import ROOT
+
+
+def test_the_shipped_sweeps_load() -> None:
+    for path in (ROOT / "sweeps").glob("*.yaml"):
+        sweep, configs = load_sweep(path)
+        assert len(configs) == len(sweep.searches) >= 1
+
+
+def test_a_missing_profile_is_rejected_before_anything_starts(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nsearches:\n  - {name: a, task: digits, profile: hw_profiles/cpu-onnxruntime.yaml}\n"
+                    "  - {name: b, task: digits, profile: hw_profiles/nope.yaml}\n")
+    with pytest.raises(ConfigError, match=r"searches\[1\] \(b\): hw_profiles/nope.yaml: file not found"):
+        run_sweep(path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert main(["sweep", "run", str(path), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_until_is_the_next_occurrence_of_that_local_time() -> None:
+    now = dt.datetime(2026, 11, 22, 21, 0)
+    assert parse_until("06:30", now) == dt.datetime(2026, 11, 23, 6, 30).timestamp()
+    assert parse_until("23:15", now) == dt.datetime(2026, 11, 22, 23, 15).timestamp()
+    with pytest.raises(ConfigError, match="HH:MM"):
+        parse_until("6.30", now)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_sweep_submit_status_logs_on_a_real_head(tmp_path: Path, capsys, monkeypatch) -> None:
+    temp_dir = tempfile.mkdtemp(prefix="apray", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    dash, gcs = _free_port(), _free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    # `--block` keeps the head in one process group we own: stopping it stops only this head
+    # (`ray stop` would stop every Ray of this user on the machine)
+    head = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", "--block",
+                             "--node-ip-address", "127.0.0.1", "--port", str(gcs), "--dashboard-host", "127.0.0.1",
+                             "--dashboard-port", str(dash), "--num-cpus", "1", "--temp-dir", temp_dir,
+                             "--ray-client-server-port", str(_free_port()), "--disable-usage-stats"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        sweep = tmp_path / "sweep.yaml"
+        sweep.write_text(f"name: job\nsearches:\n  - {{name: one, task: 'tests.tiny_task:tiny_task', profile: "
+                         f"{ROOT}/hw_profiles/cpu-onnxruntime.yaml, agent: random, trials: 1, min_speedup: 0.0, "
+                         f"finetune: {{epochs: 1}}}}\n")
+        deadline = time.time() + 60
+        while time.time() < deadline:  # wait for the job server
+            try:
+                socket.create_connection(("127.0.0.1", dash), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.5)
+        out = tmp_path / "out"
+        monkeypatch.chdir(ROOT)
+        assert main(["sweep", "submit", str(sweep), "--address", address, "--out", str(out),
+                     "--python", sys.executable]) == 0
+        job = capsys.readouterr().out.strip()
+        assert job.startswith("raysubmit_")
+        deadline = time.time() + 150
+        status = ""
+        while time.time() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
+            time.sleep(1)
+            assert main(["sweep", "status", job, "--address", address]) == 0
+            status = capsys.readouterr().out.strip()
+        assert main(["sweep", "logs", job, "--address", address]) == 0
+        logs = capsys.readouterr().out
+        assert status == "SUCCEEDED", logs
+        assert "sweep report" in logs
+        assert (out / "report.md").is_file() and (out / "one" / "pareto.json").is_file()
+    finally:
+        head.send_signal(signal.SIGTERM)
+        head.wait(60)
+
+
+def test_an_unreachable_job_server_fails_fast(capsys) -> None:
+    start = time.time()
+    assert main(["sweep", "status", "raysubmit_x", "--address", f"http://127.0.0.1:{_free_port()}"]) == 2
+    assert "cannot reach the Ray job server" in capsys.readouterr().err and time.time() - start < 15
+
+
+def test_an_unreachable_cluster_fails_fast_with_the_address(capsys) -> None:
+    start = time.time()
+    address = f"ray://127.0.0.1:{_free_port()}"
+    assert main(["search", "--task", "tests.tiny_task:tiny_task", "--ray-address", address, "--trials", "1",
+                 "--out", str(Path(tempfile.mkdtemp()) / "run")]) == 2
+    err = capsys.readouterr().err
+    assert f"--ray-address {address}: cannot reach the Ray cluster" in err and time.time() - start < 30
