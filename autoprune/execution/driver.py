@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from autoprune.config import OBJECTIVES, SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.execution.record import COMPLETE, FAILED, REJECTED, TrialRecord
+from autoprune.plan import PruningPlan
 from autoprune.results.files import atomic_write_json
 from autoprune.results.run import RECORD_ATTR, RunFolder, finished_records, open_study
 
 #: fields that must match for a run folder to be resumed with a new command
 IDENTITY_FIELDS = ("task", "agent", "seed", "objectives", "profile", "space")
+#: trial user attribute: hypervolume of the run's feasible trials up to and including this one
+HYPERVOLUME_ATTR = "hypervolume"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,14 +72,104 @@ def front_of(records: list[TrialRecord], objectives: tuple[str, ...]) -> list[Tr
     return sorted(front, key=lambda r: r.objective(key) or 0.0)
 
 
+def scoring_for(config: SearchConfig, dense: DenseReference):
+    """The run's Scoring; ConfigError when an objective is not measured on this profile."""
+    from autoprune.search.objectives import Scoring
+
+    probe = TrialRecord(number=-1, plan={}, state=COMPLETE, accuracy=dense.accuracy, latency=dense.latency,
+                        macs=dense.macs, params=dense.params)
+    values = {o: probe.objective(o) for o in config.objectives}
+    missing = [o for o, v in values.items() if v is None]
+    if missing:
+        measured = [o for o in OBJECTIVES if probe.objective(o) is not None]
+        raise ConfigError(f"objectives: `{missing[0]}` is not measured by profile {config.profile.name!r} "
+                          f"(backend {config.profile.backend}); measured objectives: {', '.join(measured)}")
+    return Scoring.from_config(config, values)
+
+
+def check_feasible(config: SearchConfig, dense: DenseReference, space, runner) -> None:
+    """ConfigError when no plan of the space can meet the constraints (judged on the smallest plan).
+
+    The smallest candidate (every group at the top of its ratio range) is pruned and measured
+    once; if even it is too slow or too large, or the accuracy floor is above the dense model's,
+    the search could only waste fine-tunes.
+    """
+    if config.min_accuracy is not None and config.min_accuracy > dense.accuracy:
+        raise ConfigError(f"constraints cannot be met: min_accuracy {config.min_accuracy} is above the dense "
+                          f"model's {dense.accuracy:.4f}")
+    if config.max_latency_ms is None and config.max_params is None:
+        return
+    smallest = space.uniform_plan(space.ratio_grid[-1])
+    model, _ = runner.prune(smallest)
+    from autoprune.pruning import model_stats
+
+    params = model_stats(model, runner.task.example_input).params
+    if config.max_params is not None and params > config.max_params:
+        raise ConfigError(f"constraints cannot be met: max_params {config.max_params} is below the smallest candidate "
+                          f"of the space (every group at ratio {space.ratio_grid[-1]}: {params} params)")
+    if config.max_latency_ms is not None:
+        latency, _ = runner.meter.compare(model)
+        if min(latency.median_ms, latency.p90_ms) > config.max_latency_ms:
+            raise ConfigError(f"constraints cannot be met: max_latency_ms {config.max_latency_ms} is below the "
+                              f"smallest candidate of the space (every group at ratio {space.ratio_grid[-1]}: "
+                              f"{latency.median_ms:.3f} ms)")
+
+
+def reuse_duplicate(records: list[TrialRecord], space, number: int, plan) -> TrialRecord | None:
+    """The record of an earlier trial that builds the same candidate, re-numbered and marked, or None."""
+    key = space.canonical(plan)
+    for earlier in records:
+        if earlier.duplicate_of is None and space.canonical(PruningPlan.from_dict(earlier.plan)) == key:
+            return replace(earlier, number=number, plan=plan.to_dict(), duplicate_of=earlier.number, seconds={})
+    return None
+
+
+def proxy_history(records: list[TrialRecord]) -> list[float]:
+    """Proxy scores of the candidates evaluated so far (duplicates once), for the runner's promotion rule."""
+    return [r.proxy for r in records if r.proxy is not None and r.duplicate_of is None]
+
+
+def annotate_trial(trial, record: TrialRecord, records: list[TrialRecord], scoring) -> None:
+    """Store the constraint margins (Optuna's samplers prefer feasible trials) and the run's hypervolume so far."""
+    for name, value in zip(("latency", "accuracy", "params"), scoring.constraint_values(record)):
+        trial.set_constraint(name, value)
+    trial.set_user_attr(HYPERVOLUME_ATTR, scoring.hypervolume(records))
+
+
+def search_summary(records: list[TrialRecord], scoring) -> dict[str, Any]:
+    """Counts, hypervolume per trial and proxy/full Spearman correlation of a run."""
+    from autoprune.search.fidelity import spearman
+
+    ordered = sorted(records, key=lambda r: r.number)
+    history = [{"trial": r.number, "hypervolume": scoring.hypervolume(ordered[: i + 1])} for i, r in enumerate(ordered)]
+    both = [r for r in ordered if r.state == COMPLETE and r.proxy is not None and r.duplicate_of is None]
+    return {
+        "fine_tunes": sum(r.state == COMPLETE and r.duplicate_of is None for r in records),
+        "duplicates": sum(r.duplicate_of is not None for r in records),
+        "proxy_rejected": sum(r.state == REJECTED and r.reason.startswith("proxy") for r in records),
+        "hypervolume": {"value": history[-1]["hypervolume"] if history else 0.0,
+                        "reference": dict(scoring.reference),
+                        "normalisation": "accuracy as is; other objectives as a fraction of the dense model",
+                        "history": history},
+        "proxy_vs_full": {"pairs": len(both),
+                          "spearman": spearman([r.proxy for r in both], [r.accuracy for r in both])},
+    }
+
+
 def write_pareto(run: RunFolder, config: SearchConfig, dense: DenseReference, records: list[TrialRecord]) -> list[TrialRecord]:
-    front = front_of(records, config.objectives)
+    """Write ``pareto.json``: the feasible Pareto front, counts, hypervolume and proxy quality."""
+    scoring = scoring_for(config, dense)
+    key = "latency" if "latency" in config.objectives else config.objectives[0]
+    front = sorted(scoring.front(records), key=lambda r: r.objective(key) or 0.0)
     atomic_write_json(run.pareto, {
         "objectives": {o: OBJECTIVES[o] for o in config.objectives},
+        "constraints": {"max_latency_ms": config.max_latency_ms, "min_accuracy": config.min_accuracy,
+                        "max_params": config.max_params, "min_speedup": config.min_speedup},
         "dense": asdict(dense),
         "trials": {"finished": len(records), "complete": sum(r.state == COMPLETE for r in records),
                    "rejected": sum(r.state == REJECTED for r in records),
                    "failed": sum(r.state == FAILED for r in records)},
+        **search_summary(records, scoring),
         "front": [r.to_dict() for r in front],
     })
     return front
@@ -141,7 +234,7 @@ def run_search(
     from autoprune.execution.runner import TrialRunner
     from autoprune.results.environment import library_versions, machine_fingerprint
     from autoprune.search.agent import agent_sampler, make_agent
-    from autoprune.search.space import PlanSpace
+    from autoprune.search.space import PlanSpace, layer_macs
     from autoprune.task import resolve_task
 
     notify = on_event or (lambda kind, payload: None)
@@ -155,6 +248,7 @@ def run_search(
                                         "seed": config.seed})
     dense_model, groups, meter, dense = _prepare_dense(run, task, config)
     notify("dense", dense)
+    scoring = scoring_for(config, dense)
     directions = [OBJECTIVES[o] for o in config.objectives]
     study = open_study(storage or run.storage_url(), directions)
     # a resumed sampler must not replay the first session's random stream: offset its seed by
@@ -163,14 +257,20 @@ def run_search(
     if sampler is not None:
         study.sampler = sampler
     _recover_interrupted(study, config.objectives)
-    space = PlanSpace.build(groups, config.space, config.profile.fast_structures)
-    agent = make_agent(config.agent, study, space, config.seed)
+    space = PlanSpace.build(groups, config.space, config.profile.fast_structures,
+                            macs=layer_macs(dense_model, task.example_input), round_to=config.round_to)
     runner = TrialRunner(task=task, config=config, dense=dense_model, meter=meter, trials_dir=run.trials)
     records = finished_records(study)
+    if not records:
+        check_feasible(config, dense, space, runner)
+    agent = make_agent(config.agent, study, space, config.seed, scoring=scoring, log_dir=run.path)
     notify("start", (len(records), config.trials))
     while len(records) < config.trials:
         trial = agent.ask()
-        record = runner.run(trial.number, space.plan_from_params(trial.params))
+        plan = space.plan_from_params(trial.params)
+        record = (reuse_duplicate(records, space, trial.number, plan)
+                  or runner.run(trial.number, plan, proxy_history=proxy_history(records)))
+        annotate_trial(trial, record, records + [record], scoring)
         trial.set_user_attr(RECORD_ATTR, record.to_dict())
         _tell(study, trial.number, record, config.objectives)
         agent.tell(trial, record)
