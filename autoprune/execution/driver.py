@@ -61,17 +61,6 @@ def objective_values(record: TrialRecord, objectives: tuple[str, ...]) -> list[f
     return values  # type: ignore[return-value]
 
 
-def front_of(records: list[TrialRecord], objectives: tuple[str, ...]) -> list[TrialRecord]:
-    """Pareto-optimal complete trials, sorted by latency (or the first objective)."""
-    from autoprune.search.pareto import pareto_front
-
-    done = [r for r in records if r.state == COMPLETE]
-    maximize = [OBJECTIVES[o] == "maximize" for o in objectives]
-    front = [done[i] for i in pareto_front([objective_values(r, objectives) for r in done], maximize)]
-    key = "latency" if "latency" in objectives else objectives[0]
-    return sorted(front, key=lambda r: r.objective(key) or 0.0)
-
-
 def scoring_for(config: SearchConfig, dense: DenseReference):
     """The run's Scoring; ConfigError when an objective is not measured on this profile."""
     from autoprune.search.objectives import Scoring
@@ -94,6 +83,8 @@ def check_feasible(config: SearchConfig, dense: DenseReference, space, runner) -
     once; if even it is too slow or too large, or the accuracy floor is above the dense model's,
     the search could only waste fine-tunes.
     """
+    from autoprune.pruning import model_stats
+
     if config.min_accuracy is not None and config.min_accuracy > dense.accuracy:
         raise ConfigError(f"constraints cannot be met: min_accuracy {config.min_accuracy} is above the dense "
                           f"model's {dense.accuracy:.4f}")
@@ -101,8 +92,6 @@ def check_feasible(config: SearchConfig, dense: DenseReference, space, runner) -
         return
     smallest = space.uniform_plan(space.ratio_grid[-1])
     model, _ = runner.prune(smallest)
-    from autoprune.pruning import model_stats
-
     params = model_stats(model, runner.task.example_input).params
     if config.max_params is not None and params > config.max_params:
         raise ConfigError(f"constraints cannot be met: max_params {config.max_params} is below the smallest candidate "

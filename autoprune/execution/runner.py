@@ -84,6 +84,9 @@ class TrialRunner:
             reason = promotion_refusal(measured["proxy"], proxy_history, self.config.proxy_keep, self.config.proxy_warmup)
             if reason:
                 return TrialRecord(state=REJECTED, reason=reason, **measured)
+            if self.task.recipe.epochs == 0:  # nothing to train: the proxy is the full-fidelity score
+                return TrialRecord(state=COMPLETE, accuracy=measured["proxy"],
+                                   model_path=self._save(number, plan, model), **measured)
             start = time.perf_counter()
             teacher = self.dense if self.task.recipe.distill_weight > 0 else None
             fine_tune(model, self.task.train_set, self.task.recipe, seed=self.config.seed + number, teacher=teacher)

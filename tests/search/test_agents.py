@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from autoprune.config import SearchSpace
-from autoprune.plan import STRUCTURES
 from autoprune.search.agent import AGENTS, agent_sampler, make_agent
 from autoprune.search.optuna_agents import sweep_order
 from autoprune.search.rl import CURVE_FILE
@@ -117,3 +116,28 @@ def test_rl_enforces_the_latency_budget() -> None:
     for record in drive(agent, study, space, 8):
         keep = {n: 1 - g["ratio"] for n, g in record.plan.items()}
         assert space.mac_fraction(keep) <= 0.4 + 1e-9
+
+
+def test_mixed_structures_space_on_a_cpu_profile() -> None:
+    from autoprune.config import load_profile, load_space
+    from tests.conftest import ROOT
+
+    space = load_space(ROOT / "search_spaces/mixed-structures.yaml")
+    fast = load_profile(ROOT / "hw_profiles/cpu-onnxruntime.yaml").fast_structures
+    plan_space = toy_space(space, fast)
+    assert plan_space.group_structures["conv1"] == ("channel", "none")  # nm is not fast on this CPU profile
+    assert plan_space.group_structures["fc1"] == ("channel",)
+    assert "structure/fc1" not in plan_space.distributions()
+
+
+def test_canonical_plans_merge_after_channel_rounding() -> None:
+    from autoprune.plan import GroupPlan, PruningPlan
+
+    space = toy_space()
+    space = type(space).build(list(space.groups), space.space, ("channel",), macs=space.macs, round_to=16, min_channels=8)
+    a = PruningPlan.of({n: GroupPlan(ratio=0.3) for n in TARGETS})   # 64 * 0.7 = 44.8 -> 48 kept
+    b = PruningPlan.of({n: GroupPlan(ratio=0.25) for n in TARGETS})  # 64 * 0.75 = 48 kept
+    c = PruningPlan.of({n: GroupPlan(ratio=0.5) for n in TARGETS})   # 32 kept
+    assert space.canonical(a) == space.canonical(b) != space.canonical(c)
+    dense = PruningPlan.of({n: GroupPlan(ratio=0.4, structure="none") for n in TARGETS})
+    assert space.canonical(dense) == space.canonical(PruningPlan.of({n: GroupPlan(ratio=0.0) for n in TARGETS}))

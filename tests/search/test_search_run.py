@@ -126,3 +126,31 @@ def test_config_file_rejects_unknown_fields(tmp_path: Path, capsys) -> None:
     path = _write(tmp_path, "agent: tpe\nbudget: 3\n")
     assert main(["search", "--out", str(tmp_path / "run"), "--config", str(path)]) == 2
     assert "search.yaml: unknown field `budget`" in capsys.readouterr().err
+
+
+def tiny_without_fine_tune():
+    """The tiny task with a zero-epoch recipe (the benchmark's AMC-style setting)."""
+    from dataclasses import replace
+
+    from tests.tiny_task import tiny_task
+
+    task = tiny_task()
+    return replace(task, recipe=replace(task.recipe, epochs=0))
+
+
+def test_zero_epoch_recipe_scores_the_recalibrated_candidate(tmp_path: Path, fast_profile) -> None:
+    outcome = run_search(_config(fast_profile, task="tests.search.test_search_run:tiny_without_fine_tune", trials=2,
+                                 agent="uniform"), tmp_path / "run")
+    for r in outcome.records:
+        assert r.state == COMPLETE and r.accuracy == r.proxy and "finetune" not in r.seconds
+
+
+def test_example_search_config_loads() -> None:
+    import argparse
+
+    from autoprune.cli import _search_config, build_parser
+
+    args = build_parser().parse_args(["search", "--out", "x", "--config", str(ROOT / "search_configs/latency-budget.yaml")])
+    config = _search_config(args)
+    assert (config.agent, config.max_latency_ms, config.proxy_keep, config.space.name) == ("rl", 1.0, 0.5, "default")
+    assert isinstance(args, argparse.Namespace)
