@@ -102,9 +102,10 @@ class DDPGAgent(Agent):
         self.episodes: list[Episode] = []
         self.curve: list[dict[str, float]] = []
         self.measured: list[tuple[float, float]] = []  # (MAC share, latency share) of measured trials
-        torch.manual_seed(seed)
-        self.actor = _mlp(STATE_SIZE, nn.Sigmoid())
-        self.critic = _mlp(STATE_SIZE + 1, None)
+        with torch.random.fork_rng():  # seeded initialisation without touching the caller's RNG
+            torch.manual_seed(seed)
+            self.actor = _mlp(STATE_SIZE, nn.Sigmoid())
+            self.critic = _mlp(STATE_SIZE + 1, None)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=5e-4)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=1e-3)
         for record in finished_records(study):  # resume: replay the study's trials in order
