@@ -14,43 +14,37 @@ DEFAULT_HW = "hw_profiles/cpu-onnxruntime.yaml"
 DEFAULT_SPACE = "search_spaces/default.yaml"
 
 
-#: search flags and their defaults; a flag given on the command line wins over --config
-SEARCH_DEFAULTS = {"task": "digits", "hw": DEFAULT_HW, "space": DEFAULT_SPACE, "agent": "tpe", "trials": 12, "seed": 0,
-                   "max_latency_ms": None, "min_accuracy": None, "max_params": None, "objectives": None,
-                   "proxy_keep": None}
+#: what a search uses when neither --config nor a flag says otherwise
+SEARCH_DEFAULTS = {"task": "digits", "profile": DEFAULT_HW, "space": DEFAULT_SPACE, "agent": "tpe", "trials": 12,
+                   "seed": 0}
+#: search flags that map onto SearchConfig fields (``hw`` is the ``profile`` field)
+SEARCH_FLAGS = ("task", "hw", "space", "agent", "trials", "seed", "objectives", "max_latency_ms", "min_accuracy",
+                "max_params", "proxy_keep")
 
 
 def _search_config(args: argparse.Namespace):
     """SearchConfig from defaults, then the --config file, then the flags given on the command line."""
+    from pathlib import Path
+
     from autoprune.config import SearchConfig, load_profile, load_search_settings, load_space
     from autoprune.errors import ConfigError
 
     settings = load_search_settings(args.config) if args.config else {}
-    where = args.config or "command line"
     for key in ("profile", "space"):  # paths in the config file are relative to it
-        if key in settings:
-            from pathlib import Path
-
-            path = Path(settings[key])
-            settings[key] = str(path if path.is_absolute() else Path(args.config).parent / path)
-    flags = {k: getattr(args, k) for k in SEARCH_DEFAULTS if getattr(args, k) is not None}
-    if "hw" in flags or "profile" not in settings:
-        settings["profile"] = flags.pop("hw", SEARCH_DEFAULTS["hw"])
-    flags.pop("hw", None)
-    if "space" in flags or "space" not in settings:
-        settings["space"] = flags.pop("space", SEARCH_DEFAULTS["space"])
-    flags.pop("space", None)
+        if key in settings and not Path(settings[key]).is_absolute():
+            settings[key] = str(Path(args.config).parent / settings[key])
+    flags = {k: getattr(args, k) for k in SEARCH_FLAGS if getattr(args, k) is not None}
+    if "hw" in flags:
+        flags["profile"] = flags.pop("hw")
     if "objectives" in flags:
         flags["objectives"] = tuple(o.strip() for o in flags["objectives"].split(",") if o.strip())
-    merged = {**{k: v for k, v in SEARCH_DEFAULTS.items() if v is not None and k not in ("hw", "space")},
-              **settings, **flags}
+    merged = {**SEARCH_DEFAULTS, **settings, **flags}
     merged["profile"] = load_profile(merged["profile"])
     merged["space"] = load_space(merged["space"])
+    where = args.config or "command line"
     try:
         return SearchConfig(**merged)
-    except ConfigError as err:
-        raise ConfigError(f"{where}: {err}") from None
-    except TypeError as err:
+    except (ConfigError, TypeError) as err:
         raise ConfigError(f"{where}: {err}") from None
 
 
