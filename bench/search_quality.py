@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, mine in table:
         cells = [name, str(mine[0]["trials"]), _fmt([r["hypervolume"] for r in mine]),
                  *[_fmt([r[f"best_acc@{b}x"] for r in mine], pct=True) for b in BUDGETS],
-                 _fmt([r["fine_tunes"] for r in mine]).split(" ±")[0], _fmt([r["wall_s"] for r in mine]).split(" ±")[0]]
+                 f'{statistics.mean(r["fine_tunes"] for r in mine):.1f}', f'{statistics.mean(r["wall_s"] for r in mine):.0f}']
         print("| " + " | ".join(cells) + " |")
     recipe = ("none: accuracy after BatchNorm recalibration (AMC's search-time reward)" if args.epochs == 0
               else f"{args.epochs} epoch(s) on {args.train_fraction:.0%} of the training set")
