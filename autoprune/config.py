@@ -138,11 +138,23 @@ class SearchSpace:
     mask_scope: str = "layer"
     nm: tuple[int, int] = (2, 4)
 
+    #: per layer type (a group's root module class, e.g. Conv2d, Linear) the structures allowed
+    #: there; layer types not listed allow ``structures``
+    layer_structures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
         _require(len(self.structures) > 0, "`structures` must list at least one structure")
         for s in self.structures:
             _check_choice("structures", s, STRUCTURES)
+        _require(isinstance(self.layer_structures, Mapping),
+                 f"`layer_structures` must map layer types to structure lists, got {self.layer_structures!r}")
+        for layer_type, allowed in self.layer_structures.items():
+            _require(isinstance(allowed, (list, tuple)) and len(allowed) > 0,
+                     f"`layer_structures.{layer_type}` must list at least one structure, got {allowed!r}")
+            for s in allowed:
+                _check_choice(f"layer_structures.{layer_type}", s, STRUCTURES)
+        object.__setattr__(self, "layer_structures", {k: tuple(v) for k, v in self.layer_structures.items()})
         _check_number("ratio_min", self.ratio_min, 0.0, 0.99)
         _check_number("ratio_max", self.ratio_max, 0.0, 0.99)
         _require(self.ratio_min <= self.ratio_max,
@@ -176,6 +188,20 @@ class SearchConfig:
     #: overrides of the task's fine-tune recipe (epochs, lr, optimizer, schedule, distill_weight, temperature...)
     finetune: Mapping[str, Any] = field(default_factory=dict)
 
+    #: constraints: a complete trial below ``min_accuracy`` or above ``max_params`` is infeasible
+    min_accuracy: float | None = None
+    max_params: int | None = None
+    #: hypervolume reference point per objective: accuracy as a score, every other objective
+    #: as a fraction of the dense model's value (unlisted: accuracy 0.5, others 1.0 = dense)
+    reference: Mapping[str, float] = field(default_factory=dict)
+    #: weights of the scalar score (the RL reward): sum of weight x normalised objective
+    weights: Mapping[str, float] = field(default_factory=dict)
+    #: multi-fidelity: share of candidates (ranked by the BN-recalibrated proxy accuracy against
+    #: the proxies seen so far) that get the full fine-tune; 1.0 fine-tunes every candidate
+    proxy_keep: float = 1.0
+    #: candidates always fine-tuned before the proxy ranking starts deciding
+    proxy_warmup: int = 4
+
     def __post_init__(self) -> None:
         _check_int("trials", self.trials, 1)
         if self.finetune:
@@ -186,9 +212,21 @@ class SearchConfig:
         _require(len(self.objectives) >= 1, "`objectives` must name at least one objective")
         for o in self.objectives:
             _check_choice("objectives", o, list(OBJECTIVES))
+        _require(len(set(self.objectives)) == len(self.objectives), f"`objectives` repeats a name: {list(self.objectives)}")
         if self.max_latency_ms is not None:
             _check_number("max_latency_ms", self.max_latency_ms, 0.0)
         _check_number("min_speedup", self.min_speedup, 0.0)
+        if self.min_accuracy is not None:
+            _check_number("min_accuracy", self.min_accuracy, 0.0)
+        if self.max_params is not None:
+            _check_int("max_params", self.max_params, 1)
+        for name, table in (("reference", self.reference), ("weights", self.weights)):
+            _require(isinstance(table, Mapping), f"`{name}` must map objective names to numbers, got {table!r}")
+            for key, value in table.items():
+                _check_choice(f"{name} key", key, list(self.objectives))
+                _require(_is_number(value), f"`{name}.{key}` must be a number, got {value!r}")
+        _check_number("proxy_keep", self.proxy_keep, 0.01, 1.0)
+        _check_int("proxy_warmup", self.proxy_warmup, 0)
 
     @property
     def round_to(self) -> int:
@@ -384,3 +422,20 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}") from None
     return sweep, configs
+
+def load_search_settings(path: str | Path) -> dict[str, Any]:
+    """The search settings of a YAML search config (``--config``), checked against SearchConfig's fields.
+
+    ``profile`` and ``space`` are paths of their own YAML files; every other key is a
+    SearchConfig field. The caller merges command-line flags over these and builds the config.
+    """
+    path = Path(path)
+    data = _read_yaml(path)
+    names = {f.name for f in dataclasses.fields(SearchConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{path}: unknown field `{unknown[0]}`; valid fields: {', '.join(sorted(names))}")
+    for key in ("profile", "space"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{path}: `{key}` must be the path of a YAML file, got {data[key]!r}")
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +16,14 @@ from autoprune.config import OBJECTIVES, ExecutionConfig, SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.execution.executor import Executor
 from autoprune.execution.record import COMPLETE, FAILED, REJECTED, TrialRecord
+from autoprune.plan import PruningPlan
 from autoprune.results.files import atomic_write_json
 from autoprune.results.run import RECORD_ATTR, RunFolder, finished_records, open_study
 
 #: fields that must match for a run folder to be resumed with a new command
 IDENTITY_FIELDS = ("task", "agent", "seed", "objectives", "profile", "space")
+#: trial user attribute: hypervolume of the run's feasible trials up to and including this one
+HYPERVOLUME_ATTR = "hypervolume"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,25 +63,112 @@ def objective_values(record: TrialRecord, objectives: tuple[str, ...]) -> list[f
     return values  # type: ignore[return-value]
 
 
-def front_of(records: list[TrialRecord], objectives: tuple[str, ...]) -> list[TrialRecord]:
-    """Pareto-optimal complete trials, sorted by latency (or the first objective)."""
-    from autoprune.search.pareto import pareto_front
+def scoring_for(config: SearchConfig, dense: DenseReference):
+    """The run's Scoring; ConfigError when an objective is not measured on this profile."""
+    from autoprune.search.objectives import Scoring
 
-    done = [r for r in records if r.state == COMPLETE]
-    maximize = [OBJECTIVES[o] == "maximize" for o in objectives]
-    front = [done[i] for i in pareto_front([objective_values(r, objectives) for r in done], maximize)]
-    key = "latency" if "latency" in objectives else objectives[0]
-    return sorted(front, key=lambda r: r.objective(key) or 0.0)
+    probe = TrialRecord(number=-1, plan={}, state=COMPLETE, accuracy=dense.accuracy, latency=dense.latency,
+                        macs=dense.macs, params=dense.params)
+    values = {o: probe.objective(o) for o in config.objectives}
+    missing = [o for o, v in values.items() if v is None]
+    if missing:
+        measured = [o for o in OBJECTIVES if probe.objective(o) is not None]
+        raise ConfigError(f"objectives: `{missing[0]}` is not measured by profile {config.profile.name!r} "
+                          f"(backend {config.profile.backend}); measured objectives: {', '.join(measured)}")
+    return Scoring.from_config(config, values)
+
+
+def check_feasible(config: SearchConfig, dense: DenseReference, space, task, dense_model) -> None:
+    """ConfigError when no plan of the space can meet the constraints (judged on the smallest plan).
+
+    The smallest candidate (every group at the top of its ratio range) is pruned and measured
+    once; if even it is too slow or too large, or the accuracy floor is above the dense model's,
+    the search could only waste fine-tunes.
+    """
+    from autoprune.execution.runner import TrialRunner
+    from autoprune.hardware.protocol import measure_models
+    from autoprune.pruning import model_stats
+
+    if config.min_accuracy is not None and config.min_accuracy > dense.accuracy:
+        raise ConfigError(f"constraints cannot be met: min_accuracy {config.min_accuracy} is above the dense "
+                          f"model's {dense.accuracy:.4f}")
+    if config.max_latency_ms is None and config.max_params is None:
+        return
+    smallest = space.uniform_plan(space.ratio_grid[-1])
+    pruner = TrialRunner(task=task, config=config, dense=dense_model, meter=None)
+    model = pruner.prune(smallest).model
+    params = model_stats(model, task.example_input).params
+    if config.max_params is not None and params > config.max_params:
+        raise ConfigError(f"constraints cannot be met: max_params {config.max_params} is below the smallest candidate "
+                          f"of the space (every group at ratio {space.ratio_grid[-1]}: {params} params)")
+    if config.max_latency_ms is not None:
+        latency = measure_models(config.profile, [model], task.example_input)[0]
+        if min(latency.median_ms, latency.p90_ms) > config.max_latency_ms:
+            raise ConfigError(f"constraints cannot be met: max_latency_ms {config.max_latency_ms} is below the "
+                              f"smallest candidate of the space (every group at ratio {space.ratio_grid[-1]}: "
+                              f"{latency.median_ms:.3f} ms)")
+
+
+def reuse_duplicate(records: list[TrialRecord], space, number: int, plan) -> TrialRecord | None:
+    """The record of an earlier trial that builds the same candidate, re-numbered and marked, or None."""
+    key = space.canonical(plan)
+    for earlier in records:
+        if earlier.duplicate_of is None and space.canonical(PruningPlan.from_dict(earlier.plan)) == key:
+            return replace(earlier, number=number, plan=plan.to_dict(), duplicate_of=earlier.number, seconds={})
+    return None
+
+
+def proxy_history(records: list[TrialRecord]) -> list[float]:
+    """Proxy scores of the candidates evaluated so far (duplicates once), for the runner's promotion rule."""
+    return [r.proxy for r in records if r.proxy is not None and r.duplicate_of is None]
+
+
+def annotate_trial(trial, record: TrialRecord, records: list[TrialRecord], scoring) -> None:
+    """Store the constraint margins (Optuna's samplers prefer feasible trials) and the run's hypervolume so far."""
+    for name, value in zip(("latency", "accuracy", "params"), scoring.constraint_values(record)):
+        trial.set_constraint(name, value)
+    trial.set_user_attr(HYPERVOLUME_ATTR, scoring.hypervolume(records))
+
+
+def search_summary(records: list[TrialRecord], scoring) -> dict[str, Any]:
+    """Counts, hypervolume per trial and proxy/full Spearman correlation of a run."""
+    from autoprune.search.fidelity import spearman
+
+    ordered = sorted(records, key=lambda r: r.number)
+    history = [{"trial": r.number, "hypervolume": scoring.hypervolume(ordered[: i + 1])} for i, r in enumerate(ordered)]
+    both = [r for r in ordered if r.state == COMPLETE and r.proxy is not None and r.duplicate_of is None]
+    return {
+        "fine_tunes": sum(r.state == COMPLETE and r.duplicate_of is None for r in records),
+        "duplicates": sum(r.duplicate_of is not None for r in records),
+        "proxy_rejected": sum(r.state == REJECTED and r.reason.startswith("proxy") for r in records),
+        "hypervolume": {"value": history[-1]["hypervolume"] if history else 0.0,
+                        "reference": dict(scoring.reference),
+                        "normalisation": "accuracy as is; other objectives as a fraction of the dense model",
+                        "history": history},
+        "proxy_vs_full": {"pairs": len(both),
+                          "spearman": spearman([r.proxy for r in both], [r.accuracy for r in both])},
+    }
+
+
+def front_of(config: SearchConfig, dense: DenseReference, records: list[TrialRecord]) -> list[TrialRecord]:
+    """The feasible Pareto front, sorted by latency (or the first objective)."""
+    key = "latency" if "latency" in config.objectives else config.objectives[0]
+    return sorted(scoring_for(config, dense).front(records), key=lambda r: r.objective(key) or 0.0)
 
 
 def write_pareto(run: RunFolder, config: SearchConfig, dense: DenseReference, records: list[TrialRecord]) -> list[TrialRecord]:
-    front = front_of(records, config.objectives)
+    """Write ``pareto.json``: the feasible Pareto front, counts, hypervolume and proxy quality."""
+    scoring = scoring_for(config, dense)
+    front = front_of(config, dense, records)
     atomic_write_json(run.pareto, {
         "objectives": {o: OBJECTIVES[o] for o in config.objectives},
+        "constraints": {"max_latency_ms": config.max_latency_ms, "min_accuracy": config.min_accuracy,
+                        "max_params": config.max_params, "min_speedup": config.min_speedup},
         "dense": asdict(dense),
         "trials": {"finished": len(records), "complete": sum(r.state == COMPLETE for r in records),
                    "rejected": sum(r.state == REJECTED for r in records),
                    "failed": sum(r.state == FAILED for r in records)},
+        **search_summary(records, scoring),
         "front": [r.to_dict() for r in front],
     })
     return front
@@ -180,7 +270,7 @@ def run_search(
     from autoprune.execution.executor import make_executor, trial_task
     from autoprune.results.environment import library_versions, machine_fingerprint
     from autoprune.search.agent import agent_sampler, make_agent
-    from autoprune.search.space import PlanSpace
+    from autoprune.search.space import PlanSpace, layer_macs
 
     notify = on_event or (lambda kind, payload: None)
     run = RunFolder(Path(out))
@@ -196,6 +286,7 @@ def run_search(
     try:
         dense = _dense_reference(run, task, dense_model, groups, executor)
         notify("dense", dense)
+        scoring = scoring_for(config, dense)
         directions = [OBJECTIVES[o] for o in config.objectives]
         study = open_study(storage or run.storage_url(), directions)
         # a resumed sampler must not replay the first session's random stream: offset its seed by
@@ -204,25 +295,36 @@ def run_search(
         if sampler is not None:
             study.sampler = sampler
         _recover_interrupted(study, config.objectives)
-        space = PlanSpace.build(groups, config.space, config.profile.fast_structures)
-        agent = make_agent(config.agent, study, space, config.seed)
+        space = PlanSpace.build(groups, config.space, config.profile.fast_structures,
+                                macs=layer_macs(dense_model, task.example_input), round_to=config.round_to)
         records = finished_records(study)
+        if not records:
+            check_feasible(config, dense, space, task, dense_model)
+        agent = make_agent(config.agent, study, space, config.seed, scoring=scoring, log_dir=run.path)
         clock = _TrialClock(deadline, records)
         notify("start", (len(records), config.trials))
         pending: dict[int, Any] = {}
         while len(records) + len(pending) < config.trials or pending:
+            finished: list[TrialRecord] = []
             while (len(records) + len(pending) < config.trials and len(pending) < executor.slots
                    and clock.allows_another()):
                 trial = agent.ask()
+                plan = space.plan_from_params(trial.params)
                 pending[trial.number] = trial
+                duplicate = reuse_duplicate(records + finished, space, trial.number, plan)
+                if duplicate is not None:  # the same candidate was evaluated: no work at all
+                    finished.append(duplicate)
+                    continue
                 clock.start(trial.number)
-                executor.submit(trial.number, space.plan_from_params(trial.params))
+                executor.submit(trial.number, plan, proxy_history=proxy_history(records))
             if not pending:  # the deadline leaves no time for another trial
                 break
-            finished = executor.wait()
+            if not finished:
+                finished = executor.wait()
             for record in finished:
                 trial = pending.pop(record.number)
                 clock.finish(record.number)
+                annotate_trial(trial, record, records + [record], scoring)
                 trial.set_user_attr(RECORD_ATTR, record.to_dict())
                 _tell(study, trial.number, record, config.objectives)
                 agent.tell(trial, record)

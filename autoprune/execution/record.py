@@ -12,7 +12,8 @@ class TrialRecord:
     """The outcome of one trial.
 
     ``state`` is ``complete`` (fine-tuned and measured), ``rejected`` (screened out before
-    fine-tuning, e.g. not faster than dense) or ``failed`` (with ``reason``). Latencies are
+    fine-tuning, e.g. not faster than dense, or a proxy score too low to earn the full
+    fine-tune) or ``failed`` (with ``reason``). Latencies are
     LatencyStats dicts; ``dense_latency`` was measured interleaved with the candidate.
     """
 
@@ -29,6 +30,10 @@ class TrialRecord:
     channels: dict[str, list[int]] = field(default_factory=dict)
     model_path: str | None = None
     seconds: dict[str, float] = field(default_factory=dict)
+    #: accuracy after BN recalibration only (the multi-fidelity proxy), when it was computed
+    proxy: float | None = None
+    #: the earlier trial whose candidate this plan builds too (identical after channel rounding)
+    duplicate_of: int | None = None
 
     @property
     def latency_ms(self) -> float | None:

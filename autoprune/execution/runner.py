@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,9 @@ from autoprune.pruning import IMPORTANCES, PruneResult, apply_plan, model_stats
 from autoprune.pruning.importance import calibration_batches
 from autoprune.pruning.saving import PruneSettings, save_pruned
 from autoprune.task import Task
+from autoprune.search.fidelity import promotion_refusal
 from autoprune.training import evaluate, fine_tune
+from autoprune.training.finetune import recalibrate_batchnorm
 
 
 @dataclass
@@ -32,7 +35,7 @@ class TrialRunner:
     task: Task
     config: SearchConfig
     dense: nn.Module
-    meter: LatencyMeter
+    meter: LatencyMeter | None = None  # None: prune only (no measuring)
     trials_dir: Path | None = None
 
     def prune(self, plan: PruningPlan) -> PruneResult:
@@ -53,8 +56,13 @@ class TrialRunner:
             return f"over the latency budget: {latency_ms:.3f} ms > {budget:.3f} ms"
         return ""
 
-    def run(self, number: int, plan: PruningPlan) -> TrialRecord:
-        """Evaluate ``plan`` as trial ``number``; never raises for a trial-level failure."""
+    def run(self, number: int, plan: PruningPlan, *, proxy_history: Sequence[float] = ()) -> TrialRecord:
+        """Evaluate ``plan`` as trial ``number``; never raises for a trial-level failure.
+
+        Args:
+            proxy_history: proxy scores of earlier candidates; with ``config.proxy_keep < 1``
+                a candidate whose proxy is not in the top share of them is rejected unfine-tuned.
+        """
         seconds: dict[str, float] = {}
         base = {"number": number, "plan": plan.to_dict(), "seconds": seconds}
         try:
@@ -72,6 +80,16 @@ class TrialRunner:
             reason = self.screen(speedup, latency.median_ms)
             if reason:
                 return TrialRecord(state=REJECTED, reason=reason, **measured)
+            start = time.perf_counter()
+            recalibrate_batchnorm(model, self.task.train_set)
+            measured["proxy"] = evaluate(model, self.task.val_set, self.task.metric)
+            seconds["proxy"] = time.perf_counter() - start
+            reason = promotion_refusal(measured["proxy"], proxy_history, self.config.proxy_keep, self.config.proxy_warmup)
+            if reason:
+                return TrialRecord(state=REJECTED, reason=reason, **measured)
+            if self.task.recipe.epochs == 0:  # nothing to train: the proxy is the full-fidelity score
+                return TrialRecord(state=COMPLETE, accuracy=measured["proxy"],
+                                   model_path=self._save(number, plan, pruned), **measured)
             start = time.perf_counter()
             teacher = self.dense if self.task.recipe.distill_weight > 0 else None
             fine_tune(model, self.task.train_set, self.task.recipe, seed=self.config.seed + number, teacher=teacher,

@@ -176,4 +176,4 @@ def load_run(path: str | Path) -> RunData:
     study = open_study(run.storage_url(), [OBJECTIVES[o] for o in config.objectives], create=False)
     records = finished_records(study)
     return RunData(run=run, config=config, dense=dense, environment=environment, records=records,
-                   front=front_of(records, config.objectives))
+                   front=front_of(config, dense, records))

@@ -8,6 +8,7 @@ Agents never touch models.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoprune.registry import Registry
@@ -16,19 +17,34 @@ if TYPE_CHECKING:
     import optuna
 
     from autoprune.execution.record import TrialRecord
+    from autoprune.search.objectives import Scoring
     from autoprune.search.space import PlanSpace
 
-AGENTS: Registry[type[Agent]] = Registry("agent", ["autoprune.search.optuna_agents"])
+AGENTS: Registry[type[Agent]] = Registry("agent", ["autoprune.search.optuna_agents", "autoprune.search.rl"])
 
 
 class Agent(ABC):
-    """Proposes plans (ask) and learns from their outcomes (tell)."""
+    """Proposes plans (ask) and learns from their outcomes (tell).
 
-    #: Optuna sampler the run's study is created with (None: Optuna's default is not used).
-    def __init__(self, study: optuna.Study, space: PlanSpace, seed: int) -> None:
+    An agent is rebuilt on resume from the study alone: whatever it learns must be
+    recoverable from the study's finished trials (their records are in user attributes).
+
+    Args:
+        study: the run's study; every proposal is one of its trials.
+        space: the plans it may propose.
+        seed: the run's seed (same seed and history give the same plans).
+        scoring: objectives, constraints and scalar score of the run (agents that learn a
+            scalar reward use it).
+        log_dir: the run folder, for agents that log their own progress (None: no logs).
+    """
+
+    def __init__(self, study: optuna.Study, space: PlanSpace, seed: int, *, scoring: Scoring | None = None,
+                 log_dir: Path | None = None) -> None:
         self.study = study
         self.space = space
         self.seed = seed
+        self.scoring = scoring
+        self.log_dir = log_dir
 
     @staticmethod
     def sampler(seed: int) -> optuna.samplers.BaseSampler | None:
@@ -43,8 +59,9 @@ class Agent(ABC):
         """Learn from the trial's outcome; the driver has already written it to the study."""
 
 
-def make_agent(name: str, study: optuna.Study, space: PlanSpace, seed: int) -> Agent:
-    return AGENTS.get(name, where="--agent")(study, space, seed)
+def make_agent(name: str, study: optuna.Study, space: PlanSpace, seed: int, *, scoring: Scoring | None = None,
+               log_dir: Path | None = None) -> Agent:
+    return AGENTS.get(name, where="--agent")(study, space, seed, scoring=scoring, log_dir=log_dir)
 
 
 def agent_sampler(name: str, seed: int):

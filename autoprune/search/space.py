@@ -1,13 +1,19 @@
 """PlanSpace: the discovered groups of a model crossed with a SearchSpace, as Optuna parameters.
 
 Every agent's proposal is stored as Optuna parameters ``ratio/<group>`` (and
-``structure/<group>`` when more than one structure is allowed), so every trial, whatever
-agent proposed it, lives in the same study with the same distributions.
+``structure/<group>`` when a group has more than one allowed structure), so every trial,
+whatever agent proposed it, lives in the same study with the same distributions.
+
+A group's structures are those the space allows on its layer type (``layer_structures``,
+else ``structures``) that the hardware profile also runs fast (``fast_structures``; ``none``
+needs no kernel). Other combinations are never part of a distribution, so no agent can
+propose them.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
@@ -15,44 +21,95 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from autoprune.config import SearchSpace
 from autoprune.plan import GroupPlan, PruningPlan
 from autoprune.pruning.graph import PrunableGroup
+from autoprune.pruning.structured import kept_channels
 
 RATIO = "ratio/"
 STRUCTURE = "structure/"
 
 
+def allowed_structures(group: PrunableGroup, space: SearchSpace, fast_structures: tuple[str, ...]) -> tuple[str, ...]:
+    """Structures a group may take: allowed on its layer type and fast on the target."""
+    listed = space.layer_structures.get(group.root_type, space.structures)
+    allowed = tuple(s for s in listed if s in fast_structures or s == "none")
+    return allowed or ("none",)
+
+
+def layer_macs(model, example_input) -> dict[str, float]:
+    """Multiply-accumulates of every Conv/Linear layer in one forward pass, by module name."""
+    import torch
+    from torch import nn
+
+    macs: dict[str, float] = {}
+
+    def hook(name: str):
+        def record(module, _inputs, output) -> None:
+            per_output = module.weight[0].numel()  # in_channels/groups x kernel (conv) or in_features (linear)
+            macs[name] = macs.get(name, 0.0) + float(output.numel() // output.shape[0] * per_output)
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
+               if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
+    try:
+        with torch.no_grad():
+            model(example_input)
+    finally:
+        for h in handles:
+            h.remove()
+    return macs
+
+
 @dataclass(frozen=True, kw_only=True)
 class PlanSpace:
-    """The set of plans an agent may propose for one model, space and profile."""
+    """The set of plans an agent may propose for one model, space and profile.
+
+    Attributes:
+        groups: prunable groups in graph order (the order the RL agent walks them).
+        space: the search space settings (ratio grid, minimum widths).
+        group_structures: the allowed structures of each group, by group name.
+        macs: MACs of each Conv/Linear layer by name (empty: unknown; estimates then use channels).
+        round_to, min_channels: the channel rounding the pruner applies (for de-duplication).
+    """
 
     groups: tuple[PrunableGroup, ...]
     space: SearchSpace
-    structures: tuple[str, ...]
+    group_structures: Mapping[str, tuple[str, ...]]
+    macs: Mapping[str, float] = field(default_factory=dict)
+    round_to: int = 1
+    min_channels: int = 1
 
     @classmethod
-    def build(cls, groups: list[PrunableGroup], space: SearchSpace, fast_structures: tuple[str, ...]) -> PlanSpace:
-        """Only structures both the space allows and the profile runs fast are proposed."""
-        allowed = tuple(s for s in space.structures if s in fast_structures or s == "none")
-        return cls(groups=tuple(groups), space=space, structures=allowed or ("none",))
+    def build(cls, groups: list[PrunableGroup], space: SearchSpace, fast_structures: tuple[str, ...], *,
+              macs: Mapping[str, float] | None = None, round_to: int = 1, min_channels: int | None = None) -> PlanSpace:
+        """Only structures both the space allows (per layer type) and the profile runs fast are proposed."""
+        return cls(groups=tuple(groups), space=space,
+                   group_structures={g.name: allowed_structures(g, space, fast_structures) for g in groups},
+                   macs=dict(macs or {}), round_to=round_to,
+                   min_channels=space.min_channels if min_channels is None else min_channels)
 
     @property
     def names(self) -> list[str]:
         return [g.name for g in self.groups]
 
-    def distributions(self) -> dict[str, BaseDistribution]:
+    @property
+    def ratio_grid(self) -> list[float]:
+        """Every ratio on the space's grid, ascending."""
         step = self.space.ratio_step
-        high = self.space.ratio_min + round((self.space.ratio_max - self.space.ratio_min) / step) * step
+        count = round((self.space.ratio_max - self.space.ratio_min) / step)
+        return [round(self.space.ratio_min + i * step, 6) for i in range(count + 1)]
+
+    def distributions(self) -> dict[str, BaseDistribution]:
+        grid = self.ratio_grid
         dists: dict[str, BaseDistribution] = {}
         for name in self.names:
-            dists[RATIO + name] = FloatDistribution(self.space.ratio_min, round(high, 6), step=step)
-            if len(self.structures) > 1:
-                dists[STRUCTURE + name] = CategoricalDistribution(self.structures)
+            dists[RATIO + name] = FloatDistribution(grid[0], grid[-1], step=self.space.ratio_step)
+            if len(self.group_structures[name]) > 1:
+                dists[STRUCTURE + name] = CategoricalDistribution(self.group_structures[name])
         return dists
 
     def plan_from_params(self, params: Mapping[str, Any]) -> PruningPlan:
-        single = self.structures[0]
         return PruningPlan.of({
             name: GroupPlan(ratio=round(float(params[RATIO + name]), 6),
-                            structure=str(params.get(STRUCTURE + name, single)))
+                            structure=str(params.get(STRUCTURE + name, self.group_structures[name][0])))
             for name in self.names
         })
 
@@ -60,7 +117,7 @@ class PlanSpace:
         params: dict[str, Any] = {}
         for name, group in plan.groups:
             params[RATIO + name] = group.ratio
-            if len(self.structures) > 1:
+            if len(self.group_structures[name]) > 1:
                 params[STRUCTURE + name] = group.structure
         return params
 
@@ -68,4 +125,71 @@ class PlanSpace:
         """The nearest ratio on the space's grid."""
         step = self.space.ratio_step
         snapped = self.space.ratio_min + round((ratio - self.space.ratio_min) / step) * step
-        return round(min(max(snapped, self.space.ratio_min), self.space.ratio_max), 6)
+        return round(min(max(snapped, self.space.ratio_min), self.ratio_grid[-1]), 6)
+
+    def default_structure(self, name: str) -> str:
+        """The structure a single-structure baseline uses on a group: channel when allowed."""
+        allowed = self.group_structures[name]
+        return "channel" if "channel" in allowed else next((s for s in allowed if s != "none"), allowed[0])
+
+    def uniform_plan(self, ratio: float) -> PruningPlan:
+        """The same ratio on every group, each with its default structure."""
+        return PruningPlan.of({n: GroupPlan(ratio=self.snap_ratio(ratio), structure=self.default_structure(n))
+                               for n in self.names})
+
+    def kept_fraction(self, name: str, plan_group: GroupPlan) -> float:
+        """Share of a group's channels (or weights) a plan keeps, after the pruner's rounding."""
+        if plan_group.is_noop:
+            return 1.0
+        if plan_group.structure == "channel":
+            channels = next(g.channels for g in self.groups if g.name == name)
+            return kept_channels(channels, plan_group.ratio, self.round_to, self.min_channels) / channels
+        return 1.0 - plan_group.ratio
+
+    def canonical(self, plan: PruningPlan) -> str:
+        """A key equal for plans that build the same candidate (identical after channel rounding)."""
+        parts = []
+        for name, group in plan.groups:
+            if group.is_noop:
+                parts.append(f"{name}=dense")
+            elif group.structure == "channel":
+                channels = next(g.channels for g in self.groups if g.name == name)
+                parts.append(f"{name}=channel:{kept_channels(channels, group.ratio, self.round_to, self.min_channels)}")
+            else:
+                parts.append(f"{name}={group.structure}:{group.ratio:.6f}")
+        return ";".join(parts)
+
+    def layer_groups(self) -> dict[str, list[str]]:
+        """For each Conv/Linear layer with known MACs, the groups whose pruning shrinks it."""
+        out: dict[str, list[str]] = {layer: [] for layer in self.macs}
+        for g in self.groups:
+            for layer in g.layers:
+                if layer in out:
+                    out[layer].append(g.name)
+        return out
+
+    def mac_shares(self) -> dict[str, float]:
+        """Each group's share of the model's MACs (layers it shrinks; shares may overlap)."""
+        total = sum(self.macs.values())
+        if not total:
+            channels = sum(g.channels for g in self.groups) or 1
+            return {g.name: g.channels / channels for g in self.groups}
+        shares = {n: 0.0 for n in self.names}
+        for layer, names in self.layer_groups().items():
+            for n in names:
+                shares[n] += self.macs[layer] / total
+        return shares
+
+    def mac_fraction(self, keep: Mapping[str, float]) -> float:
+        """Estimated MACs of a candidate as a share of dense, from each group's kept fraction.
+
+        A layer's MACs scale with the kept share of every group it belongs to (its output
+        channels and its input channels); groups missing from ``keep`` count as dense.
+        """
+        total = sum(self.macs.values())
+        if not total:
+            return sum(keep.get(n, 1.0) * s for n, s in self.mac_shares().items())
+        kept = 0.0
+        for layer, names in self.layer_groups().items():
+            kept += self.macs[layer] * math.prod(keep.get(n, 1.0) for n in names)
+        return kept / total

@@ -1,0 +1,83 @@
+"""Pareto fronts, hypervolume, scoring and proxy statistics against hand-computed values."""
+from __future__ import annotations
+
+import pytest
+
+from autoprune.config import SearchConfig, SearchSpace
+from autoprune.execution.record import COMPLETE, REJECTED, TrialRecord
+from autoprune.search.fidelity import promotion_refusal, spearman
+from autoprune.search.objectives import Scoring
+from autoprune.search.pareto import hypervolume, pareto_front
+
+
+def test_pareto_front_hand_computed() -> None:
+    points = [(0.9, 0.5), (0.8, 0.2), (0.85, 0.6), (0.5, 0.1), (0.7, 0.3)]  # (accuracy up, latency down)
+    assert pareto_front(points, [True, False]) == [0, 1, 3]
+
+
+def test_hypervolume_2d_hand_computed() -> None:
+    # minimisation view: rectangles 0.5 x 0.9 + 0.3 x 0.8 + 0.1 x 0.5 = 0.74; the dominated point adds nothing
+    points = [(0.9, 0.5), (0.8, 0.2), (0.5, 0.1), (0.7, 0.3)]
+    assert hypervolume(points, [True, False], [0.0, 1.0]) == pytest.approx(0.74)
+    assert hypervolume([(0.9, 1.5)], [True, False], [0.0, 1.0]) == 0.0  # beyond the reference
+    assert hypervolume([], [True, False], [0.0, 1.0]) == 0.0
+
+
+def test_hypervolume_3d_hand_computed() -> None:
+    # boxes 1x1x1 and 2x0.5x0.5 overlapping in 1x0.5x0.5: 1 + 0.5 - 0.25
+    points = [(1.0, 1.0, 1.0), (0.0, 1.5, 1.5)]
+    assert hypervolume(points, [False, False, False], [2.0, 2.0, 2.0]) == pytest.approx(1.25)
+
+
+def _record(n: int, acc: float, lat: float, params: int = 100, state: str = COMPLETE, dup: int | None = None):
+    return TrialRecord(number=n, plan={}, state=state, accuracy=acc if state == COMPLETE else None,
+                       latency={"median_ms": lat, "p90_ms": lat * 1.1}, params=params, macs=10, duplicate_of=dup)
+
+
+def _scoring(**kwargs) -> Scoring:
+    from autoprune.config import HardwareProfile
+
+    config = SearchConfig(task="t", profile=HardwareProfile(name="p", backend="torch"), space=SearchSpace(name="s"),
+                          **kwargs)
+    return Scoring.from_config(config, {"accuracy": 0.95, "latency": 2.0, "params": 200})
+
+
+def test_scoring_front_and_hypervolume_use_feasible_trials_only() -> None:
+    scoring = _scoring(max_latency_ms=1.5, min_accuracy=0.6, reference={"accuracy": 0.5})
+    records = [_record(0, 0.9, 1.0), _record(1, 0.8, 0.4), _record(2, 0.95, 1.8),  # 2 too slow
+               _record(3, 0.55, 0.2), _record(4, 0.9, 1.0, dup=0), _record(5, 0.99, 0.1, state=REJECTED)]
+    assert [r.number for r in scoring.front(records)] == [0, 1]
+    assert scoring.violations(records[2]) == ["latency 1.800 ms > 1.5 ms"]
+    assert scoring.constraint_values(records[3])[1] == pytest.approx(0.05)
+    # normalised: (0.9, 0.5) and (0.8, 0.2) against (0.5, 1.0): 0.3 x 0.8 + 0.1 x 0.5
+    assert scoring.hypervolume(records) == pytest.approx(0.29)
+
+
+def test_score_weights_and_penalties() -> None:
+    scoring = _scoring(objectives=("accuracy", "latency", "params"), weights={"latency": 0.5}, max_params=150)
+    ok = _record(0, 0.9, 1.0, params=100)
+    assert scoring.score(ok) == pytest.approx(0.9 - 0.5 * 0.5 - 100 / 200)
+    too_big = _record(1, 0.9, 1.0, params=180)
+    assert scoring.score(too_big) < scoring.score(_record(2, 0.2, 1.0, params=100))  # infeasible ranks last
+    assert scoring.score(_record(3, 0.0, 1.0, state=REJECTED), accuracy=0.9) == pytest.approx(scoring.score(ok))
+
+
+def test_scoring_reference_defaults() -> None:
+    scoring = _scoring(objectives=("accuracy", "latency_p90", "params"))
+    assert scoring.reference == {"accuracy": 0.5, "latency_p90": 1.0, "params": 1.0}
+
+
+def test_spearman_matches_scipy_with_ties() -> None:
+    from scipy.stats import spearmanr
+
+    xs, ys = [0.1, 0.4, 0.4, 0.9, 0.3, 0.7], [0.5, 0.6, 0.8, 0.95, 0.5, 0.7]
+    assert spearman(xs, ys) == pytest.approx(spearmanr(xs, ys).statistic)
+    assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
+
+
+def test_promotion_keeps_the_top_share_after_warmup() -> None:
+    history = [0.1, 0.2, 0.3, 0.4, 0.5]
+    assert promotion_refusal(0.0, history[:2], keep=0.5, warmup=3) == ""  # warm-up: everything promoted
+    assert promotion_refusal(0.25, history, keep=0.5, warmup=3).startswith("proxy 0.2500 below the top 50%")
+    assert promotion_refusal(0.3, history, keep=0.5, warmup=3) == ""
+    assert promotion_refusal(0.0, history, keep=1.0, warmup=0) == ""
