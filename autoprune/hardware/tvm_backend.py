@@ -14,6 +14,7 @@ so candidates are built and timed in this process instead (:func:`_in_process_bu
 """
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -124,14 +125,20 @@ def _tune(mod, target, profile: HardwareProfile) -> dict[str, Any]:
     if missing:
         _check_tuning_works()
         builder, runner = _in_process_builder_runner()
-        with tempfile.TemporaryDirectory() as logs:  # MetaSchedule's per-task logs: not kept
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                extracted_tasks=missing, work_dir=logs, space="post-order-apply", strategy="evolutionary", seed=0)
-            ms.tune.tune_tasks(
-                tasks=contexts, task_weights=weights, work_dir=logs,
-                max_trials_global=profile.tuning_trials * len(missing), max_trials_per_task=profile.tuning_trials,
-                num_trials_per_iter=min(profile.tuning_trials, 16), database=database,
-                builder=builder, runner=runner, cost_model=ms.CostModel.create("random"))
+        logger = logging.getLogger("tvm.s_tir.meta_schedule")
+        level = logger.level
+        logger.setLevel(logging.WARNING)  # its INFO tables per trial batch would flood the console
+        try:
+            with tempfile.TemporaryDirectory() as logs:  # MetaSchedule's per-task logs: not kept
+                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                    extracted_tasks=missing, work_dir=logs, space="post-order-apply", strategy="evolutionary", seed=0)
+                ms.tune.tune_tasks(
+                    tasks=contexts, task_weights=weights, work_dir=logs,
+                    max_trials_global=profile.tuning_trials * len(missing), max_trials_per_task=profile.tuning_trials,
+                    num_trials_per_iter=min(profile.tuning_trials, 16), database=database,
+                    builder=builder, runner=runner, cost_model=ms.CostModel.create("random"))
+        finally:
+            logger.setLevel(level)
     return {"database": database, "tasks": len(tasks), "tasks_tuned": len(missing),
             "tasks_reused": len(tasks) - len(missing), "tuning_s": time.perf_counter() - start}
 
