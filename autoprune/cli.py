@@ -22,6 +22,15 @@ SEARCH_FLAGS = ("task", "hw", "space", "agent", "trials", "seed", "objectives", 
                 "max_params", "proxy_keep")
 
 
+def _add_target_args(p, *, hw: bool = False, space: bool = False) -> None:
+    """--task (and --hw, --space) with the shared defaults."""
+    p.add_argument("--task", default="digits", help="registered task name or module:function (default: digits)")
+    if hw:
+        p.add_argument("--hw", default=DEFAULT_HW, help=f"hardware profile YAML (default: {DEFAULT_HW})")
+    if space:
+        p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML (default: {DEFAULT_SPACE})")
+
+
 def _search_config(args: argparse.Namespace):
     """SearchConfig from defaults, then the --config file, then the flags given on the command line."""
     from pathlib import Path
@@ -155,8 +164,7 @@ def _execution(args: argparse.Namespace, base=None):
 
 def _add_profile(sub) -> None:
     p = sub.add_parser("profile", help="measure the dense model's latency on a hardware profile")
-    p.add_argument("--task", default="digits", help="registered task name or module:function")
-    p.add_argument("--hw", default=DEFAULT_HW, help=f"hardware profile YAML (default: {DEFAULT_HW})")
+    _add_target_args(p, hw=True)
     p.set_defaults(func=cmd_profile)
 
 
@@ -215,7 +223,7 @@ def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="list prunable groups, their couplings and every layer left out",
                        description="Trace the task's model and report its prunable groups (coupled layers, "
                                    "channels or heads, share of MACs/params) and every layer left out, with why.")
-    p.add_argument("--task", default="digits", help="registered task name or module:function")
+    _add_target_args(p)
     p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML, for `ignore` (default: {DEFAULT_SPACE})")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_inspect)
@@ -225,9 +233,7 @@ def _add_sensitivity(sub) -> None:
     p = sub.add_parser("sensitivity", help="prune each group alone: accuracy drop and measured speed-up",
                        description="Prune each group alone at a few ratios; report the accuracy drop after BatchNorm "
                                    "recalibration (no fine-tuning) and the measured latency gain on the profile.")
-    p.add_argument("--task", default="digits", help="registered task name or module:function")
-    p.add_argument("--hw", default=DEFAULT_HW, help=f"hardware profile YAML (default: {DEFAULT_HW})")
-    p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML (default: {DEFAULT_SPACE})")
+    _add_target_args(p, hw=True, space=True)
     p.add_argument("--ratios", default="0.25,0.5,0.75", help="comma-separated ratios (default: 0.25,0.5,0.75)")
     p.add_argument("--out", default=None, help="JSON file (default: results/sensitivity/<task>-<profile>.json)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
@@ -371,8 +377,7 @@ def _add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="build a latency predictor for a task on a hardware profile",
                        description="Measure each distinct layer shape once, fit a correction on a few whole-model "
                                    "measurements of random plans, and print the error on held-out random plans.")
-    p.add_argument("--task", default="digits", help="registered task name or module:function")
-    p.add_argument("--hw", default=DEFAULT_HW, help=f"hardware profile YAML (default: {DEFAULT_HW})")
+    _add_target_args(p, hw=True)
     p.add_argument("--fit", type=int, default=6, help="whole-model measurements to fit on (default: 6)")
     p.add_argument("--holdout", type=int, default=12, help="held-out random plans to report error on (default: 12)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random plans (default: 0)")

@@ -345,35 +345,31 @@ class ExecutionConfig:
         return self.workers > 1 or self.address is not None
 
 
-def search_config_from_dict(data: Mapping[str, Any]) -> SearchConfig:
-    """Rebuild a SearchConfig from ``SearchConfig.to_dict()`` (how a Ray worker receives it)."""
-    values = dict(data)
-    values["profile"] = build(HardwareProfile, data["profile"], "config: profile")
-    values["space"] = build(SearchSpace, data["space"], "config: space")
-    return build(SearchConfig, values, "config")
+def search_config_from_dict(data: Mapping[str, Any], source: str = "config") -> SearchConfig:
+    """Rebuild a SearchConfig from ``SearchConfig.to_dict()`` (a run's config.json, a Ray worker's copy)."""
+    try:
+        profile = build(HardwareProfile, data["profile"], f"{source}: profile")
+        space = build(SearchSpace, data["space"], f"{source}: space")
+        rest = {k: v for k, v in data.items() if k not in ("profile", "space")}
+        return build(SearchConfig, {**rest, "profile": profile, "space": space}, source)
+    except (KeyError, TypeError) as err:
+        raise ConfigError(f"{source}: not a search config ({type(err).__name__}: {err})") from None
 
 
 @dataclass(frozen=True, kw_only=True)
 class SweepEntry:
-    """One search of a sweep: task x hardware profile x space x agent x trial budget."""
+    """One search of a sweep: its name (the run folder's) and its resolved SearchConfig."""
 
     name: str
-    task: str
-    profile: str
-    space: str = "search_spaces/default.yaml"
-    agent: str = "tpe"
-    trials: int = 12
-    seed: int = 0
-    objectives: tuple[str, ...] = ("accuracy", "latency")
-    max_latency_ms: float | None = None
-    min_speedup: float = 1.0
-    finetune: Mapping[str, Any] | None = None
+    search: SearchConfig
 
     def __post_init__(self) -> None:
         _require(isinstance(self.name, str) and self.name.replace("-", "").replace("_", "").isalnum(),
                  f"`name` must be letters, digits, - or _ (it names the run folder), got {self.name!r}")
-        _require(isinstance(self.task, str) and bool(self.task), f"`task` must be a task name, got {self.task!r}")
-        _check_int("trials", self.trials, 1)
+
+    @property
+    def agent(self) -> str:
+        return self.search.agent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -396,8 +392,9 @@ class SweepConfig:
 def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
     """Load a sweep and resolve every search's profile and space files (relative to the current folder).
 
-    Every referenced file is loaded here, so a missing or invalid one is rejected, by name,
-    before anything runs.
+    Each entry of ``searches`` has a ``name``, ``profile`` and ``space`` (YAML paths; space defaults
+    to search_spaces/default.yaml) and any SearchConfig field. Every referenced file is loaded
+    here, so a missing or invalid one is rejected, by name, before anything runs.
 
     Returns:
         The sweep and one SearchConfig per entry, in order.
@@ -406,22 +403,23 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
     data = _read_yaml(path)
     entries = data.get("searches")
     _require(isinstance(entries, list), f"{path}: `searches` must be a list of searches")
-    searches = tuple(build(SweepEntry, e if isinstance(e, Mapping) else {}, f"{path}: searches[{i}]")
-                     for i, e in enumerate(entries))
-    execution = build(ExecutionConfig, data.get("execution") or {}, f"{path}: execution")
-    sweep = build(SweepConfig, {**data, "searches": searches, "execution": execution}, str(path))
-    configs = []
-    for i, entry in enumerate(sweep.searches):
-        where = f"{path}: searches[{i}] ({entry.name})"
+    searches = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: searches[{i}]"
+        _require(isinstance(entry, Mapping) and "name" in entry and "profile" in entry,
+                 f"{where}: each search needs at least `name` and `profile`")
+        where = f"{where} ({entry['name']})"
+        rest = {k: (tuple(v) if isinstance(v, list) else v) for k, v in entry.items()
+                if k not in ("name", "profile", "space")}
         try:
-            configs.append(SearchConfig(
-                task=entry.task, profile=load_profile(entry.profile), space=load_space(entry.space), agent=entry.agent,
-                trials=entry.trials, seed=entry.seed, objectives=entry.objectives,
-                max_latency_ms=entry.max_latency_ms, min_speedup=entry.min_speedup,
-                finetune=dict(entry.finetune or {})))
+            search = build(SearchConfig, {**rest, "profile": load_profile(entry["profile"]),
+                                          "space": load_space(entry.get("space", "search_spaces/default.yaml"))}, where)
+            searches.append(SweepEntry(name=entry["name"], search=search))
         except ConfigError as err:
-            raise ConfigError(f"{where}: {err}") from None
-    return sweep, configs
+            raise ConfigError(f"{where}: {err}" if not str(err).startswith(where) else str(err)) from None
+    execution = build(ExecutionConfig, data.get("execution") or {}, f"{path}: execution")
+    sweep = build(SweepConfig, {**data, "searches": tuple(searches), "execution": execution}, str(path))
+    return sweep, [entry.search for entry in sweep.searches]
 
 def load_search_settings(path: str | Path) -> dict[str, Any]:
     """The search settings of a YAML search config (``--config``), checked against SearchConfig's fields.

@@ -120,19 +120,6 @@ def finished_records(study) -> list[TrialRecord]:
     return sorted(out, key=lambda r: r.number)
 
 
-def search_config_from_dict(data: dict[str, Any], source: str) -> SearchConfig:
-    """Rebuild the SearchConfig a run saved in ``config.json`` (validated like a YAML file)."""
-    from autoprune.config import HardwareProfile, SearchConfig, SearchSpace, build
-
-    try:
-        profile = build(HardwareProfile, data["profile"], f"{source}: profile")
-        space = build(SearchSpace, data["space"], f"{source}: space")
-        rest = {k: v for k, v in data.items() if k not in ("profile", "space")}
-        return build(SearchConfig, {**rest, "profile": profile, "space": space}, source)
-    except (KeyError, TypeError) as err:
-        raise ConfigError(f"{source}: not a search config ({type(err).__name__}: {err})") from None
-
-
 @dataclass(frozen=True, kw_only=True)
 class RunData:
     """Everything a finished (or running) search left, read back for reports, pick and export."""
@@ -164,7 +151,7 @@ def load_run(path: str | Path) -> RunData:
     Raises:
         ConfigError: ``path`` is not a run folder, or it holds no dense reference yet.
     """
-    from autoprune.config import OBJECTIVES
+    from autoprune.config import OBJECTIVES, search_config_from_dict
     from autoprune.execution.driver import DenseReference, front_of
 
     run = RunFolder.existing(path)
