@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/autoprune search --task digits --hw hw_profiles/cpu-onnxruntime.yaml \
-		--space search_spaces/default.yaml --agent tpe --trials 12 --out $(RUN)
+		--space search_spaces/default.yaml --agent tpe --trials 24 --out $(RUN)
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
