@@ -135,7 +135,7 @@ def search_summary(records: list[TrialRecord], scoring) -> dict[str, Any]:
     from autoprune.search.fidelity import spearman
 
     ordered = sorted(records, key=lambda r: r.number)
-    history = [{"trial": r.number, "hypervolume": scoring.hypervolume(ordered[: i + 1])} for i, r in enumerate(ordered)]
+    history = [{"trial": r.number, "hypervolume": hv} for r, hv in zip(ordered, scoring.hypervolume_history(ordered))]
     both = [r for r in ordered if r.state == COMPLETE and r.proxy is not None and r.duplicate_of is None]
     return {
         "fine_tunes": sum(r.state == COMPLETE and r.duplicate_of is None for r in records),
@@ -150,16 +150,17 @@ def search_summary(records: list[TrialRecord], scoring) -> dict[str, Any]:
     }
 
 
-def front_of(config: SearchConfig, dense: DenseReference, records: list[TrialRecord]) -> list[TrialRecord]:
+def front_of(config: SearchConfig, dense: DenseReference, records: list[TrialRecord], scoring=None) -> list[TrialRecord]:
     """The feasible Pareto front, sorted by latency (or the first objective)."""
     key = "latency" if "latency" in config.objectives else config.objectives[0]
-    return sorted(scoring_for(config, dense).front(records), key=lambda r: r.objective(key) or 0.0)
+    scoring = scoring or scoring_for(config, dense)
+    return sorted(scoring.front(records), key=lambda r: r.objective(key) or 0.0)
 
 
 def write_pareto(run: RunFolder, config: SearchConfig, dense: DenseReference, records: list[TrialRecord]) -> list[TrialRecord]:
     """Write ``pareto.json``: the feasible Pareto front, counts, hypervolume and proxy quality."""
     scoring = scoring_for(config, dense)
-    front = front_of(config, dense, records)
+    front = front_of(config, dense, records, scoring)
     atomic_write_json(run.pareto, {
         "objectives": {o: OBJECTIVES[o] for o in config.objectives},
         "constraints": {"max_latency_ms": config.max_latency_ms, "min_accuracy": config.min_accuracy,

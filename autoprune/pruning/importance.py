@@ -47,26 +47,30 @@ def _magnitude(p: int, **kwargs):
     return tp.importance.GroupMagnitudeImportance(p=p, **kwargs)
 
 
-@IMPORTANCES.register("l1")
-class L1Importance(Importance):
-    """Group L1 norm of every weight that touches the channel."""
+class _MagnitudeImportance(Importance):
+    """Group Lp norm of every weight that touches the channel (``p`` set by the subclass)."""
+
+    p: int
 
     def __init__(self) -> None:
-        self._imp = _magnitude(1)
+        self._imp = _magnitude(self.p)
 
     def __call__(self, group) -> torch.Tensor | None:
         return self._imp(group)
+
+
+@IMPORTANCES.register("l1")
+class L1Importance(_MagnitudeImportance):
+    """Group L1 norm of every weight that touches the channel."""
+
+    p = 1
 
 
 @IMPORTANCES.register("l2")
-class L2Importance(Importance):
+class L2Importance(_MagnitudeImportance):
     """Group L2 norm (squared) of every weight that touches the channel."""
 
-    def __init__(self) -> None:
-        self._imp = _magnitude(2)
-
-    def __call__(self, group) -> torch.Tensor | None:
-        return self._imp(group)
+    p = 2
 
 
 @IMPORTANCES.register("bn_scale")

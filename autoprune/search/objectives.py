@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from autoprune.config import OBJECTIVES, SearchConfig
 from autoprune.execution.record import COMPLETE, TrialRecord
-from autoprune.search.pareto import hypervolume, pareto_front
+from autoprune.search.pareto import dominates, hypervolume, pareto_front
 
 #: reference point defaults: accuracy 0.5, every cost the dense model's value (1.0)
 DEFAULT_REFERENCE = {"accuracy": 0.5}
@@ -103,6 +103,18 @@ class Scoring:
         vectors = [self.vector(r) for r in records if self.feasible(r)]
         ref = [self.reference[o] for o in self.objectives]
         return hypervolume(vectors, self.maximize, ref)  # type: ignore[arg-type]
+
+    def hypervolume_history(self, records: Iterable[TrialRecord]) -> list[float]:
+        """The hypervolume after each record, in order; keeps a running front so a long run stays cheap."""
+        ref = [self.reference[o] for o in self.objectives]
+        front: list[list[float]] = []
+        history = []
+        for record in records:
+            vector = self.vector(record) if self.feasible(record) else None
+            if vector is not None and not any(q == vector or dominates(q, vector, self.maximize) for q in front):
+                front = [q for q in front if not dominates(vector, q, self.maximize)] + [vector]
+            history.append(hypervolume(front, self.maximize, ref))  # type: ignore[arg-type]
+        return history
 
     def score(self, record: TrialRecord, accuracy: float | None = None) -> float:
         """The scalar score: sum of weight x normalised objective (costs count negatively).
