@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from autoprune.config import HardwareProfile
 
-INSTALL_HINT = "pip install 'autoprune[tvm]' (apache-tvm, apache-tvm-ffi 0.1.14, tornado, psutil)"
+INSTALL_HINT = "pip install 'autoprune[tvm]' (apache-tvm, apache-tvm-ffi 0.1.14, xgboost-cpu, tornado, psutil)"
 #: where tuning records go when the profile sets no ``tuning_db`` (env override)
 TUNING_DB_ENV = "AUTOPRUNE_TVM_TUNING_DB"
 
@@ -49,8 +49,10 @@ def make_target(profile: HardwareProfile):
     """The profile's target as a ``tvm.target.Target``; ConfigError naming the offending field."""
     tvm = _tvm()
     spec = dict(profile.target or {"kind": "llvm"})
-    if spec.get("kind") == "llvm" and "num-cores" not in spec and _is_host(spec):
-        spec["num-cores"] = profile.threads
+    if _is_host(spec):
+        spec.setdefault("num-cores", profile.threads)
+        # without `mcpu` LLVM emits baseline x86-64 (SSE2): tuned kernels would lose AVX2/AVX-512
+        spec.setdefault("mcpu", tvm.target.codegen.llvm_get_system_cpu())
     try:
         return tvm.target.Target({k: list(v) if isinstance(v, tuple) else v for k, v in spec.items()})
     except Exception as err:  # noqa: BLE001 - TVM raises ValueError/TVMError for a bad target
@@ -74,22 +76,33 @@ def _is_host(spec: dict[str, Any]) -> bool:
     return str(triple).split("-")[0] == platform.machine()
 
 
-def tuning_db_path(profile: HardwareProfile) -> Path:
-    """The folder of the profile's MetaSchedule database (shared by every candidate and run)."""
+def tuning_db_path(profile: HardwareProfile, target) -> Path:
+    """The folder of the MetaSchedule database for ``target`` (shared by every candidate and run).
+
+    One sub-folder per exact target string: MetaSchedule looks records up by workload alone, so
+    schedules tuned for another CPU (or `mcpu`, or thread count) would otherwise be applied here.
+    """
+    import hashlib
+
     if profile.tuning_db:
-        return Path(profile.tuning_db)
-    root = Path(os.environ.get(TUNING_DB_ENV, "results/.cache/tvm-tuning"))
-    return root / profile.name
+        root = Path(profile.tuning_db)
+    else:
+        root = Path(os.environ.get(TUNING_DB_ENV, "results/.cache/tvm-tuning")) / profile.name
+    return root / f"{target.kind.name}-{hashlib.sha256(str(target).encode()).hexdigest()[:12]}"
 
 
 def _relax_module(model: nn.Module, x: torch.Tensor):
     import torch
+    from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
     with torch.no_grad():
         exported = torch.export.export(model.eval(), (x,))
-    # weights become constants of the module, so the compiled library is self-contained (RPC)
-    return from_exported_program(exported, unwrap_unit_return_tuple=True)
+    # weights become constants of the module, so the compiled library is self-contained (RPC);
+    # BatchNorm folded into the convolution's weights and bias, so conv+bias+activation(+residual)
+    # fuse into one task instead of a conv task plus a separate normalisation pass
+    mod = from_exported_program(exported, unwrap_unit_return_tuple=True)
+    return relax.transform.FoldBatchnormToConv2D()(mod)
 
 
 def _fused(mod, target):
@@ -115,7 +128,7 @@ def _tune(mod, target, profile: HardwareProfile) -> dict[str, Any]:
     """Tune the tasks of ``mod`` that the database has no record for; return tuning facts."""
     from tvm.s_tir import meta_schedule as ms
 
-    folder = tuning_db_path(profile)
+    folder = tuning_db_path(profile, target)
     folder.mkdir(parents=True, exist_ok=True)
     database = ms.database.JSONDatabase(work_dir=str(folder))
     tasks = ms.relax_integration.extract_tasks(_fused(mod, target), target)
@@ -130,17 +143,33 @@ def _tune(mod, target, profile: HardwareProfile) -> dict[str, Any]:
         logger.setLevel(logging.WARNING)  # its INFO tables per trial batch would flood the console
         try:
             with tempfile.TemporaryDirectory() as logs:  # MetaSchedule's per-task logs: not kept
+                # a 256-schedule population (default 512) halves the search's own time per trial batch
+                strategy = ms.search_strategy.EvolutionarySearch(population_size=256)
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    extracted_tasks=missing, work_dir=logs, space="post-order-apply", strategy="evolutionary", seed=0)
+                    extracted_tasks=missing, work_dir=logs, space="post-order-apply", strategy=strategy, seed=0)
                 ms.tune.tune_tasks(
                     tasks=contexts, task_weights=weights, work_dir=logs,
                     max_trials_global=profile.tuning_trials * len(missing), max_trials_per_task=profile.tuning_trials,
-                    num_trials_per_iter=min(profile.tuning_trials, 16), database=database,
-                    builder=builder, runner=runner, cost_model=ms.CostModel.create("random"))
+                    num_trials_per_iter=min(profile.tuning_trials, 32), database=database,
+                    builder=builder, runner=runner, cost_model=_cost_model())
         finally:
             logger.setLevel(level)
     return {"database": database, "tasks": len(tasks), "tasks_tuned": len(missing),
             "tasks_reused": len(tasks) - len(missing), "tuning_s": time.perf_counter() - start}
+
+
+def _cost_model():
+    """MetaSchedule's XGBoost cost model (guides the search to fast schedules), or random
+    sampling when xgboost is not installed (the ``tvm`` extra installs it)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        import xgboost  # noqa: F401
+    except ImportError:
+        logging.getLogger(__name__).warning("xgboost is not installed: MetaSchedule samples schedules at random "
+                                            "(slower to find fast ones); %s", INSTALL_HINT)
+        return ms.CostModel.create("random")
+    return ms.CostModel.create("xgb")
 
 
 #: apache-tvm-ffi releases whose ``save_json`` segfaults on TIR (every tuning record write)

@@ -1,8 +1,8 @@
 """TVM backend: local (untuned and tuned from a pre-filled database), RPC on loopback, export, errors.
 
 ``data/tvm_tuning_db`` holds MetaSchedule records for :func:`tiny_cnn` at 1x8x8 on
-``{kind: llvm, num-cores: 1}`` (made with ``tuning_trials: 2``), so the tuned path runs in CI
-without tuning anything.
+:data:`PORTABLE_TARGET` with one core (made with ``tuning_trials: 2``), so the tuned path runs in
+CI without tuning anything, on any x86-64 CPU.
 """
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def tiny_cnn() -> nn.Module:
 
 
 X = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+#: a fixed ``mcpu``: the default (this machine's CPU) would key the committed database to one CPU
+PORTABLE_TARGET = {"kind": "llvm", "mcpu": "x86-64"}
 
 
 def tvm_profile(**overrides) -> HardwareProfile:
@@ -53,9 +55,21 @@ def test_untuned_local_measurement_says_so() -> None:
 
 def test_tuned_measurement_reuses_the_shared_database(tmp_path) -> None:
     db = shutil.copytree(DATA / "tvm_tuning_db", tmp_path / "db")
-    stats = measure_models(tvm_profile(tuning_trials=2, tuning_db=str(db)), [tiny_cnn()], X)[0]
+    profile = tvm_profile(tuning_trials=2, tuning_db=str(db), target=PORTABLE_TARGET)
+    stats = measure_models(profile, [tiny_cnn()], X)[0]
     assert stats.info["tuned"] is True and stats.info["tasks"] >= 2
     assert stats.info["tasks_tuned"] == 0 and stats.info["tasks_reused"] == stats.info["tasks"]
+
+
+def test_tuning_records_are_kept_per_target(tmp_path) -> None:
+    from autoprune.hardware.tvm_backend import make_target, tuning_db_path
+
+    profile = tvm_profile(tuning_db=str(tmp_path))
+    host = tuning_db_path(profile, make_target(profile))
+    portable = tuning_db_path(profile, make_target(tvm_profile(target=PORTABLE_TARGET)))
+    two_cores = tuning_db_path(profile, make_target(tvm_profile(threads=2)))
+    assert len({host, portable, two_cores}) == 3 and all(p.parent == tmp_path for p in (host, portable, two_cores))
+    assert "mcpu" in str(make_target(profile))  # the host CPU's vector units are used, not baseline x86-64
 
 
 def test_compiled_module_matches_torch() -> None:
