@@ -2,15 +2,20 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pytest
+import yaml
 
+from autoprune.cli import main
 from autoprune.config import SearchConfig, SearchSpace
 from autoprune.execution.record import COMPLETE, REJECTED
 from autoprune.execution.runner import TrialRunner
 from autoprune.hardware.predictor import LatencyPredictor, model_layers
 from autoprune.hardware.protocol import LatencyMeter
 from autoprune.plan import PruningPlan
+from autoprune.results.run import load_run, open_study
 
 TASK = "tests.tiny_task:tiny_task"
 
@@ -104,3 +109,46 @@ def test_dense_median_is_measured_once(tiny, fast_profile) -> None:
     meter.dense()  # later measurements do not move the reference a run's predictions are judged against
     assert meter.dense_median_ms() == first
 
+
+def _search_files(folder: Path, profile) -> Path:
+    """A profile, a space and a search config YAML for the CLI (every measured trial passes the screen)."""
+    prof = {k: v for k, v in dataclasses.asdict(profile).items() if v is not None}
+    prof["fast_structures"] = list(prof["fast_structures"])
+    (folder / "fast.yaml").write_text(yaml.safe_dump(prof))
+    (folder / "space.yaml").write_text(yaml.safe_dump({"name": "t", "min_channels": 4}))
+    config = {"task": TASK, "profile": "fast.yaml", "space": "space.yaml", "agent": "random", "seed": 3,
+              "min_speedup": 0.0, "max_latency_ms": 100.0, "finetune": {"epochs": 0}}
+    (folder / "search.yaml").write_text(yaml.safe_dump(config))
+    return folder / "search.yaml"
+
+
+def test_cli_search_screens_and_results_cope_with_unmeasured_trials(tmp_path: Path, fast_profile, capsys) -> None:
+    config, run = _search_files(tmp_path, fast_profile), tmp_path / "run"
+    search = ["search", "--config", str(config), "--out", str(run)]
+    other = LatencyPredictor(profile="other-board").save(tmp_path / "other.json")
+    assert main([*search, "--trials", "1", "--predictor", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "calibrated on profile 'other-board', not 'test-ort'" in err and "\n" not in err and not run.exists()
+
+    assert main([*search, "--trials", "3", "--predictor", "off"]) == 0
+    assert "latency screening: off (predictor: off)" in " ".join(capsys.readouterr().out.split())
+    slow = LatencyPredictor(profile="test-ort", slope=0.0, intercept=1000.0, holdout_mdape=0.05)
+    assert main([*search, "--trials", "6", "--predictor", str(slow.save(tmp_path / "slow.json"))]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"latency screening: predictor {tmp_path / 'slow.json'} (held-out median error 5.0%)" in out
+
+    data = load_run(run)
+    first, screened = data.records[:3], [r for r in data.records[3:] if r.duplicate_of is None]
+    assert all(r.state == COMPLETE and r.predicted_ms is None for r in first) and data.front
+    assert screened and all(r.screened_unmeasured and r.predicted_ms == 1000.0 for r in screened)
+    study = open_study(data.run.storage_url(), ["maximize", "minimize"], create=False)
+    for r in screened:  # told as pruned, and over the latency budget by its prediction (1000 / 100 - 1)
+        trial = study.trials[r.number]
+        assert trial.state.name == "PRUNED" and trial.constraints["latency"] == pytest.approx(9.0)
+    pareto = json.loads(data.run.pareto.read_text())
+    assert pareto["trials"]["rejected"] == 3 and pareto["screening"]["rejected_unmeasured"] == len(screened)
+    assert pareto["screening"]["active"] and pareto["screening"]["path"] == str(tmp_path / "slow.json")
+    assert main(["report", str(run)]) == 0 and main(["pareto", str(run), "--json"]) == 0
+    assert main(["pick", str(run), "--knee"]) == 0
+    page = (run / "report.html").read_text()
+    assert "predicted 1000.000 ms" in page and "<td>-</td><td>1000.0000</td>" in page
