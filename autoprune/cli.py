@@ -19,7 +19,7 @@ SEARCH_DEFAULTS = {"task": "digits", "profile": DEFAULT_HW, "space": DEFAULT_SPA
                    "seed": 0}
 #: search flags that map onto SearchConfig fields (``hw`` is the ``profile`` field)
 SEARCH_FLAGS = ("task", "hw", "space", "agent", "trials", "seed", "objectives", "max_latency_ms", "min_accuracy",
-                "max_params", "proxy_keep")
+                "max_params", "proxy_keep", "predictor", "predictor_margin")
 
 
 def _add_target_args(p, *, hw: bool = False, space: bool = False) -> None:
@@ -35,12 +35,14 @@ def _search_config(args: argparse.Namespace):
     """SearchConfig from defaults, then the --config file, then the flags given on the command line."""
     from pathlib import Path
 
-    from autoprune.config import SearchConfig, load_profile, load_search_settings, load_space
+    from autoprune.config import (PREDICTOR_AUTO, PREDICTOR_OFF, SearchConfig, load_profile, load_search_settings,
+                                  load_space)
     from autoprune.errors import ConfigError
 
     settings = load_search_settings(args.config) if args.config else {}
-    for key in ("profile", "space"):  # paths in the config file are relative to it
-        if key in settings and not Path(settings[key]).is_absolute():
+    for key in ("profile", "space", "predictor"):  # paths in the config file are relative to it
+        if isinstance(settings.get(key), str) and settings[key] not in (PREDICTOR_AUTO, PREDICTOR_OFF) \
+                and not Path(settings[key]).is_absolute():
             settings[key] = str(Path(args.config).parent / settings[key])
     flags = {k: getattr(args, k) for k in SEARCH_FLAGS if getattr(args, k) is not None}
     if "hw" in flags:
@@ -114,6 +116,12 @@ def _add_search(sub) -> None:
     p.add_argument("--max-params", type=int, default=None, help="trials with more parameters are infeasible")
     p.add_argument("--proxy-keep", type=float, default=None,
                    help="share of candidates (by BN-recalibrated proxy accuracy) that get the full fine-tune (default: 1)")
+    p.add_argument("--predictor", default=None,
+                   help="latency predictor that screens candidates before measuring: auto (the one `autoprune "
+                        "calibrate` saved for this task and profile, if any), off, or a predictor JSON (default: auto)")
+    p.add_argument("--predictor-margin", type=float, default=None,
+                   help="the predictor error allowed for: a candidate is rejected unmeasured only when it fails "
+                        "the screen even this fraction faster than predicted (default: 0.15)")
     p.add_argument("--out", required=True, help="run folder, e.g. results/my-run")
     p.add_argument("--storage", default=None, help="SQLAlchemy URL of the study storage (default: OUT/study.db)")
     _add_finetune_args(p)
@@ -391,6 +399,7 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from autoprune.config import load_sweep
+    from autoprune.console import screening_line
     from autoprune.execution.sweep import parse_until, run_sweep
 
     deadline = parse_until(args.until) if args.until else None
@@ -402,6 +411,8 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
         if kind == "search":
             name, i, n = payload
             console.print(f"[bold]search {i + 1}/{n}: {name}")
+        elif kind == "screening":
+            console.print("  " + screening_line(payload), highlight=False)
         elif kind == "trial":
             console.print(f"  trial {payload.number}: {payload.state} {payload.reason}")
 

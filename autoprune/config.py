@@ -18,6 +18,8 @@ from autoprune.plan import STRUCTURES
 BACKENDS = ("onnxruntime", "torch", "tvm")
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
+#: the ``SearchConfig.predictor`` values that name no file
+PREDICTOR_AUTO, PREDICTOR_OFF = "auto", "off"
 OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "latency_p90": "minimize",
               "params": "minimize", "macs": "minimize", "memory": "minimize"}
 
@@ -201,6 +203,13 @@ class SearchConfig:
     proxy_keep: float = 1.0
     #: candidates always fine-tuned before the proxy ranking starts deciding
     proxy_warmup: int = 4
+    #: latency predictor that screens candidates before they are measured: ``auto`` (the one
+    #: ``autoprune calibrate`` saved for this profile and task, when it exists), ``off``, or the
+    #: path of a predictor JSON; checked when the search starts
+    predictor: str = PREDICTOR_AUTO
+    #: a candidate is rejected unmeasured only when ``predicted x (1 - predictor_margin)`` still
+    #: fails the latency screen (the margin bounds the predictor's error)
+    predictor_margin: float = 0.15
 
     def __post_init__(self) -> None:
         _check_int("trials", self.trials, 1)
@@ -227,6 +236,11 @@ class SearchConfig:
                 _require(_is_number(value), f"`{name}.{key}` must be a number, got {value!r}")
         _check_number("proxy_keep", self.proxy_keep, 0.01, 1.0)
         _check_int("proxy_warmup", self.proxy_warmup, 0)
+        if self.predictor is False:  # YAML reads a bare `off` as false
+            object.__setattr__(self, "predictor", PREDICTOR_OFF)
+        _require(isinstance(self.predictor, str) and bool(self.predictor.strip()),
+                 f"`predictor` must be auto, off or the path of a predictor JSON, got {self.predictor!r}")
+        _check_number("predictor_margin", self.predictor_margin, 0.0, 0.99)
 
     @property
     def round_to(self) -> int:

@@ -19,6 +19,19 @@ def _best_tradeoff(records: list[TrialRecord], dense_accuracy: float, tolerance:
     return f"best within 1 pt: #{best.number} {100 * best.accuracy:.1f}% @ {best.latency_ms:.3f} ms ({best.speedup:.2f}x)"
 
 
+def screening_line(info: dict[str, Any]) -> str:
+    """One line saying which latency predictor screens candidates (the driver's ``screening`` event)."""
+    if not info["active"]:
+        if info["path"] is None:
+            return "latency screening: off (predictor: off); every candidate is measured"
+        return (f"latency screening: off (no predictor calibrated at {info['path']}; `autoprune calibrate` "
+                "builds one); every candidate is measured")
+    error = info["holdout_mdape"]
+    held_out = "held-out error unknown" if error is None else f"held-out median error {100 * error:.1f}%"
+    return (f"latency screening: predictor {info['path']} ({held_out}); a candidate too slow even "
+            f"{100 * info['margin']:.0f}% faster than predicted is rejected unmeasured, the rest are measured")
+
+
 class SearchProgress:
     """A rich progress bar fed by the driver's events; shows the best trade-off so far."""
 
@@ -37,6 +50,8 @@ class SearchProgress:
                                f"{payload.latency['median_ms']:.3f} ms (p90 {payload.latency['p90_ms']:.3f}, "
                                f"CV {100 * payload.latency['cv']:.1f}%), {payload.macs / 1e6:.1f} M MACs, "
                                f"{len(payload.groups)} prunable groups")
+        elif kind == "screening":
+            self.console.print(screening_line(payload), highlight=False)
         elif kind == "start":
             done, total = payload
             self.progress.start()

@@ -27,6 +27,10 @@ def test_help_is_instant(args: list[str]) -> None:
     (["search", "--out", "x", "--task", "nosuch"], "unknown task 'nosuch'"),
     (["search", "--out", "x", "--hw", "missing.yaml"], "missing.yaml: file not found"),
     (["search", "--out", "x", "--trials", "0"], "`trials` must be an integer >= 1, got 0"),
+    (["search", "--out", "x", "--predictor-margin", "2"],
+     "`predictor_margin` must be a number in [0.0, 0.99], got 2.0"),
+    (["search", "--out", "x", "--task", "tests.tiny_task:tiny_task", "--predictor", "missing.json"],
+     "missing.json: file not found"),
     (["profile", "--task", "tests.tiny_task:nope"], "has no callable 'nope'"),
 ])
 def test_user_errors_are_one_line_exit_2(args, message, capsys) -> None:
@@ -39,3 +43,14 @@ def test_profile_prints_latency(capsys) -> None:
     assert main(["profile", "--task", "tests.tiny_task:tiny_task", "--hw", str(ROOT / "hw_profiles/cpu-onnxruntime.yaml")]) == 0
     out = capsys.readouterr().out
     assert "p50 ms" in out and "onnxruntime" in out
+
+
+def test_a_predictor_path_in_a_config_file_is_relative_to_it(tmp_path) -> None:
+    from autoprune.cli import _search_config
+
+    (tmp_path / "c.yaml").write_text(f"profile: {ROOT / 'hw_profiles/cpu-onnxruntime.yaml'}\npredictor: p.json\n")
+    args = build_parser().parse_args(["search", "--out", "x", "--config", str(tmp_path / "c.yaml")])
+    assert _search_config(args).predictor == str(tmp_path / "p.json")
+    flagged = build_parser().parse_args(["search", "--out", "x", "--config", str(tmp_path / "c.yaml"),
+                                         "--predictor", "off", "--predictor-margin", "0.3"])
+    assert (_search_config(flagged).predictor, _search_config(flagged).predictor_margin) == ("off", 0.3)

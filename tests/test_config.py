@@ -66,3 +66,31 @@ def test_config_is_frozen_and_round_to_comes_from_profile() -> None:
     with pytest.raises(Exception):
         config.trials = 3  # type: ignore[misc]
     assert SearchConfig(task="t", profile=profile, space=SearchSpace(name="s", round_to=4)).round_to == 4
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"predictor": ""}, "`predictor` must be auto, off or the path of a predictor JSON, got ''"),
+    ({"predictor": 3}, "`predictor` must be auto, off or the path of a predictor JSON, got 3"),
+    ({"predictor_margin": 1.0}, "`predictor_margin` must be a number in [0.0, 0.99], got 1.0"),
+    ({"predictor_margin": -0.1}, "`predictor_margin` must be a number in [0.0, 0.99], got -0.1"),
+])
+def test_predictor_fields_are_validated(fields: dict, message: str) -> None:
+    profile = HardwareProfile(name="p", backend="torch")
+    with pytest.raises(ConfigError) as err:
+        SearchConfig(task="t", profile=profile, space=SearchSpace(name="s"), **fields)
+    assert str(err.value) == message
+
+
+def test_predictor_fields_from_yaml_and_config_json(tmp_path: Path) -> None:
+    from autoprune.config import load_search_settings, search_config_from_dict
+
+    path = _write(tmp_path, "predictor: off\npredictor_margin: 0.2\n")  # YAML reads a bare off as false
+    settings = load_search_settings(path)
+    profile = HardwareProfile(name="p", backend="torch")
+    config = SearchConfig(task="t", profile=profile, space=SearchSpace(name="s"), **settings)
+    assert (config.predictor, config.predictor_margin) == ("off", 0.2)
+    assert SearchConfig(task="t", profile=profile, space=SearchSpace(name="s")).predictor == "auto"
+    again = search_config_from_dict({**config.to_dict(), "predictor": "x/p.json"})
+    assert again.predictor == "x/p.json" and again.predictor_margin == 0.2
+    with pytest.raises(ConfigError, match="config: `predictor_margin` must be a number"):
+        search_config_from_dict({**config.to_dict(), "predictor_margin": 2})

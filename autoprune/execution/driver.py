@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoprune.config import OBJECTIVES, ExecutionConfig, SearchConfig
 from autoprune.errors import ConfigError
@@ -19,6 +19,9 @@ from autoprune.execution.record import COMPLETE, FAILED, REJECTED, TrialRecord
 from autoprune.plan import PruningPlan
 from autoprune.results.files import atomic_write_json
 from autoprune.results.run import RECORD_ATTR, RunFolder, finished_records, open_study
+
+if TYPE_CHECKING:
+    from autoprune.hardware.predictor import PredictorChoice
 
 #: fields that must match for a run folder to be resumed with a new command
 IDENTITY_FIELDS = ("task", "agent", "seed", "objectives", "profile", "space")
@@ -150,6 +153,24 @@ def search_summary(records: list[TrialRecord], scoring) -> dict[str, Any]:
     }
 
 
+def screening_info(choice: PredictorChoice, margin: float) -> dict[str, Any]:
+    """What screens the run's candidates by predicted latency, as plain data (the console line, pareto.json)."""
+    predictor = choice.predictor
+    return {"setting": choice.setting, "path": None if choice.path is None else str(choice.path),
+            "active": predictor is not None, "margin": margin,
+            "holdout_mdape": None if predictor is None else predictor.holdout_mdape}
+
+
+def screening_summary(records: list[TrialRecord], info: dict[str, Any]) -> dict[str, Any]:
+    """``info`` plus what the predictor rejected unmeasured and its error on the candidates measured anyway."""
+    from autoprune.hardware.predictor import mdape
+
+    own = [r for r in records if r.duplicate_of is None]
+    pairs = [(r.predicted_ms, r.latency_ms) for r in own if r.predicted_ms is not None and r.latency_ms is not None]
+    return {**info, "rejected_unmeasured": sum(r.screened_unmeasured for r in own), "measured": len(pairs),
+            "mdape": mdape([p for p, _ in pairs], [m for _, m in pairs]) if pairs else None}
+
+
 def front_of(config: SearchConfig, dense: DenseReference, records: list[TrialRecord], scoring=None) -> list[TrialRecord]:
     """The feasible Pareto front, sorted by latency (or the first objective)."""
     key = "latency" if "latency" in config.objectives else config.objectives[0]
@@ -157,8 +178,10 @@ def front_of(config: SearchConfig, dense: DenseReference, records: list[TrialRec
     return sorted(scoring.front(records), key=lambda r: r.objective(key) or 0.0)
 
 
-def write_pareto(run: RunFolder, config: SearchConfig, dense: DenseReference, records: list[TrialRecord]) -> list[TrialRecord]:
-    """Write ``pareto.json``: the feasible Pareto front, counts, hypervolume and proxy quality."""
+def write_pareto(run: RunFolder, config: SearchConfig, dense: DenseReference, records: list[TrialRecord],
+                 screening: dict[str, Any]) -> list[TrialRecord]:
+    """Write ``pareto.json``: the feasible Pareto front, counts, hypervolume, proxy quality and screening
+    (``screening``: a ``screening_info``)."""
     scoring = scoring_for(config, dense)
     front = front_of(config, dense, records, scoring)
     atomic_write_json(run.pareto, {
@@ -170,6 +193,7 @@ def write_pareto(run: RunFolder, config: SearchConfig, dense: DenseReference, re
                    "rejected": sum(r.state == REJECTED for r in records),
                    "failed": sum(r.state == FAILED for r in records)},
         **search_summary(records, scoring),
+        "screening": screening_summary(records, screening),
         "front": [r.to_dict() for r in front],
     })
     return front
@@ -266,9 +290,14 @@ def run_search(
     ``deadline`` (a ``time.time()`` value) no trial is started that would, by the median duration
     of finished trials, end after it; in-flight trials still finish.
 
-    Events: ``("dense", DenseReference)``, ``("start", (done, total))``, ``("trial", TrialRecord)``.
+    Candidates are screened by predicted latency when ``config.predictor`` resolves to a predictor
+    (a bad one raises ConfigError before anything is written).
+
+    Events: ``("dense", DenseReference)``, ``("screening", screening_info)``, ``("start", (done, total))``,
+    ``("trial", TrialRecord)``.
     """
     from autoprune.execution.executor import make_executor, trial_task
+    from autoprune.hardware.predictor import choose_predictor
     from autoprune.results.environment import library_versions, machine_fingerprint
     from autoprune.search.agent import agent_sampler, make_agent
     from autoprune.search.space import PlanSpace, layer_macs
@@ -278,15 +307,19 @@ def run_search(
     _check_resumable(run, config)
     task = trial_task(config)
     agent_sampler(config.agent, config.seed)  # fail on an unknown agent before any work
+    choice = choose_predictor(config.predictor, config.profile, config.task)
+    screening = screening_info(choice, config.predictor_margin)
     run.path.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run.config, config.to_dict())
     atomic_write_json(run.environment, {"versions": library_versions(), "machine": machine_fingerprint(),
                                         "seed": config.seed})
     dense_model, groups = _prepare_dense(task, config)
-    executor = executor or make_executor(execution or ExecutionConfig(), config, task, dense_model, run.trials)
+    executor = executor or make_executor(execution or ExecutionConfig(), config, task, dense_model, run.trials,
+                                         predictor=choice.predictor)
     try:
         dense = _dense_reference(run, task, dense_model, groups, executor)
         notify("dense", dense)
+        notify("screening", screening)
         scoring = scoring_for(config, dense)
         directions = [OBJECTIVES[o] for o in config.objectives]
         study = open_study(storage or run.storage_url(), directions)
@@ -330,11 +363,11 @@ def run_search(
                 _tell(study, trial.number, record, config.objectives)
                 agent.tell(trial, record)
                 records.append(record)
-            write_pareto(run, config, dense, records)  # once per batch: cheap with many workers
+            write_pareto(run, config, dense, records, screening)  # once per batch: cheap with many workers
             for record in finished:
                 notify("trial", record)
     finally:
         executor.close()
     records.sort(key=lambda r: r.number)
-    front = write_pareto(run, config, dense, records)
+    front = write_pareto(run, config, dense, records, screening)
     return SearchOutcome(run=run, dense=dense, records=records, front=front)

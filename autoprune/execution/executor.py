@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from autoprune.config import ExecutionConfig, SearchConfig
     from autoprune.execution.record import TrialRecord
     from autoprune.execution.runner import TrialRunner
+    from autoprune.hardware.predictor import LatencyPredictor
     from autoprune.hardware.protocol import LatencyStats
     from autoprune.plan import PruningPlan
     from autoprune.task import Task
@@ -85,14 +86,17 @@ def trial_task(config: SearchConfig) -> Task:
 
 
 def make_executor(execution: ExecutionConfig, config: SearchConfig, task: Task, dense: nn.Module,
-                  trials_dir: Path) -> Executor:
-    """In-process for one local worker; Ray for more workers or a cluster address."""
+                  trials_dir: Path, predictor: LatencyPredictor | None = None) -> Executor:
+    """In-process for one local worker; Ray for more workers or a cluster address.
+
+    ``predictor`` (bound to the profile) goes to the meter, wherever latency is measured, to screen candidates.
+    """
     if execution.uses_ray:
         from autoprune.execution.ray_executor import RayExecutor
 
-        return RayExecutor(execution, config, dense, task.example_input, trials_dir)
+        return RayExecutor(execution, config, dense, task.example_input, trials_dir, predictor=predictor)
     from autoprune.execution.runner import TrialRunner
     from autoprune.hardware.protocol import LatencyMeter
 
-    meter = LatencyMeter(config.profile, dense, task.example_input)
+    meter = LatencyMeter(config.profile, dense, task.example_input, predictor=predictor)
     return LocalExecutor(TrialRunner(task=task, config=config, dense=dense, meter=meter, trials_dir=trials_dir))

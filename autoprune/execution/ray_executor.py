@@ -3,7 +3,9 @@
 Placement. A worker that fine-tunes never measures latency: it prunes, then hands the pruned
 candidate to the *measurement actor* of the search's hardware profile, which holds the dense
 model prepared and measures candidate and dense interleaved (the dense reference is measured
-there too). The actor needs the custom resource ``autoprune_measure_<profile>: 1``, declared on
+there too). With a latency predictor the actor holds it as well and predicts for the workers:
+layer shapes missing from its table are timed on the measured device, never on a worker. The
+actor needs the custom resource ``autoprune_measure_<profile>: 1``, declared on
 exactly one node per measured device, so one device measures one model at a time. A local Ray
 started by autoprune declares it itself; on a cluster start the measuring node with
 ``ray start ... --resources '{"autoprune_measure_<profile>": 1}'``.
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.config import ExecutionConfig, SearchConfig
+    from autoprune.hardware.predictor import LatencyPredictor
     from autoprune.hardware.protocol import LatencyStats
     from autoprune.plan import PruningPlan
 
@@ -98,17 +101,23 @@ def connect_ray(execution: ExecutionConfig, measure_profiles: tuple[str, ...] | 
 
 
 class MeasurementStation:
-    """Body of the measurement actor: the dense model prepared once, candidates measured one at a time."""
+    """Body of the measurement actor: the dense model prepared once, candidates measured one at a time.
 
-    def __init__(self, config: dict[str, Any], dense: list) -> None:
+    ``predictor`` is a ``LatencyPredictor.to_dict()`` (plain data, so no file has to exist on the
+    measuring node) or None.
+    """
+
+    def __init__(self, config: dict[str, Any], dense: list, predictor: dict[str, Any] | None) -> None:
         import ray
 
         from autoprune.config import search_config_from_dict
+        from autoprune.hardware.predictor import LatencyPredictor
         from autoprune.hardware.protocol import LatencyMeter
 
         search = search_config_from_dict(config)
         model, example_input = ray.get(dense[0])
-        self.meter = LatencyMeter(search.profile, model, example_input)
+        bound = None if predictor is None else LatencyPredictor.from_dict(predictor, search.profile)
+        self.meter = LatencyMeter(search.profile, model, example_input, predictor=bound)
 
     def dense(self) -> LatencyStats:
         return self.meter.dense()
@@ -116,15 +125,27 @@ class MeasurementStation:
     def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
         return self.meter.compare(candidate)
 
+    def predict(self, candidate: nn.Module) -> float | None:
+        return self.meter.predict(candidate)
+
+    def dense_median_ms(self) -> float:
+        return self.meter.dense_median_ms()
+
     def pid(self) -> int:
         return os.getpid()
 
 
 class RemoteMeter:
-    """Stands in for a LatencyMeter inside a worker: every measurement goes to the measurement actor."""
+    """Stands in for a LatencyMeter inside a worker: every measurement and prediction goes to the measurement actor.
 
-    def __init__(self, station) -> None:
+    ``predicts`` says whether the actor holds a predictor, so a search without one makes no
+    prediction round trip (it would queue behind the actor's measurements).
+    """
+
+    def __init__(self, station, predicts: bool) -> None:
         self.station = station
+        self.predicts = predicts
+        self._dense_median_ms: float | None = None
 
     def dense(self) -> LatencyStats:
         import ray
@@ -136,16 +157,30 @@ class RemoteMeter:
 
         return ray.get(self.station.compare.remote(candidate))
 
+    def predict(self, candidate: nn.Module) -> float | None:
+        import ray
+
+        return ray.get(self.station.predict.remote(candidate)) if self.predicts else None
+
+    def dense_median_ms(self) -> float:
+        """The actor's dense median, fetched once per worker (the actor keeps one value per run too)."""
+        import ray
+
+        if self._dense_median_ms is None:
+            self._dense_median_ms = ray.get(self.station.dense_median_ms.remote())
+        return self._dense_median_ms
+
 
 _RUNNERS: dict[str, Any] = {}  # per worker process: the rebuilt runner of each search it served
 
 
 def evaluate_trial(config: dict[str, Any], trials_dir: str, station, dense: list, number: int,
-                   plan: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+                   plan: dict[str, Any], extra: dict[str, Any], predicts: bool) -> dict[str, Any]:
     """What a Ray worker runs: rebuild the search's runner from plain data (cached), run one trial.
 
     ``dense`` wraps the object-store reference of the driver's dense model (fetched once per
-    process and search), so every worker prunes exactly the same weights.
+    process and search), so every worker prunes exactly the same weights. ``predicts``: the
+    measurement actor holds a latency predictor to screen with.
     """
     import ray
 
@@ -160,7 +195,7 @@ def evaluate_trial(config: dict[str, Any], trials_dir: str, station, dense: list
         task = trial_task(search)
         _RUNNERS.clear()
         model, _ = ray.get(dense[0])
-        _RUNNERS[key] = TrialRunner(task=task, config=search, dense=model, meter=RemoteMeter(station),
+        _RUNNERS[key] = TrialRunner(task=task, config=search, dense=model, meter=RemoteMeter(station, predicts),
                                     trials_dir=Path(trials_dir))
     runner = _RUNNERS[key]
     runner.meter.station = station  # a later search may reuse this process with a new station
@@ -181,7 +216,7 @@ class RayExecutor(Executor):
     """Up to ``workers`` trials at once as Ray tasks with the configured CPUs/GPUs each."""
 
     def __init__(self, execution: ExecutionConfig, config: SearchConfig, dense: nn.Module, example_input,
-                 trials_dir: Path) -> None:
+                 trials_dir: Path, *, predictor: LatencyPredictor | None = None) -> None:
         self.execution = execution
         self.slots = execution.workers
         self._owns_ray = connect_ray(execution, [config.profile.name])
@@ -198,7 +233,9 @@ class RayExecutor(Executor):
         self._dense = [ray.put((dense, example_input))]  # in a list: passed as a reference, fetched on demand
         station_cls = ray.remote(MeasurementStation)
         self.station = station_cls.options(num_cpus=0, resources={resource: 1}, max_restarts=2,
-                                           max_task_retries=2).remote(self._config, self._dense)
+                                           max_task_retries=2).remote(
+            self._config, self._dense, None if predictor is None else predictor.to_dict())
+        self._predicts = predictor is not None
         self._task = ray.remote(evaluate_trial).options(
             num_cpus=execution.cpus_per_trial, num_gpus=execution.gpus_per_trial, max_retries=0)
         self._refs: dict[Any, int] = {}
@@ -218,7 +255,8 @@ class RayExecutor(Executor):
     def _launch(self, number: int) -> None:
         plan, extra = self._plans[number]
         self._attempts[number] += 1
-        ref = self._task.remote(self._config, self._trials_dir, self.station, self._dense, number, plan, extra)
+        ref = self._task.remote(self._config, self._trials_dir, self.station, self._dense, number, plan, extra,
+                                self._predicts)
         self._refs[ref] = number
 
     def wait(self) -> list[TrialRecord]:

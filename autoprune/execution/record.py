@@ -14,7 +14,8 @@ class TrialRecord:
     ``state`` is ``complete`` (fine-tuned and measured), ``rejected`` (screened out before
     fine-tuning, e.g. not faster than dense, or a proxy score too low to earn the full
     fine-tune) or ``failed`` (with ``reason``). Latencies are
-    LatencyStats dicts; ``dense_latency`` was measured interleaved with the candidate.
+    LatencyStats dicts; ``dense_latency`` was measured interleaved with the candidate. A
+    candidate rejected on its *predicted* latency has ``predicted_ms`` and no ``latency``.
     """
 
     number: int
@@ -34,6 +35,14 @@ class TrialRecord:
     proxy: float | None = None
     #: the earlier trial whose candidate this plan builds too (identical after channel rounding)
     duplicate_of: int | None = None
+    #: the latency predictor's estimate (ms) when one screened the candidate, kept on measured
+    #: trials too so the prediction error can be audited
+    predicted_ms: float | None = None
+
+    @property
+    def screened_unmeasured(self) -> bool:
+        """Rejected on its predicted latency alone (never measured)."""
+        return self.state == REJECTED and self.latency is None and self.predicted_ms is not None
 
     @property
     def latency_ms(self) -> float | None:

@@ -2,7 +2,9 @@
 
 Latency is measured right after pruning (the architecture is final then) and interleaved with
 the dense model; a candidate that is not faster than ``min_speedup`` x dense, or misses the
-latency budget, is rejected before any fine-tuning. Any failure becomes a FAILED record.
+latency budget, is rejected before any fine-tuning. When the meter has a latency predictor, a
+candidate that would fail that screen even ``predictor_margin`` faster than predicted is rejected
+without being measured; every other one is measured as usual. Any failure becomes a FAILED record.
 """
 from __future__ import annotations
 
@@ -56,6 +58,25 @@ class TrialRunner:
             return f"over the latency budget: {latency_ms:.3f} ms > {budget:.3f} ms"
         return ""
 
+    def prescreen(self, model: nn.Module) -> tuple[float | None, str]:
+        """The predicted latency (None without a predictor) and why the candidate is rejected unmeasured.
+
+        The reason is '' unless the candidate fails ``screen`` even at ``predicted x (1 - margin)``:
+        only what clearly cannot pass is rejected on a prediction; anything that might is measured.
+        """
+        predicted = self.meter.predict(model)
+        if predicted is None:
+            return None, ""
+        margin = self.config.predictor_margin
+        best_case = predicted * (1.0 - margin)
+        if best_case <= 0:  # a degenerate fit: no basis for rejecting anything
+            return predicted, ""
+        reason = self.screen(self.meter.dense_median_ms() / best_case, best_case)
+        if not reason:
+            return predicted, ""
+        return predicted, (f"predicted {predicted:.3f} ms, at best {best_case:.3f} ms with the {margin:.0%} margin "
+                           f"(not measured): {reason}")
+
     def run(self, number: int, plan: PruningPlan, *, proxy_history: Sequence[float] = ()) -> TrialRecord:
         """Evaluate ``plan`` as trial ``number``; never raises for a trial-level failure.
 
@@ -72,11 +93,19 @@ class TrialRunner:
             stats = model_stats(model, self.task.example_input)
             seconds["prune"] = time.perf_counter() - start
             start = time.perf_counter()
+            predicted, reason = self.prescreen(model)
+            if predicted is not None:
+                seconds["predict"] = time.perf_counter() - start
+            pruned_only = {**base, "macs": stats.macs, "params": stats.params, "channels": channels,
+                           "predicted_ms": predicted}
+            if reason:
+                return TrialRecord(state=REJECTED, reason=reason, **pruned_only)
+            start = time.perf_counter()
             latency, dense_latency = self.meter.compare(model)
             seconds["measure"] = time.perf_counter() - start
             speedup = dense_latency.median_ms / latency.median_ms
-            measured = {**base, "latency": latency.to_dict(), "dense_latency": dense_latency.to_dict(),
-                        "speedup": speedup, "macs": stats.macs, "params": stats.params, "channels": channels}
+            measured = {**pruned_only, "latency": latency.to_dict(), "dense_latency": dense_latency.to_dict(),
+                        "speedup": speedup}
             reason = self.screen(speedup, latency.median_ms)
             if reason:
                 return TrialRecord(state=REJECTED, reason=reason, **measured)

@@ -146,9 +146,41 @@ class LatencyPredictor:
         return atomic_write_json(Path(path), self.to_dict())
 
     @classmethod
+    def from_dict(cls, data: dict[str, Any], profile: HardwareProfile | None = None,
+                  source: str = "predictor") -> LatencyPredictor:
+        """Rebuild from ``to_dict()``; bound to ``profile`` when given, which must be the one it was calibrated on.
+
+        Raises:
+            ConfigError: ``data`` is not a predictor, or it was calibrated on another profile
+                (its table and correction describe that profile's runtime, not this one's).
+        """
+        from autoprune.errors import ConfigError
+
+        names = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
+        if not isinstance(data, dict) or "profile" not in data or not set(data) <= names:
+            raise ConfigError(f"{source}: not a latency predictor (expected the JSON `autoprune calibrate` writes)")
+        predictor = cls(**data)
+        if profile is None:
+            return predictor
+        if predictor.profile != profile.name:
+            raise ConfigError(f"{source}: calibrated on profile {predictor.profile!r}, not {profile.name!r}; calibrate "
+                              f"one for {profile.name!r} (`autoprune calibrate --task TASK --hw PROFILE.yaml`) or turn "
+                              f"screening off (--predictor off)")
+        return predictor.bind(profile)
+
+    @classmethod
     def load(cls, path: str | Path, profile: HardwareProfile | None = None) -> LatencyPredictor:
-        predictor = cls(**json.loads(Path(path).read_text()))
-        return predictor.bind(profile) if profile is not None else predictor
+        """Read a saved predictor (see ``from_dict``); ConfigError naming ``path`` when it is missing or not one."""
+        from autoprune.errors import ConfigError
+
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: file not found (a latency predictor JSON from `autoprune calibrate`)")
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{path}: not valid JSON ({err})") from None
+        return cls.from_dict(data, profile, str(path))
 
 
 def _resized(shape: tuple[int, ...]) -> torch.Tensor:
@@ -167,6 +199,38 @@ def _layer_backend(profile: HardwareProfile) -> LatencyBackend:
 def default_predictor_path(profile: HardwareProfile, task: str) -> Path:
     safe = task.replace(":", "_").replace("/", "_")
     return Path("results/.cache/predictors") / f"{profile.name}--{safe}.json"
+
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictorChoice:
+    """Which predictor screens a search's candidates, and where it came from.
+
+    Attributes:
+        predictor: the loaded predictor, bound to the profile; None when nothing screens.
+        path: the file it was loaded from (for ``auto`` without one: the default path looked at).
+        setting: the config's ``predictor`` value (``auto``, ``off`` or a path).
+    """
+
+    predictor: LatencyPredictor | None
+    path: Path | None
+    setting: str
+
+
+def choose_predictor(setting: str, profile: HardwareProfile, task: str) -> PredictorChoice:
+    """Resolve ``SearchConfig.predictor``: ``off``; ``auto`` (the default path's predictor when it exists); a path.
+
+    Raises:
+        ConfigError: the file is missing (a named path), unreadable, not a predictor, or from another profile.
+    """
+    from autoprune.config import PREDICTOR_AUTO, PREDICTOR_OFF
+
+    if setting == PREDICTOR_OFF:
+        return PredictorChoice(predictor=None, path=None, setting=setting)
+    path = default_predictor_path(profile, task) if setting == PREDICTOR_AUTO else Path(setting)
+    if setting == PREDICTOR_AUTO and not path.is_file():
+        return PredictorChoice(predictor=None, path=path, setting=setting)
+    return PredictorChoice(predictor=LatencyPredictor.load(path, profile), path=path, setting=setting)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -138,7 +138,8 @@ class LatencyMeter:
     (the default one unless ``cache=None``), an identical candidate measured before, in this
     run or another, is returned from the cache with the dense stats of that measurement
     (``info["cached"]`` is True). With a predictor, ``predict(candidate)`` estimates latency
-    without measuring (for screening only).
+    without measuring (for screening only); ``dense_median_ms()`` is the dense model's measured
+    median a prediction is compared with.
     """
 
     def __init__(self, profile: HardwareProfile, dense: nn.Module, example_input: torch.Tensor, *,
@@ -155,9 +156,27 @@ class LatencyMeter:
         self._dense = prepare_measured(self.backend, dense, example_input)
         self._versions = measurement_versions(self.backend)
         self._machine_id = machine_fingerprint()["id"]
+        self._dense_median_ms: float | None = None
 
     def dense(self) -> LatencyStats:
-        return time_prepared([self._dense], self.backend)[0]
+        stats = time_prepared([self._dense], self.backend)[0]
+        self._remember_dense(stats)
+        return stats
+
+    def _remember_dense(self, stats: LatencyStats) -> None:
+        if self._dense_median_ms is None:
+            self._dense_median_ms = stats.median_ms
+
+    def dense_median_ms(self) -> float:
+        """The dense model's median (ms) from this meter's first measurement of it (measured now if none yet).
+
+        Kept once so every prediction in a run is judged against the same reference, without
+        re-measuring the dense model per candidate.
+        """
+        if self._dense_median_ms is None:
+            self.dense()
+        assert self._dense_median_ms is not None
+        return self._dense_median_ms
 
     def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
         from dataclasses import replace
@@ -173,6 +192,7 @@ class LatencyMeter:
                 return tuple(replace(s, info={**s.info, "cached": True}) for s in hit)  # type: ignore[return-value]
         prepared = prepare_measured(self.backend, candidate, self.example_input)
         cand, dense = time_prepared([prepared, self._dense], self.backend)
+        self._remember_dense(dense)
         if self.cache is not None and key is not None:
             self.cache.put(key, cand, dense)
         return cand, dense

@@ -39,7 +39,8 @@ def _pyplot():
 
 def plot_pareto(data: RunData):
     """Accuracy vs p50 latency: the front, other complete trials, the dense model; rejected
-    trials (screened out before fine-tuning, so without accuracy) in a strip below, failed ones counted."""
+    trials (screened out before fine-tuning, so without accuracy) in a strip below, those rejected
+    on a predicted latency at that prediction; failed ones counted."""
     plt = _pyplot()
     fig, (ax, strip) = plt.subplots(2, 1, sharex=True, figsize=(8, 5.6), gridspec_kw={"height_ratios": [5, 1]})
     front_numbers = {r.number for r in data.front}
@@ -63,16 +64,28 @@ def plot_pareto(data: RunData):
     rejected = [r for r in data.records if r.state == REJECTED and r.latency is not None]
     failed = [r for r in data.records if r.state == FAILED]
     strip.scatter([r.latency_ms for r in rejected], [0] * len(rejected), marker="x", color="#ff7f0e", s=36)
+    predicted = _plot_predicted(strip, data.records)
     strip.set_yticks([])
     strip.set_ylim(-1, 1)
     strip.set_xlabel(f"p50 latency ms ({data.config.profile.backend}, {data.config.profile.device}, "
                      f"{data.config.profile.threads} thread(s), batch {data.config.profile.batch_size})")
-    strip.text(0.01, 0.55, f"rejected before fine-tuning (x): {len(rejected)}   failed: {len(failed)} "
-               "(no latency; see the table)",
-               transform=strip.transAxes, fontsize=8, va="bottom")
+    strip.text(0.01, 0.55, f"rejected before fine-tuning: {len(rejected)} measured (x), {predicted}; "
+               f"failed: {len(failed)} (see the table)", transform=strip.transAxes, fontsize=8, va="bottom")
     strip.axvline(dense_lat, color="black", lw=0.6, ls=":")
     fig.tight_layout()
     return fig
+
+
+def _plot_predicted(strip, records: list[TrialRecord]) -> str:
+    """Mark trials rejected on a predicted latency at that prediction (+), within the measured trials' axis
+    range so a far-off prediction cannot squash the front; returns the strip's note on them."""
+    predicted = [r.predicted_ms for r in records if r.screened_unmeasured]
+    low, high = strip.get_xlim()
+    shown = [ms for ms in predicted if ms <= high]
+    strip.scatter(shown, [0] * len(shown), marker="+", color="#9467bd", s=44)
+    strip.set_xlim(low, high)
+    beyond = f", {len(predicted) - len(shown)} off the axis" if len(shown) < len(predicted) else ""
+    return f"{len(predicted)} on prediction (+{beyond})"
 
 
 def plot_hypervolume(data: RunData):
@@ -165,14 +178,15 @@ def _front_table(data: RunData) -> str:
 
 
 def _trials_table(data: RunData) -> str:
-    head = ("trial", "state", "accuracy %", "p50 ms", "speed-up", "MACs", "reason")
+    head = ("trial", "state", "accuracy %", "p50 ms", "predicted ms", "speed-up", "MACs", "reason")
     front = {r.number for r in data.front}
     rows = []
     for r in data.records:
         css = ' class="front"' if r.number in front else ""
         rows.append(f'<tr{css}><td>{r.number}</td><td class="l">{r.state}{" (front)" if css else ""}</td>'
                     f'<td>{_fmt(r.accuracy, ".2f", 100)}</td><td>{_fmt(r.latency_ms, ".4f")}</td>'
-                    f'<td>{_fmt(r.speedup, ".2f")}</td><td>{_fmt(r.macs, ",")}</td>'
+                    f'<td>{_fmt(r.predicted_ms, ".4f")}</td><td>{_fmt(r.speedup, ".2f")}</td>'
+                    f'<td>{_fmt(r.macs, ",")}</td>'
                     f'<td class="l">{html.escape(r.reason)}</td></tr>')
     return _table(head, rows)
 

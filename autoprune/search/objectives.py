@@ -80,9 +80,13 @@ class Scoring:
         return out
 
     def constraint_values(self, record: TrialRecord) -> list[float]:
-        """[latency, accuracy, params] constraint margins, relative; <= 0 means met (Optuna's convention)."""
-        lat = (record.latency_ms / self.max_latency_ms - 1.0
-               if self.max_latency_ms is not None and record.latency_ms is not None else 0.0)
+        """[latency, accuracy, params] constraint margins, relative; <= 0 means met (Optuna's convention).
+
+        A candidate rejected on its predicted latency (never measured) gets its latency margin from
+        the prediction, so the samplers still learn that its region of the space is over budget.
+        """
+        latency = record.latency_ms if record.latency_ms is not None else record.predicted_ms
+        lat = latency / self.max_latency_ms - 1.0 if self.max_latency_ms is not None and latency is not None else 0.0
         acc = (self.min_accuracy - record.accuracy
                if self.min_accuracy is not None and record.accuracy is not None else 0.0)
         size = record.params / self.max_params - 1.0 if self.max_params is not None and record.params is not None else 0.0

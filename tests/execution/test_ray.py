@@ -66,6 +66,47 @@ def test_parallel_search_runs_exactly_the_asked_trials(tmp_path: Path, fast_prof
     assert json.loads((tmp_path / "run/dense.json").read_text())["latency"]["profile"] == "test-ort"
 
 
+def test_measurement_actor_screens_with_the_predictor(tmp_path: Path, fast_profile) -> None:
+    import dataclasses
+
+    from autoprune.execution.ray_executor import RayExecutor
+    from autoprune.execution.runner import TrialRunner
+    from autoprune.hardware.predictor import LatencyPredictor, model_layers
+    from autoprune.plan import PruningPlan
+    from autoprune.pruning import discover_groups
+
+    from tests.tiny_task import tiny_task
+
+    config = dataclasses.replace(_config(fast_profile, 2), max_latency_ms=100.0, finetune={"epochs": 0})
+    task = tiny_task()
+    dense = task.build_model()
+    dense_plan = PruningPlan.from_dict({})
+    small = PruningPlan.uniform([g.name for g in discover_groups(dense, task.example_input)], 0.5)
+    pruner = TrialRunner(task=task, config=config, dense=dense, meter=None)
+
+    def keys(plan: PruningPlan) -> list[str]:
+        return [key for key, _, _ in model_layers(pruner.prune(plan).model, task.example_input)]
+
+    # every layer of the unpruned candidate "takes" 1000 ms, every layer of the small one 1 us
+    table = {**{k: 1000.0 for k in keys(dense_plan)}, **{k: 0.001 for k in keys(small)}}
+    predictor = LatencyPredictor(profile=fast_profile.name, table=table).bind(fast_profile)
+    executor = RayExecutor(ExecutionConfig(workers=2), config, dense, task.example_input, tmp_path / "trials",
+                           predictor=predictor)
+    try:
+        executor.submit(0, dense_plan)
+        executor.submit(1, small)
+        records = executor.wait()
+        while executor.in_flight:
+            records += executor.wait()
+    finally:
+        executor.close()
+    slow, fast = sorted(records, key=lambda r: r.number)
+    assert slow.screened_unmeasured and slow.predicted_ms == pytest.approx(1000.0 * len(keys(dense_plan)))
+    assert "measure" not in slow.seconds and "over the latency budget" in slow.reason
+    assert fast.state == COMPLETE and fast.latency is not None and "measure" in fast.seconds
+    assert fast.predicted_ms == pytest.approx(0.001 * len(keys(small)))
+
+
 def _kill_evaluations(count: int, stop: threading.Event, killed: list[int]) -> None:
     """SIGKILL the Ray worker process running ``evaluate_trial``, ``count`` times."""
     while len(killed) < count and not stop.is_set():

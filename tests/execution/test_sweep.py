@@ -36,6 +36,16 @@ def test_a_missing_profile_is_rejected_before_anything_starts(tmp_path: Path) ->
     assert main(["sweep", "run", str(path), "--out", str(tmp_path / "out")]) == 2
 
 
+def test_sweep_entries_take_the_predictor_fields(tmp_path: Path) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text("name: s\nsearches:\n"
+                    "  - {name: a, task: digits, profile: hw_profiles/cpu-onnxruntime.yaml, predictor: off}\n"
+                    "  - {name: b, task: digits, profile: hw_profiles/cpu-onnxruntime.yaml, predictor: p.json,"
+                    " predictor_margin: 0.3}\n")
+    _, (a, b) = load_sweep(path)
+    assert (a.predictor, a.predictor_margin) == ("off", 0.15) and (b.predictor, b.predictor_margin) == ("p.json", 0.3)
+
+
 def test_until_is_the_next_occurrence_of_that_local_time() -> None:
     now = dt.datetime(2026, 11, 22, 21, 0)
     assert parse_until("06:30", now) == dt.datetime(2026, 11, 23, 6, 30).timestamp()

@@ -1,10 +1,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
+import pytest
 import torch
 
-from autoprune.hardware.predictor import LatencyPredictor, calibrate, mdape, model_layers, random_plans
+from autoprune.errors import ConfigError
+from autoprune.hardware.predictor import (LatencyPredictor, calibrate, choose_predictor, default_predictor_path, mdape,
+                                          model_layers, random_plans)
 from autoprune.plan import PruningPlan
 from autoprune.pruning import apply_plan, discover_groups
 from autoprune.tasks.digits import DigitsResNet
@@ -40,3 +44,30 @@ def test_random_plans_start_dense_and_are_reproducible() -> None:
     plans = random_plans(["a", "b"], 4, seed=3)
     assert plans[0].mean_ratio() == 0.0 and plans == random_plans(["a", "b"], 4, seed=3)
     assert abs(mdape([1.1, 0.8, 1.0], [1.0, 1.0, 1.0]) - 0.1) < 1e-12
+
+
+def test_load_refuses_another_profile_and_files_that_are_not_predictors(fast_profile, tmp_path) -> None:
+    path = LatencyPredictor(profile="other-board", slope=2.0).save(tmp_path / "p.json")
+    with pytest.raises(ConfigError, match=r"p.json: calibrated on profile 'other-board', not 'test-ort'"):
+        LatencyPredictor.load(path, fast_profile)
+    assert LatencyPredictor.load(path, dataclasses.replace(fast_profile, name="other-board")).slope == 2.0
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for name, message in (("missing.json", "file not found"), ("bad.json", "not valid JSON"),
+                          ("list.json", "not a latency predictor")):
+        with pytest.raises(ConfigError, match=message) as err:
+            LatencyPredictor.load(tmp_path / name, fast_profile)
+        assert str(err.value).startswith(str(tmp_path / name)) and "\n" not in str(err.value)
+
+
+def test_choose_predictor_auto_off_and_path(fast_profile, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the default path is relative to the working folder
+    off = choose_predictor("off", fast_profile, "tiny")
+    assert off.predictor is None and off.path is None
+    missing = choose_predictor("auto", fast_profile, "tiny")
+    assert missing.predictor is None and missing.path == default_predictor_path(fast_profile, "tiny")
+    LatencyPredictor(profile=fast_profile.name, holdout_mdape=0.07).save(missing.path)
+    auto = choose_predictor("auto", fast_profile, "tiny")
+    assert auto.predictor is not None and auto.predictor.holdout_mdape == 0.07 and auto.path == missing.path
+    named = choose_predictor(str(missing.path), fast_profile, "another-task")
+    assert named.predictor is not None and named.setting == str(missing.path)

@@ -53,6 +53,17 @@ def test_scoring_front_and_hypervolume_use_feasible_trials_only() -> None:
     assert scoring.hypervolume(records) == pytest.approx(0.29)
 
 
+def test_a_trial_rejected_on_its_prediction_is_judged_by_it_and_never_feasible() -> None:
+    scoring = _scoring(max_latency_ms=1.5)
+    screened = TrialRecord(number=0, plan={}, state=REJECTED, reason="predicted", predicted_ms=3.0, params=100, macs=10)
+    assert screened.screened_unmeasured and not scoring.feasible(screened) and not scoring.front([screened])
+    assert scoring.constraint_values(screened) == [pytest.approx(1.0), 0.0, 0.0]  # 3.0 / 1.5 - 1: the samplers see it
+    measured = TrialRecord(number=1, plan={}, state=COMPLETE, accuracy=0.9, latency={"median_ms": 1.2, "p90_ms": 1.3},
+                           predicted_ms=3.0, params=100, macs=10)
+    assert scoring.constraint_values(measured)[0] == pytest.approx(1.2 / 1.5 - 1)  # a measurement wins
+    assert scoring.hypervolume_history([screened, measured]) == [0.0, pytest.approx(scoring.hypervolume([measured]))]
+
+
 def test_score_weights_and_penalties() -> None:
     scoring = _scoring(objectives=("accuracy", "latency", "params"), weights={"latency": 0.5}, max_params=150)
     ok = _record(0, 0.9, 1.0, params=100)
