@@ -161,7 +161,7 @@ def main() -> int:
     parser.add_argument("--fit", type=int, default=4, help="whole-model measurements for the predictor fit")
     parser.add_argument("--holdout", type=int, default=12, help="held-out plans for the predictor error")
     parser.add_argument("--size", type=int, default=32, help="input size of the smaller model (TVM, predictor)")
-    parser.add_argument("--trials", type=int, default=8, help="MetaSchedule trials per task")
+    parser.add_argument("--trials", type=int, default=128, help="MetaSchedule trials per task (128: within 1.5x of ORT here)")
     parser.add_argument("--tuning-db", default="results/.cache/bench-tvm-db", help="tuning database folder")
     args = parser.parse_args()
     ort = load_profile(ROOT / "hw_profiles/cpu-onnxruntime.yaml")

@@ -84,6 +84,23 @@ def test_compiled_module_matches_torch() -> None:
     torch.testing.assert_close(torch.from_numpy(out.numpy()), tiny_cnn()(X).detach(), rtol=1e-4, atol=1e-5)
 
 
+def test_batchnorm_is_folded_into_the_convolution_and_outputs_match() -> None:
+    import tvm
+    from tvm import relax
+
+    from autoprune.hardware.tvm_backend import _relax_module, compile_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU()).eval()
+    bn = model[1]
+    bn.running_mean.uniform_(-1, 1), bn.running_var.uniform_(0.5, 2), bn.weight.data.uniform_(0.5, 1.5)
+    bn.bias.data.uniform_(-1, 1)
+    assert "batch_norm" not in _relax_module(model, X).script()
+    executable, _ = compile_model(model, X, tvm_profile())
+    out = relax.VirtualMachine(executable, tvm.cpu())["main"](tvm.runtime.tensor(X.numpy()))
+    torch.testing.assert_close(torch.from_numpy(out.numpy()), model(X).detach(), rtol=1e-4, atol=1e-5)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
