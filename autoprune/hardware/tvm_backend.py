@@ -118,6 +118,7 @@ def _tune(mod, target, profile: HardwareProfile) -> dict[str, Any]:
     folder = tuning_db_path(profile)
     folder.mkdir(parents=True, exist_ok=True)
     database = ms.database.JSONDatabase(work_dir=str(folder))
+    _check_database_target(database, target, folder, profile)
     tasks = ms.relax_integration.extract_tasks(_fused(mod, target), target)
     missing = [t for t in tasks
                if database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
@@ -195,6 +196,22 @@ def _in_process_builder_runner():
             return futures
 
     return InProcessBuilder(), InProcessRunner()
+
+
+def _check_database_target(database, target, folder: Path, profile: HardwareProfile) -> None:
+    """ConfigError when the tuning database in ``folder`` holds records for another target.
+
+    MetaSchedule's JSONDatabase stores each record's target but looks records up by workload
+    only, so a folder shared by two targets (a board and the host, or two ``num-cores``) would
+    hand one target's schedules to the other. Each target needs its own ``tuning_db``.
+    """
+    import json
+
+    want = json.loads(str(target))
+    for text in {str(record.target) for record in database.get_all_tuning_records()}:
+        if json.loads(text) != want:
+            raise ConfigError(f"hardware profile {profile.name}: `tuning_db` {folder} holds records tuned for target "
+                              f"{text}, not this profile's {target}; give each target its own `tuning_db`")
 
 
 def compile_model(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile):

@@ -117,6 +117,13 @@ def test_unreachable_rpc_names_host_and_port_quickly() -> None:
     assert time.monotonic() - start < 60  # compile + a bounded connect, never TVM's long retry loop
 
 
+def test_tuning_db_of_another_target_is_refused(tmp_path) -> None:
+    """MetaSchedule looks records up by workload only: one folder must hold one target's records."""
+    db = shutil.copytree(DATA / "tvm_tuning_db", tmp_path / "db")  # tuned for {llvm, num-cores: 1}
+    with pytest.raises(ConfigError, match="tuning_db.*num-cores"):
+        measure_models(tvm_profile(threads=2, tuning_trials=2, tuning_db=str(db)), [tiny_cnn()], X)
+
+
 def test_export_library_for_host_and_for_a_board(tmp_path) -> None:
     from autoprune.hardware.tvm_backend import export_tvm_library
 
