@@ -137,7 +137,7 @@ def _tune(mod, target, profile: HardwareProfile) -> dict[str, Any]:
     start = time.perf_counter()
     if missing:
         _check_tuning_works()
-        builder, runner = _in_process_builder_runner()
+        builder, runner = _rpc_builder_runner(profile) if profile.rpc else _in_process_builder_runner()
         logger = logging.getLogger("tvm.s_tir.meta_schedule")
         level = logger.level
         logger.setLevel(logging.WARNING)  # its INFO tables per trial batch would flood the console
@@ -147,29 +147,38 @@ def _tune(mod, target, profile: HardwareProfile) -> dict[str, Any]:
                 strategy = ms.search_strategy.EvolutionarySearch(population_size=256)
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                     extracted_tasks=missing, work_dir=logs, space="post-order-apply", strategy=strategy, seed=0)
+                total = profile.tuning_trials * len(missing)
                 ms.tune.tune_tasks(
                     tasks=contexts, task_weights=weights, work_dir=logs,
-                    max_trials_global=profile.tuning_trials * len(missing), max_trials_per_task=profile.tuning_trials,
+                    max_trials_global=total, max_trials_per_task=profile.tuning_trials,
                     num_trials_per_iter=min(profile.tuning_trials, 32), database=database,
-                    builder=builder, runner=runner, cost_model=_cost_model())
+                    builder=builder, runner=runner, cost_model=_cost_model(total))
         finally:
             logger.setLevel(level)
     return {"database": database, "tasks": len(tasks), "tasks_tuned": len(missing),
             "tasks_reused": len(tasks) - len(missing), "tuning_s": time.perf_counter() - start}
 
 
-def _cost_model():
-    """MetaSchedule's XGBoost cost model (guides the search to fast schedules), or random
-    sampling when xgboost is not installed (the ``tvm`` extra installs it)."""
+#: measured schedules MetaSchedule's XGBoost model needs before it predicts (random until then)
+XGB_WARMUP_SAMPLES = 100
+
+
+def _cost_model(total_trials: int):
+    """MetaSchedule's XGBoost cost model (guides the search to fast schedules) when the run is long
+    enough for it to predict, else random sampling: below its warm-up samples the XGBoost model
+    predicts at random anyway, and only adds its training time. Random, with a warning, when
+    xgboost is not installed (the ``tvm`` extra installs it)."""
     from tvm.s_tir import meta_schedule as ms
 
+    if total_trials <= XGB_WARMUP_SAMPLES:
+        return ms.CostModel.create("random")
     try:
         import xgboost  # noqa: F401
     except ImportError:
         logging.getLogger(__name__).warning("xgboost is not installed: MetaSchedule samples schedules at random "
                                             "(slower to find fast ones); %s", INSTALL_HINT)
         return ms.CostModel.create("random")
-    return ms.CostModel.create("xgb")
+    return ms.CostModel.create("xgb", num_warmup_samples=XGB_WARMUP_SAMPLES)
 
 
 #: apache-tvm-ffi releases whose ``save_json`` segfaults on TIR (every tuning record write)
@@ -224,6 +233,142 @@ def _in_process_builder_runner():
             return futures
 
     return InProcessBuilder(), InProcessRunner()
+
+
+def _rpc_builder_runner(profile: HardwareProfile):
+    """A MetaSchedule builder and runner that build candidates here and time them on the board.
+
+    Raises BackendUnavailable, naming host:port, when the board is unreachable, before anything
+    is built. See :func:`_cross_builder` and :func:`_board_runner`.
+    """
+    connect_rpc(profile)  # fail fast; this probe session closes at once
+    # imported by MetaSchedule's CPU schedule rules when the tune contexts are made (after this)
+    _import_on_a_bare_stack("tvm.s_tir.tensor_intrin")
+    return _cross_builder(profile), _board_runner(profile)
+
+
+def _cross_builder(profile: HardwareProfile):
+    """Builds candidates in this process for the profile's target, exported like the model itself.
+
+    :func:`_export`: ``.so`` for the host or with ``cross_compiler``, otherwise a ``.tar`` of
+    objects that the board's RPC server links.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+
+    @derived_object
+    class CrossBuilder(PyBuilder):
+        def build(self, build_inputs):
+            import shutil
+
+            results = []
+            for item in build_inputs:
+                folder = Path(tempfile.mkdtemp(prefix="autoprune-ms-"))  # removed by MetaSchedule once run
+                try:
+                    artifact = _export(default_build(item.mod, item.target, None), profile, folder / "candidate")
+                    results.append(BuilderResult(str(artifact), None))
+                except Exception as err:  # noqa: BLE001 - a failed candidate schedule is a tuning result
+                    shutil.rmtree(folder, ignore_errors=True)
+                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
+            return results
+
+    return CrossBuilder()
+
+
+def _board_runner(profile: HardwareProfile):
+    """Times candidates on the profile's board over TVM RPC, in this process (no Popen workers).
+
+    One RPC session per batch of candidates (one ``run`` call), closed at the end of the batch:
+    TVM's RPC server serves one session at a time, so a session left open would block the
+    measurement's own connection. Each candidate goes through MetaSchedule's own RPCRunner steps
+    (upload + load, random arguments on the remote device, ``time_evaluator``). A session that
+    drops is reopened and the candidate tried once more (BackendUnavailable if the board is gone);
+    any other failure of a candidate becomes its error result.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner, rpc_runner
+    from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
+    from tvm_ffi.error import register_error
+
+    # a board lost mid-tuning (the reconnect in `run` fails) reaches the caller as BackendUnavailable
+    # through MetaSchedule's C++ task scheduler, not as a RuntimeError
+    register_error("autoprune.BackendUnavailable", BackendUnavailable)
+    where = f"{profile.rpc.host}:{profile.rpc.port}"
+
+    @derived_object
+    class BoardRunner(PyRunner):
+        def __init__(self) -> None:
+            super().__init__()
+            self.config = EvaluatorConfig._normalized(EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20))
+            self.uploads = 0  # candidates sent so far (unique remote file names)
+
+        def run(self, runner_inputs):
+            if not runner_inputs:  # MetaSchedule also asks with empty batches: no session for those
+                return []
+            session = connect_rpc(profile)
+            futures = []
+            for item in runner_inputs:
+                for attempt in (1, 2):
+                    try:
+                        futures.append(LocalRunnerFuture(res=self._time(session, item)))
+                        break
+                    except Exception as err:  # noqa: BLE001 - a failed candidate run is a tuning result
+                        if attempt == 1 and not _rpc_alive(session):
+                            session = connect_rpc(profile)  # the session dropped: reconnect, try again
+                            continue
+                        futures.append(LocalRunnerFuture(error_message=f"on {where}: {type(err).__name__}: {err}"))
+                        break
+            del session  # closes the connection: the server can take the next client
+            return futures
+
+        def _time(self, session, item) -> list[float]:
+            self.uploads += 1
+            local = str(item.artifact_path)
+            remote = f"autoprune-candidate-{self.uploads}{Path(local).suffix}"
+            try:
+                module = rpc_runner.default_upload_module(session, local, remote)
+                device = session.device(str(item.device_type), 0)
+                args = rpc_runner.default_alloc_argument(session, device, tuple(a.as_json() for a in item.args_info), 1)
+                return rpc_runner.default_run_evaluator(session, module, device, self.config, args)
+            finally:
+                # not rpc_runner.default_cleanup: its remove("") deletes the session's whole workspace
+                # (fine for its one session per candidate, fatal for the next upload in this one)
+                for name in (remote, remote + ".so"):  # + the library the server linked from a .tar
+                    try:
+                        session.remove(name)
+                    except Exception:  # noqa: BLE001 - already gone, or the session dropped
+                        pass
+
+    return BoardRunner()
+
+
+def _import_on_a_bare_stack(name: str) -> None:
+    """Import ``name`` in a short-lived thread, so whatever stack it captures holds none of ours.
+
+    ``tvm.s_tir.tensor_intrin`` (imported when the first tune context is made) defines TVMScript
+    functions whose decorator keeps ``inspect.stack()`` in a reference cycle: imported during a
+    measurement, it keeps every caller's frame, so the prepared model and its RPC session, alive
+    until Python's cyclic collector runs. TVM's RPC server serves one session at a time, so the
+    next connection to the board would wait forever.
+    """
+    import importlib
+    import sys
+    import threading
+
+    if name not in sys.modules:
+        thread = threading.Thread(target=importlib.import_module, args=(name,), name=f"import {name}")
+        thread.start()
+        thread.join()
+
+
+def _rpc_alive(session) -> bool:
+    """Whether an RPC session still answers (a cheap remote call)."""
+    try:
+        session.get_function("tvm.rpc.server.workpath")("")
+        return True
+    except Exception:  # noqa: BLE001 - any failure means the session is gone
+        return False
 
 
 def compile_model(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile):
@@ -322,14 +467,14 @@ class TvmBackend(LatencyBackend):
     def __init__(self, profile: HardwareProfile) -> None:
         super().__init__(profile)
         _tvm()
-        make_target(profile)  # a bad target fails here, before any model is compiled
+        target = make_target(profile)  # a bad target fails here, before any model is compiled
         if profile.rpc is None and not _is_host(dict(profile.target or {"kind": "llvm"})):
             raise ConfigError(f"hardware profile {profile.name}: `target` {dict(profile.target or {})} is not this "
                               "machine; add `rpc` (host/port of the board's TVM RPC server) to run it")
-        if profile.rpc is not None and profile.tuning_trials > 0:
-            # tuning runs candidates in this process: a board would need MetaSchedule's RPCRunner
-            raise ConfigError(f"hardware profile {profile.name}: `tuning_trials` must be 0 with `rpc` (tuning on a "
-                              "remote board is not supported yet); tune on a local profile of the same target")
+        if profile.tuning_trials > 0 and target.kind.name == "llvm" and "num-cores" not in target.export():
+            # MetaSchedule's CPU rules need the core count; the host's is filled in from `threads`
+            raise ConfigError(f"hardware profile {profile.name}: tuning for target {dict(profile.target or {})} needs "
+                              "`target.num-cores` (the board's cores, e.g. the profile's `threads`)")
 
     def prepare(self, model: nn.Module, example_input: torch.Tensor) -> Prepared:
         tvm = _tvm()
