@@ -163,6 +163,9 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=32, help="input size of the smaller model (TVM, predictor)")
     parser.add_argument("--trials", type=int, default=128, help="MetaSchedule trials per task (128: within 1.5x of ORT here)")
     parser.add_argument("--tuning-db", default="results/.cache/bench-tvm-db", help="tuning database folder")
+    parser.add_argument("--predictor-tvm-trials", type=int, default=0,
+                        help="also fit the predictor on tuned TVM with this many trials per task (every layer shape "
+                             "and held-out plan is tuned: ~40 min at 16)")
     args = parser.parse_args()
     ort = load_profile(ROOT / "hw_profiles/cpu-onnxruntime.yaml")
     torch_cpu = load_profile(ROOT / "hw_profiles/cpu-torch.yaml")
@@ -175,7 +178,10 @@ def main() -> int:
     if "speedup" in sections:
         speedup([ort, torch_cpu, tvm_untuned], args.size)
     if "predictor" in sections:
-        predictor([ort, tvm_untuned], args.fit, args.holdout, args.size)
+        tvm_tuned = replace(tvm_untuned, tuning_trials=args.predictor_tvm_trials,
+                            tuning_db=str(Path(args.tuning_db) / "predictor"))
+        predictor([ort, tvm_untuned, *([tvm_tuned] if args.predictor_tvm_trials else [])], args.fit, args.holdout,
+                  args.size)
     if "tvm_tuning" in sections:
         tvm_tuning(ort, args.trials, args.size, Path(args.tuning_db))
     table()
