@@ -165,7 +165,7 @@ def main() -> int:
     parser.add_argument("--tuning-db", default="results/.cache/bench-tvm-db", help="tuning database folder")
     parser.add_argument("--predictor-tvm-trials", type=int, default=0,
                         help="also fit the predictor on tuned TVM with this many trials per task (every layer shape "
-                             "and held-out plan is tuned: ~40 min at 16)")
+                             "and every held-out plan's fused tasks are tuned: hours on a 2-core machine)")
     args = parser.parse_args()
     ort = load_profile(ROOT / "hw_profiles/cpu-onnxruntime.yaml")
     torch_cpu = load_profile(ROOT / "hw_profiles/cpu-torch.yaml")
