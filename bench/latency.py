@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from autoprune.config import HardwareProfile, load_profile  # noqa: E402
 from autoprune.hardware.predictor import calibrate  # noqa: E402
 from autoprune.hardware.protocol import LatencyMeter, measure_models  # noqa: E402
+from autoprune.hardware.tvm_backend import tune_further  # noqa: E402
 from autoprune.plan import PruningPlan  # noqa: E402
 from autoprune.pruning import apply_plan, discover_groups, model_stats  # noqa: E402
 from autoprune.tasks.digits import BasicBlock, DigitsResNet  # noqa: E402
@@ -116,7 +117,7 @@ def predictor(profiles: list[HardwareProfile], fit: int, holdout: int, size: int
              mdape=round(result.holdout_mdape, 4), seconds=round(result.seconds, 1))
 
 
-def tvm_tuning(ort: HardwareProfile, trials: int, size: int, db: Path) -> None:
+def tvm_tuning(ort: HardwareProfile, trials: int, size: int, db: Path, more_trials: int = 0) -> None:
     model, x = DigitsResNet(widths=(32, 64, 128)).eval(), torch.randn(1, 1, size, size)
     name = f"digits-resnet(32,64,128)@{size}"
     base = HardwareProfile(name="bench-tvm", backend="tvm", threads=ort.threads, warmup_s=ort.warmup_s,
@@ -145,6 +146,14 @@ def tvm_tuning(ort: HardwareProfile, trials: int, size: int, db: Path) -> None:
          tasks_tuned=cand.info["tasks_tuned"], tasks_reused=cand.info["tasks_reused"],
          tuning_s=round(cand.info["tuning_s"], 1),
          db_saved_s_estimate=round(cand.info["tasks_reused"] * per_task, 1))
+    if more_trials:
+        facts = tune_further(candidate, x, tuned_profile, more_trials)
+        further = measure_models(tuned_profile, [candidate], x)[0]
+        reference = measure_models(ort, [candidate], x)[0]
+        emit("tvm_tuning", model=name, candidate="same candidate, every task tuned further",
+             trials_per_task=trials + more_trials, tuned_ms=round(further.median_ms, 3),
+             ort_ms=round(reference.median_ms, 3), tuned_over_ort=round(further.median_ms / reference.median_ms, 2),
+             tasks_tuned=facts["tasks_tuned"], tuning_s=round(facts["tuning_s"], 1))
 
 
 def table() -> None:
@@ -163,6 +172,8 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=32, help="input size of the smaller model (TVM, predictor)")
     parser.add_argument("--trials", type=int, default=128, help="MetaSchedule trials per task (128: within 1.5x of ORT here)")
     parser.add_argument("--tuning-db", default="results/.cache/bench-tvm-db", help="tuning database folder")
+    parser.add_argument("--more-trials", type=int, default=0,
+                        help="then tune every task of the pruned candidate this many trials further and re-measure")
     parser.add_argument("--predictor-tvm-trials", type=int, default=0,
                         help="also fit the predictor on tuned TVM with this many trials per task (every layer shape "
                              "and every held-out plan's fused tasks are tuned: hours on a 2-core machine)")
@@ -183,7 +194,7 @@ def main() -> int:
         predictor([ort, tvm_untuned, *([tvm_tuned] if args.predictor_tvm_trials else [])], args.fit, args.holdout,
                   args.size)
     if "tvm_tuning" in sections:
-        tvm_tuning(ort, args.trials, args.size, Path(args.tuning_db))
+        tvm_tuning(ort, args.trials, args.size, Path(args.tuning_db), args.more_trials)
     table()
     return 0
 

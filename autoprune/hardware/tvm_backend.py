@@ -124,39 +124,70 @@ def _fused(mod, target):
         return tvm.transform.Sequential(passes)(mod)
 
 
-def _tune(mod, target, profile: HardwareProfile) -> dict[str, Any]:
-    """Tune the tasks of ``mod`` that the database has no record for; return tuning facts."""
+def _tune(mod, target, profile: HardwareProfile, *, more_trials: int = 0) -> dict[str, Any]:
+    """Tune the tasks of ``mod`` that the database has no record for; return tuning facts.
+
+    With ``more_trials``, every task is searched that many trials further instead (MetaSchedule
+    seeds its search with the database's best schedules and keeps whichever is faster).
+    """
     from tvm.s_tir import meta_schedule as ms
 
     folder = tuning_db_path(profile, target)
     folder.mkdir(parents=True, exist_ok=True)
     database = ms.database.JSONDatabase(work_dir=str(folder))
     tasks = ms.relax_integration.extract_tasks(_fused(mod, target), target)
-    missing = [t for t in tasks
-               if database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
+    missing = tasks if more_trials else [
+        t for t in tasks if database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
     start = time.perf_counter()
     if missing:
-        _check_tuning_works()
-        builder, runner = _rpc_builder_runner(profile) if profile.rpc else _in_process_builder_runner()
-        logger = logging.getLogger("tvm.s_tir.meta_schedule")
-        level = logger.level
-        logger.setLevel(logging.WARNING)  # its INFO tables per trial batch would flood the console
-        try:
-            with tempfile.TemporaryDirectory() as logs:  # MetaSchedule's per-task logs: not kept
-                # a 256-schedule population (default 512) halves the search's own time per trial batch
-                strategy = ms.search_strategy.EvolutionarySearch(population_size=256)
-                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    extracted_tasks=missing, work_dir=logs, space="post-order-apply", strategy=strategy, seed=0)
-                total = profile.tuning_trials * len(missing)
-                ms.tune.tune_tasks(
-                    tasks=contexts, task_weights=weights, work_dir=logs,
-                    max_trials_global=total, max_trials_per_task=profile.tuning_trials,
-                    num_trials_per_iter=min(profile.tuning_trials, 32), database=database,
-                    builder=builder, runner=runner, cost_model=_cost_model(total))
-        finally:
-            logger.setLevel(level)
+        # a further search gets a fresh seed, or it would first re-propose the schedules measured before
+        seed = len(database) if more_trials else 0
+        _search(missing, database, profile, more_trials or profile.tuning_trials, seed=seed)
     return {"database": database, "tasks": len(tasks), "tasks_tuned": len(missing),
             "tasks_reused": len(tasks) - len(missing), "tuning_s": time.perf_counter() - start}
+
+
+def _search(tasks: list, database, profile: HardwareProfile, trials: int, seed: int) -> None:
+    """Run MetaSchedule on ``tasks`` for ``trials`` trials each, recording into ``database``."""
+    from tvm.s_tir import meta_schedule as ms
+
+    _check_tuning_works()
+    builder, runner = _rpc_builder_runner(profile) if profile.rpc else _in_process_builder_runner()
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # its INFO tables per trial batch would flood the console
+    # MetaSchedule's logging set-up names its logger's handlers and fails on an unnamed one (an
+    # application's own, pytest's capture handlers): set those aside while it runs
+    unnamed = [h for h in logger.handlers if h.get_name() is None]
+    for handler in unnamed:
+        logger.removeHandler(handler)
+    try:
+        with tempfile.TemporaryDirectory() as logs:  # MetaSchedule's per-task logs: not kept
+            # a 256-schedule population (default 512) halves the search's own time per trial batch
+            strategy = ms.search_strategy.EvolutionarySearch(population_size=256)
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                extracted_tasks=tasks, work_dir=logs, space="post-order-apply", strategy=strategy, seed=seed)
+            total = trials * len(tasks)
+            ms.tune.tune_tasks(
+                tasks=contexts, task_weights=weights, work_dir=logs, max_trials_global=total,
+                max_trials_per_task=trials, num_trials_per_iter=min(trials, 32), database=database,
+                builder=builder, runner=runner, cost_model=_cost_model(total))
+    finally:
+        logger.setLevel(level)
+        for handler in unnamed:
+            logger.addHandler(handler)
+
+
+def tune_further(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile, trials: int) -> dict[str, Any]:
+    """Search every tuning task of ``model`` ``trials`` trials beyond what the profile's database
+    holds (for models whose schedules the first ``tuning_trials`` left far from the runtime's best).
+
+    Returns:
+        The tuning facts (``tasks``, ``tasks_tuned``, ``tuning_s``); later measurements use the result.
+    """
+    facts = _tune(_relax_module(model, example_input), make_target(profile), profile, more_trials=trials)
+    facts.pop("database")
+    return facts
 
 
 #: measured schedules MetaSchedule's XGBoost model needs before it predicts (random until then)

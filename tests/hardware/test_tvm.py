@@ -75,6 +75,23 @@ def test_tuning_records_are_kept_per_target(tmp_path) -> None:
     assert "mcpu" in str(make_target(profile))  # the host CPU's vector units are used, not baseline x86-64
 
 
+@pytest.mark.slow
+def test_tune_further_searches_every_task_again_and_keeps_the_best(tmp_path) -> None:
+    from tvm.s_tir import meta_schedule as ms
+
+    from autoprune.hardware.tvm_backend import make_target, tune_further, tuning_db_path
+
+    profile = tvm_profile(tuning_trials=2, tuning_db=str(tmp_path))
+    model, x = one_layer()
+    first = measure_models(profile, [model], x)[0]
+    folder = tuning_db_path(profile, make_target(profile))
+    records = len(ms.database.JSONDatabase(work_dir=str(folder)))
+    facts = tune_further(model, x, profile, 2)
+    assert facts["tasks_tuned"] == facts["tasks"] == first.info["tasks"]  # every task, not only missing ones
+    assert len(ms.database.JSONDatabase(work_dir=str(folder))) > records  # new schedules were measured
+    assert measure_models(profile, [model], x)[0].info["tasks_tuned"] == 0
+
+
 def test_xgboost_guides_only_runs_long_enough_for_it_to_predict() -> None:
     from tvm.s_tir.meta_schedule.cost_model import RandomModel, XGBModel
 
