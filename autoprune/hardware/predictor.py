@@ -201,7 +201,6 @@ def default_predictor_path(profile: HardwareProfile, task: str) -> Path:
     return Path("results/.cache/predictors") / f"{profile.name}--{safe}.json"
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class PredictorChoice:
     """Which predictor screens a search's candidates, and where it came from.

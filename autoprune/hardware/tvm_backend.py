@@ -136,15 +136,15 @@ def _tune(mod, target, profile: HardwareProfile, *, more_trials: int = 0) -> dic
     folder.mkdir(parents=True, exist_ok=True)
     database = ms.database.JSONDatabase(work_dir=str(folder))
     tasks = ms.relax_integration.extract_tasks(_fused(mod, target), target)
-    missing = tasks if more_trials else [
+    to_tune = tasks if more_trials else [
         t for t in tasks if database.query_tuning_record(t.dispatched[0], target, t.task_name) is None]
     start = time.perf_counter()
-    if missing:
+    if to_tune:
         # a further search gets a fresh seed, or it would first re-propose the schedules measured before
         seed = len(database) if more_trials else 0
-        _search(missing, database, profile, more_trials or profile.tuning_trials, seed=seed)
-    return {"database": database, "tasks": len(tasks), "tasks_tuned": len(missing),
-            "tasks_reused": len(tasks) - len(missing), "tuning_s": time.perf_counter() - start}
+        _search(to_tune, database, profile, more_trials or profile.tuning_trials, seed=seed)
+    return {"database": database, "tasks": len(tasks), "tasks_tuned": len(to_tune),
+            "tasks_reused": len(tasks) - len(to_tune), "tuning_s": time.perf_counter() - start}
 
 
 def _search(tasks: list, database, profile: HardwareProfile, trials: int, seed: int) -> None:
@@ -226,13 +226,19 @@ def _check_tuning_works() -> None:
                                  "pip install apache-tvm-ffi==0.1.14.post1, or set `tuning_trials: 0`")
 
 
-def _in_process_builder_runner():
-    """A MetaSchedule builder and runner that build and time candidates in this process."""
+def _evaluator_config():
+    """How every tuning candidate is timed: 3 runs of at least 20 ms in all, one repeat."""
+    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig
+
+    return EvaluatorConfig._normalized(EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20))
+
+
+def _builder(export):
+    """A MetaSchedule builder that builds candidates in this process; ``export(built)`` writes one
+    and returns its path. A candidate that fails to build or export is an error result."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
-    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner
-    from tvm.s_tir.meta_schedule.runner import local_runner
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
 
     @derived_object
     class InProcessBuilder(PyBuilder):
@@ -240,16 +246,26 @@ def _in_process_builder_runner():
             results = []
             for item in build_inputs:
                 try:
-                    results.append(BuilderResult(default_export(default_build(item.mod, item.target, None)), None))
+                    results.append(BuilderResult(str(export(default_build(item.mod, item.target, None))), None))
                 except Exception as err:  # noqa: BLE001 - a failed candidate schedule is a tuning result
                     results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
             return results
+
+    return InProcessBuilder()
+
+
+def _in_process_builder_runner():
+    """A MetaSchedule builder and runner that build and time candidates in this process."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_export
+    from tvm.s_tir.meta_schedule.runner import PyRunner
+    from tvm.s_tir.meta_schedule.runner import local_runner
 
     @derived_object
     class InProcessRunner(PyRunner):
         def __init__(self) -> None:
             super().__init__()
-            self.config = EvaluatorConfig._normalized(EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20))
+            self.config = _evaluator_config()
 
         def run(self, runner_inputs):
             futures = []
@@ -263,7 +279,7 @@ def _in_process_builder_runner():
                     futures.append(local_runner.LocalRunnerFuture(error_message=f"{type(err).__name__}: {err}"))
             return futures
 
-    return InProcessBuilder(), InProcessRunner()
+    return _builder(default_export), InProcessRunner()
 
 
 def _rpc_builder_runner(profile: HardwareProfile):
@@ -284,27 +300,17 @@ def _cross_builder(profile: HardwareProfile):
     :func:`_export`: ``.so`` for the host or with ``cross_compiler``, otherwise a ``.tar`` of
     objects that the board's RPC server links.
     """
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    import shutil
 
-    @derived_object
-    class CrossBuilder(PyBuilder):
-        def build(self, build_inputs):
-            import shutil
+    def export(built) -> Path:
+        folder = Path(tempfile.mkdtemp(prefix="autoprune-ms-"))  # removed by MetaSchedule once run
+        try:
+            return _export(built, profile, folder / "candidate")
+        except Exception:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
 
-            results = []
-            for item in build_inputs:
-                folder = Path(tempfile.mkdtemp(prefix="autoprune-ms-"))  # removed by MetaSchedule once run
-                try:
-                    artifact = _export(default_build(item.mod, item.target, None), profile, folder / "candidate")
-                    results.append(BuilderResult(str(artifact), None))
-                except Exception as err:  # noqa: BLE001 - a failed candidate schedule is a tuning result
-                    shutil.rmtree(folder, ignore_errors=True)
-                    results.append(BuilderResult(None, f"{type(err).__name__}: {err}"))
-            return results
-
-    return CrossBuilder()
+    return _builder(export)
 
 
 def _board_runner(profile: HardwareProfile):
@@ -318,7 +324,7 @@ def _board_runner(profile: HardwareProfile):
     any other failure of a candidate becomes its error result.
     """
     from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.runner import EvaluatorConfig, PyRunner, rpc_runner
+    from tvm.s_tir.meta_schedule.runner import PyRunner, rpc_runner
     from tvm.s_tir.meta_schedule.runner.local_runner import LocalRunnerFuture
     from tvm_ffi.error import register_error
 
@@ -331,7 +337,7 @@ def _board_runner(profile: HardwareProfile):
     class BoardRunner(PyRunner):
         def __init__(self) -> None:
             super().__init__()
-            self.config = EvaluatorConfig._normalized(EvaluatorConfig(number=3, repeat=1, min_repeat_ms=20))
+            self.config = _evaluator_config()
             self.uploads = 0  # candidates sent so far (unique remote file names)
 
         def run(self, runner_inputs):
