@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from autoprune.registry import Registry
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from autoprune.config import HardwareProfile
+    from autoprune.inputs import Inputs
 
 BACKENDS: Registry[type[LatencyBackend]] = Registry(
     "backend", ["autoprune.hardware.onnxruntime_backend", "autoprune.hardware.torch_backend",
@@ -59,7 +59,7 @@ class LatencyBackend(ABC):
         self.profile = profile
 
     @abstractmethod
-    def prepare(self, model: nn.Module, example_input: torch.Tensor) -> Prepared:
+    def prepare(self, model: nn.Module, example_input: Inputs) -> Prepared:
         """Export/compile/load ``model`` for timing at the profile's batch size and input shape."""
 
     def versions(self) -> dict[str, str]:
@@ -68,14 +68,17 @@ class LatencyBackend(ABC):
 
         return {"torch": torch.__version__}
 
-    def batch_input(self, example_input: torch.Tensor) -> torch.Tensor:
-        """The example input at the profile's batch size (and input shape, when it sets one)."""
+    def batch_input(self, example_input: Inputs) -> Inputs:
+        """The example input at the profile's batch size (and, for a single image tensor, at the
+        profile's ``input_shape`` when it sets one)."""
         import torch
 
-        x = example_input[:1]
-        if self.profile.input_shape is not None:
+        from autoprune.inputs import repeat_batch
+
+        x = example_input
+        if self.profile.input_shape is not None and isinstance(x, torch.Tensor):
             x = torch.randn(1, *self.profile.input_shape, generator=torch.Generator().manual_seed(0))
-        return x.repeat(self.profile.batch_size, *([1] * (x.dim() - 1))).contiguous()
+        return repeat_batch(x, self.profile.batch_size)
 
 
 def get_backend(profile: HardwareProfile) -> LatencyBackend:

@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from autoprune.hardware.protocol import LatencyStats
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from autoprune.config import HardwareProfile
+    from autoprune.inputs import Inputs
 
 #: environment variable naming the cache file; ``off`` disables caching
 CACHE_ENV = "AUTOPRUNE_LATENCY_CACHE"
@@ -50,11 +50,13 @@ def signature_digest(model: nn.Module) -> str:
     return hashlib.sha256(json.dumps(architecture_signature(model)).encode()).hexdigest()[:24]
 
 
-def measurement_key(candidate: nn.Module, dense: nn.Module, example_input: torch.Tensor, profile: HardwareProfile,
+def measurement_key(candidate: nn.Module, dense: nn.Module, example_input: Inputs, profile: HardwareProfile,
                     versions: dict[str, str], machine_id: str) -> str:
     """The cache key of measuring ``candidate`` against ``dense`` on ``profile``."""
+    from autoprune.inputs import describe
+
     blob = json.dumps({"candidate": signature_digest(candidate), "dense": signature_digest(dense),
-                       "input": list(example_input.shape), "profile": dataclasses.asdict(profile),
+                       "input": describe(example_input), "profile": dataclasses.asdict(profile),
                        "versions": versions, "machine": machine_id}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

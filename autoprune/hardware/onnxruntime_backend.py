@@ -1,30 +1,53 @@
 """ONNX Runtime backend: export with torch's TorchScript-based exporter, run an InferenceSession.
 
 The legacy exporter (``dynamo=False``) takes 0.1-0.4 s here against 2-5 s for the dynamo
-exporter and matched PyTorch to 6e-8, which matters when every candidate is exported.
+exporter and matched PyTorch to 6e-8, which matters when every candidate is exported. It passes
+every input by position and wants plain tensors out, so the model is wrapped in
+:class:`~autoprune.inputs.PositionalModule` (keyword inputs of Hugging Face models go in by name;
+``ModelOutput`` comes out flattened). ``nn.MultiheadAttention`` takes a fused fast path under
+``no_grad`` whose op the exporter cannot write, so the fast path is off while exporting.
 """
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import BackendUnavailable
 from autoprune.hardware.base import BACKENDS, CallablePrepared, LatencyBackend, Prepared
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
+    from autoprune.inputs import Inputs
 
-def export_onnx_bytes(model: nn.Module, x: torch.Tensor, opset: int = 17) -> bytes:
-    """The model as an in-memory ONNX file (weights embedded)."""
+
+def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17) -> bytes:
+    """The model as an in-memory ONNX file (weights embedded); graph inputs are named as in
+    :func:`~autoprune.inputs.named_tensors` (``input`` for a single tensor)."""
     import torch
 
+    from autoprune.inputs import PositionalModule, named_tensors
+
     buffer = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(model.eval(), (x,), buffer, dynamo=False, opset_version=opset,
-                          input_names=["input"], output_names=["output"])
+    fast_path = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        wrapped = PositionalModule(model.eval(), inputs).eval()
+        with torch.no_grad():
+            torch.onnx.export(wrapped, tuple(t for _, t in named_tensors(inputs)), buffer, dynamo=False,
+                              opset_version=opset, input_names=wrapped.input_names,
+                              output_names=wrapped.output_names)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fast_path)
     return buffer.getvalue()
+
+
+def onnx_feed(session, inputs: Inputs) -> dict[str, Any]:
+    """The numpy feed of an InferenceSession for ``inputs`` (graph inputs the exporter folded away are skipped)."""
+    from autoprune.inputs import named_tensors
+
+    wanted = {i.name for i in session.get_inputs()}
+    return {name: t.detach().cpu().numpy() for name, t in named_tensors(inputs) if name in wanted}
 
 
 def _ort():
@@ -57,11 +80,11 @@ class OnnxRuntimeBackend(LatencyBackend):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(onnx_bytes, sess_options=options, providers=self.providers())
 
-    def prepare(self, model: nn.Module, example_input: torch.Tensor) -> Prepared:
+    def prepare(self, model: nn.Module, example_input: Inputs) -> Prepared:
         x = self.batch_input(example_input)
         blob = export_onnx_bytes(model, x)
         session = self.session(blob)
-        feed = {session.get_inputs()[0].name: x.numpy()}
+        feed = onnx_feed(session, x)
         return CallablePrepared(lambda: session.run(None, feed), info={"model_bytes": len(blob)})
 
     def versions(self) -> dict[str, str]:

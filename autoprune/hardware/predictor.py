@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.config import HardwareProfile
+    from autoprune.inputs import Inputs
     from autoprune.hardware.base import LatencyBackend
 
 
@@ -50,9 +51,11 @@ def _layer_module(module: nn.Module) -> nn.Module:
     return nn.Linear(module.in_features, module.out_features, module.bias is not None).eval()
 
 
-def model_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
+def model_layers(model: nn.Module, example_input: Inputs) -> list[tuple[str, nn.Module, tuple[int, ...]]]:
     """(key, layer, input shape at batch 1) for every modelled layer of one forward pass."""
     import torch
+
+    from autoprune.inputs import call, take
 
     found: list[tuple[str, nn.Module, tuple[int, ...]]] = []
 
@@ -64,7 +67,7 @@ def model_layers(model: nn.Module, example_input: torch.Tensor) -> list[tuple[st
     handles = [m.register_forward_hook(hook) for m in model.modules() if next(m.children(), None) is None]
     try:
         with torch.no_grad():
-            model.eval()(example_input[:1])
+            call(model.eval(), take(example_input, 1))
     finally:
         for h in handles:
             h.remove()
@@ -104,11 +107,17 @@ class LatencyPredictor:
         self._input_shape = profile.input_shape
         return self
 
-    def _model_input(self, example_input: torch.Tensor) -> torch.Tensor:
-        """The model's input at batch 1, at the profile's input shape when it sets one."""
-        return example_input[:1] if self._input_shape is None else _resized(self._input_shape)
+    def _model_input(self, example_input: Inputs) -> Inputs:
+        """The model's input at batch 1, at the profile's input shape when it sets one (single image tensors)."""
+        import torch
 
-    def layer_sum(self, model: nn.Module, example_input: torch.Tensor) -> float:
+        from autoprune.inputs import take
+
+        if self._input_shape is None or not isinstance(example_input, torch.Tensor):
+            return take(example_input, 1)
+        return _resized(self._input_shape)
+
+    def layer_sum(self, model: nn.Module, example_input: Inputs) -> float:
         """Sum of the table latencies (ms) of the model's layers, measuring unseen shapes once."""
         import torch
 
@@ -133,7 +142,7 @@ class LatencyPredictor:
         self.slope, self.intercept = float(self.slope), float(self.intercept)
         self.fit_measurements = len(measured_ms)
 
-    def predict(self, model: nn.Module, example_input: torch.Tensor) -> float:
+    def predict(self, model: nn.Module, example_input: Inputs) -> float:
         """Predicted median latency (ms) of ``model`` on the profile."""
         return self.slope * self.layer_sum(model, example_input) + self.intercept
 
@@ -256,7 +265,7 @@ def random_plans(group_names: list[str], count: int, seed: int, max_ratio: float
     return plans[:count]
 
 
-def calibrate(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile, *, fit: int = 6,
+def calibrate(model: nn.Module, example_input: Inputs, profile: HardwareProfile, *, fit: int = 6,
               holdout: int = 12, seed: int = 0, min_channels: int = 8) -> Calibration:
     """Build a predictor for pruned variants of ``model`` on ``profile`` and measure its error.
 

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any
 from autoprune.hardware.base import LatencyBackend, Prepared, get_backend
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from autoprune.config import HardwareProfile
+    from autoprune.inputs import Inputs
     from autoprune.hardware.cache import LatencyCache
     from autoprune.hardware.predictor import LatencyPredictor
 
@@ -91,7 +91,7 @@ def _rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def prepare_measured(backend: LatencyBackend, model: nn.Module, example_input: torch.Tensor) -> Prepared:
+def prepare_measured(backend: LatencyBackend, model: nn.Module, example_input: Inputs) -> Prepared:
     """``backend.prepare`` plus the runtime session's memory: the process RSS growth over
     preparing and one inference (an approximation: freed Python objects can hide some of it).
     A backend that knows better (CUDA allocator, remote board) sets ``session_memory_bytes`` itself.
@@ -124,7 +124,7 @@ def time_prepared(prepared: list[Prepared], backend: LatencyBackend) -> list[Lat
     return [s for s in best if s is not None]
 
 
-def measure_models(profile: HardwareProfile, models: list[nn.Module], example_input: torch.Tensor) -> list[LatencyStats]:
+def measure_models(profile: HardwareProfile, models: list[nn.Module], example_input: Inputs) -> list[LatencyStats]:
     """Prepare and measure several models together (interleaved) on ``profile``."""
     backend = get_backend(profile)
     return time_prepared([prepare_measured(backend, m, example_input) for m in models], backend)
@@ -142,7 +142,7 @@ class LatencyMeter:
     median a prediction is compared with.
     """
 
-    def __init__(self, profile: HardwareProfile, dense: nn.Module, example_input: torch.Tensor, *,
+    def __init__(self, profile: HardwareProfile, dense: nn.Module, example_input: Inputs, *,
                  cache: LatencyCache | None | str = "default", predictor: LatencyPredictor | None = None) -> None:
         from autoprune.hardware.cache import LatencyCache
         from autoprune.results.environment import machine_fingerprint

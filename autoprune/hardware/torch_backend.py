@@ -8,27 +8,31 @@ from autoprune.errors import BackendUnavailable
 from autoprune.hardware.base import BACKENDS, CallablePrepared, LatencyBackend, Prepared
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
+
+    from autoprune.inputs import Inputs
 
 
 @BACKENDS.register("torch")
 class TorchEagerBackend(LatencyBackend):
     """Runs the module itself under ``torch.inference_mode``."""
 
-    def prepare(self, model: nn.Module, example_input: torch.Tensor) -> Prepared:
+    def prepare(self, model: nn.Module, example_input: Inputs) -> Prepared:
         import torch
 
         device = torch.device(self.profile.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             raise BackendUnavailable(f"hardware profile {self.profile.name}: CUDA is not available to torch")
+        from autoprune.inputs import call, map_tensors
+
         dtype = torch.float16 if self.profile.precision == "fp16" else torch.float32
         runnable = copy.deepcopy(model).eval().to(device=device, dtype=dtype)
-        x = self.batch_input(example_input).to(device=device, dtype=dtype)
+        x = map_tensors(self.batch_input(example_input),  # token ids stay integers
+                        lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype))
 
         def infer() -> None:
             with torch.inference_mode():
-                runnable(x)
+                call(runnable, x)
             if device.type == "cuda":
                 torch.cuda.synchronize()
 

@@ -26,10 +26,10 @@ from autoprune.errors import BackendUnavailable, ConfigError
 from autoprune.hardware.base import BACKENDS, LatencyBackend, Prepared
 
 if TYPE_CHECKING:
-    import torch
     from torch import nn
 
     from autoprune.config import HardwareProfile
+    from autoprune.inputs import Inputs
 
 INSTALL_HINT = "pip install 'autoprune[tvm]' (apache-tvm, apache-tvm-ffi 0.1.14, xgboost-cpu, tornado, psutil)"
 #: where tuning records go when the profile sets no ``tuning_db`` (env override)
@@ -91,13 +91,15 @@ def tuning_db_path(profile: HardwareProfile, target) -> Path:
     return root / f"{target.kind.name}-{hashlib.sha256(str(target).encode()).hexdigest()[:12]}"
 
 
-def _relax_module(model: nn.Module, x: torch.Tensor):
+def _relax_module(model: nn.Module, x: Inputs):
     import torch
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    with torch.no_grad():
-        exported = torch.export.export(model.eval(), (x,))
+    from autoprune.inputs import PositionalModule, named_tensors
+
+    with torch.no_grad():  # by position, plain tensors out: keyword inputs and ModelOutput become arguments/tuples
+        exported = torch.export.export(PositionalModule(model.eval(), x).eval(), tuple(t for _, t in named_tensors(x)))
     # weights become constants of the module, so the compiled library is self-contained (RPC);
     # BatchNorm folded into the convolution's weights and bias, so conv+bias+activation(+residual)
     # fuse into one task instead of a conv task plus a separate normalisation pass
@@ -178,7 +180,7 @@ def _search(tasks: list, database, profile: HardwareProfile, trials: int, seed: 
             logger.addHandler(handler)
 
 
-def tune_further(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile, trials: int) -> dict[str, Any]:
+def tune_further(model: nn.Module, example_input: Inputs, profile: HardwareProfile, trials: int) -> dict[str, Any]:
     """Search every tuning task of ``model`` ``trials`` trials beyond what the profile's database
     holds (for models whose schedules the first ``tuning_trials`` left far from the runtime's best).
 
@@ -408,7 +410,7 @@ def _rpc_alive(session) -> bool:
         return False
 
 
-def compile_model(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile):
+def compile_model(model: nn.Module, example_input: Inputs, profile: HardwareProfile):
     """Compile ``model`` at ``example_input``'s shape for the profile's target.
 
     Returns:
@@ -450,7 +452,7 @@ def _export(executable, profile: HardwareProfile, path: Path) -> Path:
     return path
 
 
-def export_tvm_library(model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile,
+def export_tvm_library(model: nn.Module, example_input: Inputs, profile: HardwareProfile,
                        path: str | Path) -> Path:
     """Compile ``model`` for the profile's target (tuned when the profile says so) and write it.
 
@@ -513,9 +515,11 @@ class TvmBackend(LatencyBackend):
             raise ConfigError(f"hardware profile {profile.name}: tuning for target {dict(profile.target or {})} needs "
                               "`target.num-cores` (the board's cores, e.g. the profile's `threads`)")
 
-    def prepare(self, model: nn.Module, example_input: torch.Tensor) -> Prepared:
+    def prepare(self, model: nn.Module, example_input: Inputs) -> Prepared:
         tvm = _tvm()
         from tvm import relax
+
+        from autoprune.inputs import named_tensors
 
         x = self.batch_input(example_input)
         executable, info = compile_model(model, x, self.profile)
@@ -535,7 +539,7 @@ class TvmBackend(LatencyBackend):
             info["rpc"] = f"{self.profile.rpc.host}:{self.profile.rpc.port}"
             info["session_memory_bytes"] = None  # the board's memory is not visible from here
         vm = relax.VirtualMachine(loaded, device)
-        args = [tvm.runtime.tensor(x.numpy(), device)]
+        args = [tvm.runtime.tensor(t.numpy(), device) for _, t in named_tensors(x)]
         return TvmPrepared(vm, device, args, info, keep=(session, folder, loaded))
 
     def versions(self) -> dict[str, str]:
