@@ -1,11 +1,12 @@
 # Two commands do all the set-up on a fresh machine: `make demo` and `make test`.
+# `make test-fast` is the edit-test loop: every test but the slow, Ray, TVM and browser ones.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN ?= results/demo
 
-.PHONY: demo test install clean-venv chromium
+.PHONY: demo test test-fast lint install clean-venv chromium
 
 install: $(STAMP)
 
@@ -19,8 +20,16 @@ demo: $(STAMP)
 	$(VENV)/bin/autoprune search --task digits --hw hw_profiles/cpu-onnxruntime.yaml \
 		--space search_spaces/default.yaml --agent tpe --trials 24 --out $(RUN)
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium lint
 	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not ray and not tvm and not browser"
+
+# ruff on the whole tree, mypy on the public API and the ground floor ([tool.mypy] in pyproject.toml)
+lint: $(STAMP)
+	$(VENV)/bin/ruff check autoprune tests bench
+	$(VENV)/bin/mypy
 
 # The report test renders report.html in headless Chromium (Debian's `chromium`). Install it only
 # where it is missing and we can (apt-get as root); elsewhere this does nothing and that test skips.

@@ -15,13 +15,15 @@ _EXPORTS = {
     "BackendUnavailable": "autoprune.errors",
     "HardwareProfile": "autoprune.config", "SearchSpace": "autoprune.config", "SearchConfig": "autoprune.config",
     "load_profile": "autoprune.config", "load_space": "autoprune.config",
-    "Task": "autoprune.task", "FineTuneRecipe": "autoprune.task", "TASKS": "autoprune.task",
+    "Task": "autoprune.task", "FineTuneRecipe": "autoprune.task", "TASKS": "autoprune.registry",
     "resolve_task": "autoprune.task",
-    "GroupPlan": "autoprune.plan", "PruningPlan": "autoprune.plan",
+    "GroupPlan": "autoprune.plan", "PruningPlan": "autoprune.plan", "PrunerSettings": "autoprune.plan",
     "apply_plan": "autoprune.pruning", "discover_groups": "autoprune.pruning", "model_stats": "autoprune.pruning",
-    "discover": "autoprune.pruning", "save_pruned": "autoprune.pruning.saving", "load_pruned": "autoprune.pruning.saving",
-    "LatencyStats": "autoprune.hardware.protocol", "measure_models": "autoprune.hardware.protocol",
-    "TrialRecord": "autoprune.execution.record", "run_search": "autoprune.execution.driver",
+    "discover": "autoprune.pruning", "rebuild": "autoprune.pruning.saving",
+    "save_pruned": "autoprune.pruning.saving", "load_pruned": "autoprune.pruning.saving",
+    "LatencyStats": "autoprune.latency", "measure_models": "autoprune.hardware.protocol",
+    "TrialRecord": "autoprune.records", "TrialState": "autoprune.records", "DenseReference": "autoprune.records",
+    "run_search": "autoprune.results.search",
 }
 __all__ = sorted(_EXPORTS)
 

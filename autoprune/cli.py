@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+from autoprune.registry import AGENTS, BACKENDS, EXPORTERS, TASKS
+
 DEFAULT_HW = "hw_profiles/cpu-onnxruntime.yaml"
 DEFAULT_SPACE = "search_spaces/default.yaml"
 
@@ -22,11 +24,16 @@ SEARCH_FLAGS = ("task", "hw", "space", "agent", "trials", "seed", "objectives", 
                 "max_params", "proxy_keep", "predictor", "predictor_margin")
 
 
+#: help texts naming what the registries hold
+TASK_HELP = f"registered task ({', '.join(TASKS.names())}) or module:function (default: digits)"
+HW_HELP = f"hardware profile YAML; backends: {', '.join(BACKENDS.names())} (default: {DEFAULT_HW})"
+
+
 def _add_target_args(p, *, hw: bool = False, space: bool = False) -> None:
     """--task (and --hw, --space) with the shared defaults."""
-    p.add_argument("--task", default="digits", help="registered task name or module:function (default: digits)")
+    p.add_argument("--task", default="digits", help=TASK_HELP)
     if hw:
-        p.add_argument("--hw", default=DEFAULT_HW, help=f"hardware profile YAML (default: {DEFAULT_HW})")
+        p.add_argument("--hw", default=DEFAULT_HW, help=HW_HELP)
     if space:
         p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML (default: {DEFAULT_SPACE})")
 
@@ -35,8 +42,14 @@ def _search_config(args: argparse.Namespace):
     """SearchConfig from defaults, then the --config file, then the flags given on the command line."""
     from pathlib import Path
 
-    from autoprune.config import (PREDICTOR_AUTO, PREDICTOR_OFF, SearchConfig, load_profile, load_search_settings,
-                                  load_space)
+    from autoprune.config import (
+        PREDICTOR_AUTO,
+        PREDICTOR_OFF,
+        SearchConfig,
+        load_profile,
+        load_search_settings,
+        load_space,
+    )
     from autoprune.errors import ConfigError
 
     settings = load_search_settings(args.config) if args.config else {}
@@ -66,11 +79,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from autoprune.console import SearchProgress, pareto_table
-    from autoprune.execution.driver import run_search
-    from autoprune.search.agent import AGENTS
+    from autoprune.results.search import run_search
 
     config = _search_config(args)
-    AGENTS.get(config.agent, where="--agent")
     console = Console()
     progress = SearchProgress(console)
     try:
@@ -93,7 +104,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     profile = load_profile(args.hw)
     task = resolve_task(args.task)
     stats = measure_models(profile, [task.build_model()], task.example_input)[0]
-    Console().print(latency_table(f"{task.name} dense on {profile.name}", stats.to_dict()))
+    Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
     return 0
 
 
@@ -103,19 +114,21 @@ def _add_search(sub) -> None:
                                    "command on the same --out resumes the search.")
     p.add_argument("--config", default=None,
                    help="search config YAML (SearchConfig fields; `profile`/`space` are YAML paths); flags override it")
-    p.add_argument("--task", default=None, help="registered task name or module:function (default: digits)")
-    p.add_argument("--hw", default=None, help=f"hardware profile YAML (default: {DEFAULT_HW})")
+    p.add_argument("--task", default=None, help=TASK_HELP)
+    p.add_argument("--hw", default=None, help=HW_HELP)
     p.add_argument("--space", default=None, help=f"search space YAML (default: {DEFAULT_SPACE})")
-    p.add_argument("--agent", default=None, help="search agent: tpe, nsga2, rl, random, uniform (default: tpe)")
+    p.add_argument("--agent", default=None, help=f"search agent: {', '.join(AGENTS.names())} (default: tpe)")
     p.add_argument("--trials", type=int, default=None, help="total trials in the run (default: 12)")
     p.add_argument("--seed", type=int, default=None, help="seed for the agent and fine-tuning (default: 0)")
     p.add_argument("--objectives", default=None,
-                   help="comma-separated: accuracy, latency, latency_p90, params, macs, memory (default: accuracy,latency)")
+                   help="comma-separated: accuracy, latency, latency_p90, params, macs, memory "
+                        "(default: accuracy,latency)")
     p.add_argument("--max-latency-ms", type=float, default=None, help="reject candidates slower than this")
     p.add_argument("--min-accuracy", type=float, default=None, help="trials below this accuracy are infeasible")
     p.add_argument("--max-params", type=int, default=None, help="trials with more parameters are infeasible")
     p.add_argument("--proxy-keep", type=float, default=None,
-                   help="share of candidates (by BN-recalibrated proxy accuracy) that get the full fine-tune (default: 1)")
+                   help="share of candidates (by BN-recalibrated proxy accuracy) that get the full fine-tune "
+                        "(default: 1)")
     p.add_argument("--predictor", default=None,
                    help="latency predictor that screens candidates before measuring: auto (the one `autoprune "
                         "calibrate` saved for this task and profile, if any), off, or a predictor JSON (default: auto)")
@@ -205,10 +218,10 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from autoprune.config import load_profile, load_space
+    from autoprune.config import load_profile, load_space, pruner_settings
     from autoprune.console import sensitivity_table
-    from autoprune.pruning.sensitivity import parse_ratios, sensitivity
-    from autoprune.results.files import atomic_write_json
+    from autoprune.files import atomic_write_json
+    from autoprune.search.sensitivity import parse_ratios, sensitivity
     from autoprune.task import resolve_task
 
     ratios = parse_ratios(args.ratios)
@@ -216,7 +229,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     task = resolve_task(args.task)
     console = Console(stderr=args.json)
     with console.status("pruning each group alone, recalibrating BatchNorm, measuring"):
-        report = sensitivity(task, profile, space, ratios)
+        report = sensitivity(task, profile, pruner_settings(space, profile), ratios)
     out = Path(args.out or f"results/sensitivity/{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.name)}-{profile.name}.json")
     atomic_write_json(out, report.to_dict())
     if args.json:
@@ -268,8 +281,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
     data = load_run(args.run)
     if args.json:
-        print(json.dumps({"dense": {"accuracy": data.dense.accuracy, "latency_ms": data.dense.latency["median_ms"],
-                                    "latency_p90_ms": data.dense.latency["p90_ms"], "macs": data.dense.macs,
+        print(json.dumps({"dense": {"accuracy": data.dense.accuracy, "latency_ms": data.dense.latency.median_ms,
+                                    "latency_p90_ms": data.dense.latency.p90_ms, "macs": data.dense.macs,
                                     "params": data.dense.params},
                           "front": [{"trial": r.number, "accuracy": r.accuracy, "latency_ms": r.latency_ms,
                                      "latency_p90_ms": r.latency_p90_ms, "speedup": r.speedup, "macs": r.macs,
@@ -345,7 +358,9 @@ def _add_export(sub) -> None:
                                    "write model_card.md/.json. Nothing is written when a check fails.")
     p.add_argument("run", help="run folder (the --out of a search)")
     p.add_argument("--trial", type=int, required=True, help="trial number (see `autoprune pareto RUN`)")
-    p.add_argument("--format", default="onnx", help="onnx, torch (plan + state_dict) or tvm (needs a tvm profile)")
+    p.add_argument("--format", default="onnx",
+                   help=f"{', '.join(EXPORTERS.names())} (torch: plan + state_dict; tvm needs a tvm profile; "
+                        "default: onnx)")
     p.add_argument("--out", required=True, help="new folder for the exported files")
     p.add_argument("--force", action="store_true", help="export a trial that is not on the Pareto front")
     p.set_defaults(func=cmd_export)
@@ -355,16 +370,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from autoprune.config import load_profile
+    from autoprune.config import load_profile, load_space, pruner_settings
     from autoprune.errors import ConfigError
-    from autoprune.hardware.predictor import calibrate, default_predictor_path
+    from autoprune.hardware.predictor import default_predictor_path
+    from autoprune.search.calibration import calibrate
     from autoprune.task import resolve_task
 
     if args.fit < 2 or args.holdout < 1:
         raise ConfigError(f"command line: --fit must be >= 2 and --holdout >= 1, got {args.fit}, {args.holdout}")
-    profile = load_profile(args.hw)
+    profile, space = load_profile(args.hw), load_space(args.space)
     task = resolve_task(args.task)
-    result = calibrate(task.build_model(), task.example_input, profile, fit=args.fit, holdout=args.holdout,
+    result = calibrate(task, profile, pruner_settings(space, profile), fit=args.fit, holdout=args.holdout,
                        seed=args.seed)
     path = result.predictor.save(args.out or default_predictor_path(profile, args.task))
     table = Table(title=f"latency predictor: {task.name} on {profile.name}")
@@ -384,8 +400,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def _add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate", help="build a latency predictor for a task on a hardware profile",
                        description="Measure each distinct layer shape once, fit a correction on a few whole-model "
-                                   "measurements of random plans, and print the error on held-out random plans.")
-    _add_target_args(p, hw=True)
+                                   "measurements of random plans (pruned as the search space says), and print the "
+                                   "error on held-out random plans.")
+    _add_target_args(p, hw=True, space=True)
     p.add_argument("--fit", type=int, default=6, help="whole-model measurements to fit on (default: 6)")
     p.add_argument("--holdout", type=int, default=12, help="held-out random plans to report error on (default: 12)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random plans (default: 0)")
@@ -400,7 +417,7 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 
     from autoprune.config import load_sweep
     from autoprune.console import screening_line
-    from autoprune.execution.sweep import parse_until, run_sweep
+    from autoprune.results.sweep import parse_until, run_sweep
 
     deadline = parse_until(args.until) if args.until else None
     sweep, _ = load_sweep(args.file)  # rejects a bad file before anything starts
@@ -425,7 +442,7 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from autoprune.config import load_sweep
-    from autoprune.execution.jobs import submit_sweep
+    from autoprune.execution.ray_jobs import submit_sweep
 
     sweep, _ = load_sweep(args.file)
     out = args.out or str((Path("results/sweeps") / sweep.name).resolve())
@@ -434,14 +451,14 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep_status(args: argparse.Namespace) -> int:
-    from autoprune.execution.jobs import job_status
+    from autoprune.execution.ray_jobs import job_status
 
     print(job_status(args.address, args.job))
     return 0
 
 
 def cmd_sweep_logs(args: argparse.Namespace) -> int:
-    from autoprune.execution.jobs import job_logs
+    from autoprune.execution.ray_jobs import job_logs
 
     print(job_logs(args.address, args.job), end="")
     return 0
@@ -454,23 +471,27 @@ def _add_sweep(sub) -> None:
     sweeps = p.add_subparsers(dest="sweep_command", required=True, metavar="ACTION")
     run = sweeps.add_parser("run", help="run a sweep here (on Ray when it asks for more than one worker)")
     run.add_argument("file", help="sweep YAML, e.g. sweeps/nightly.yaml")
-    run.add_argument("--until", default=None, help="local time HH:MM the sweep must end by; trial budgets shrink to fit")
+    run.add_argument("--until", default=None,
+                     help="local time HH:MM the sweep must end by; trial budgets shrink to fit")
     run.add_argument("--out", default=None, help="sweep folder (default: results/sweeps/<sweep name>)")
     _add_execution_args(run)
     run.set_defaults(func=cmd_sweep_run)
     default_address = "http://127.0.0.1:8265"
     submit = sweeps.add_parser("submit", help="submit a sweep as a Ray Job and print its id")
     submit.add_argument("file", help="sweep YAML (paths in it are relative to this folder, which is uploaded)")
-    submit.add_argument("--address", default=default_address, help=f"the cluster's job server (default: {default_address})")
+    submit.add_argument("--address", default=default_address,
+                        help=f"the cluster's job server (default: {default_address})")
     submit.add_argument("--until", default=None, help="local time HH:MM the sweep must end by")
-    submit.add_argument("--out", default=None, help="sweep folder on the cluster (default: absolute results/sweeps/<name>)")
+    submit.add_argument("--out", default=None,
+                        help="sweep folder on the cluster (default: absolute results/sweeps/<name>)")
     submit.add_argument("--python", default="python", help="Python on the cluster with autoprune's dependencies")
     submit.set_defaults(func=cmd_sweep_submit)
     for action, func, text in (("status", cmd_sweep_status, "print a submitted sweep's job status"),
                                ("logs", cmd_sweep_logs, "print a submitted sweep's job logs")):
         q = sweeps.add_parser(action, help=text)
         q.add_argument("job", help="job id printed by `autoprune sweep submit`")
-        q.add_argument("--address", default=default_address, help=f"the cluster's job server (default: {default_address})")
+        q.add_argument("--address", default=default_address,
+                       help=f"the cluster's job server (default: {default_address})")
         q.set_defaults(func=func)
 
 

@@ -10,12 +10,16 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from autoprune.errors import ConfigError
-from autoprune.plan import STRUCTURES
+from autoprune.plan import STRUCTURES, PrunerSettings
+from autoprune.registry import AGENTS, BACKENDS
+from autoprune.validation import check_choice, check_int, check_number, is_number, require
 
-BACKENDS = ("onnxruntime", "torch", "tvm")
+if TYPE_CHECKING:
+    from autoprune.task import FineTuneRecipe, Task
+
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
 #: the ``SearchConfig.predictor`` values that name no file
@@ -24,49 +28,14 @@ OBJECTIVES = {"accuracy": "maximize", "latency": "minimize", "latency_p90": "min
               "params": "minimize", "macs": "minimize", "memory": "minimize"}
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ConfigError(message)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-             f"`{name}` must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_number(name: str, value: Any, low: float, high: float | None = None) -> None:
-    ok = _is_number(value) and value >= low and (high is None or value <= high)
-    bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-    _require(ok, f"`{name}` must be a number {bound}, got {value!r}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...] | list[str]) -> None:
-    _require(value in choices, f"`{name}` must be one of {', '.join(choices)}, got {value!r}")
-
-
-@dataclass(frozen=True, kw_only=True)
-class RpcConfig:
-    """Where a remote board's TVM RPC server (or tracker) listens."""
-
-    host: str
-    port: int
-    key: str | None = None
-    use_tracker: bool = False
-    timeout_s: float = 10.0
-
-    def __post_init__(self) -> None:
-        _require(isinstance(self.host, str) and bool(self.host), f"`rpc.host` must be a host name, got {self.host!r}")
-        _check_int("rpc.port", self.port, 1)
-        _check_number("rpc.timeout_s", self.timeout_s, 0.1)
-
-
 @dataclass(frozen=True, kw_only=True)
 class HardwareProfile:
-    """One target device and how latency is measured on it (hw_profiles/*.yaml)."""
+    """One target device and how latency is measured on it (hw_profiles/*.yaml).
+
+    A backend with options of its own (TVM's target, tuning and RPC board) reads them from the
+    section named after it (``tvm:``); its ``Options`` class validates them and they arrive here
+    as ``options``. ``to_dict`` writes them back under that name.
+    """
 
     name: str
     backend: str
@@ -82,46 +51,40 @@ class HardwareProfile:
     max_remeasure: int = 2
     round_to: int = 8
     fast_structures: tuple[str, ...] = ("channel",)
-    target: Mapping[str, Any] | None = None
-    tuning_trials: int = 0
-    tuning_db: str | None = None
-    cross_compiler: str | None = None
-    rpc: RpcConfig | None = None
+    #: the backend's own section, an instance of its ``Options`` class (None: the backend's defaults)
+    options: Any = None
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
-        _check_choice("backend", self.backend, BACKENDS)
-        _check_choice("device", self.device, DEVICES)
-        _check_int("threads", self.threads, 1)
-        _check_int("batch_size", self.batch_size, 1)
+        require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
+        check_choice("backend", self.backend, BACKENDS.names())
+        check_choice("device", self.device, DEVICES)
+        check_int("threads", self.threads, 1)
+        check_int("batch_size", self.batch_size, 1)
         if self.input_shape is not None:
-            _require(all(isinstance(d, int) and d > 0 for d in self.input_shape),
-                     f"`input_shape` must be positive integers, got {list(self.input_shape)}")
-        _check_choice("precision", self.precision, PRECISIONS)
-        _require(self.precision == "fp32" or self.device == "cuda", "`precision` fp16 needs `device: cuda`")
-        _check_number("warmup_s", self.warmup_s, 0.0)
-        _check_int("min_runs", self.min_runs, 1)
-        _check_int("repeats", self.repeats, 1)
-        _check_number("max_cv", self.max_cv, 0.0, 10.0)
-        _check_int("max_remeasure", self.max_remeasure, 0)
-        _check_int("round_to", self.round_to, 1)
+            require(all(isinstance(d, int) and d > 0 for d in self.input_shape),
+                    f"`input_shape` must be positive integers, got {list(self.input_shape)}")
+        check_choice("precision", self.precision, PRECISIONS)
+        require(self.precision == "fp32" or self.device == "cuda", "`precision` fp16 needs `device: cuda`")
+        check_number("warmup_s", self.warmup_s, 0.0)
+        check_int("min_runs", self.min_runs, 1)
+        check_int("repeats", self.repeats, 1)
+        check_number("max_cv", self.max_cv, 0.0, 10.0)
+        check_int("max_remeasure", self.max_remeasure, 0)
+        check_int("round_to", self.round_to, 1)
         for s in self.fast_structures:
-            _check_choice("fast_structures", s, STRUCTURES)
-        _check_int("tuning_trials", self.tuning_trials, 0)
-        if self.target is not None:
-            _require(isinstance(self.target, Mapping) and isinstance(self.target.get("kind"), str),
-                     f"`target` must be a mapping with a `kind` (e.g. {{kind: llvm}}), got {self.target!r}")
-            for key, value in self.target.items():
-                _require(isinstance(key, str) and isinstance(value, (str, int, bool, list, tuple)),
-                         f"`target.{key}` must be a string, number, boolean or list, got {value!r}")
-        if self.tuning_db is not None:
-            _require(isinstance(self.tuning_db, str) and bool(self.tuning_db),
-                     f"`tuning_db` must be a folder path, got {self.tuning_db!r}")
-        if self.cross_compiler is not None:
-            _require(isinstance(self.cross_compiler, str) and bool(self.cross_compiler),
-                     f"`cross_compiler` must be a compiler command (e.g. aarch64-linux-gnu-g++), got {self.cross_compiler!r}")
-        _require(self.backend == "tvm" or (self.target is None and self.rpc is None),
-                 "`target` and `rpc` only apply to `backend: tvm`")
+            check_choice("fast_structures", s, STRUCTURES)
+        if self.options is not None:
+            expected = BACKENDS.get(self.backend).Options
+            require(expected is not None and isinstance(self.options, expected),
+                    f"`{self.backend}` options must be {getattr(expected, '__name__', 'absent')}, "
+                    f"got {type(self.options).__name__}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The profile as plain data; its backend's options under the backend's name (``profile_from_dict``)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        if self.options is not None:
+            data[self.backend] = dataclasses.asdict(self.options)
+        return data
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -145,33 +108,26 @@ class SearchSpace:
     layer_structures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
-        _require(len(self.structures) > 0, "`structures` must list at least one structure")
+        require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
+        require(len(self.structures) > 0, "`structures` must list at least one structure")
         for s in self.structures:
-            _check_choice("structures", s, STRUCTURES)
-        _require(isinstance(self.layer_structures, Mapping),
+            check_choice("structures", s, STRUCTURES)
+        require(isinstance(self.layer_structures, Mapping),
                  f"`layer_structures` must map layer types to structure lists, got {self.layer_structures!r}")
         for layer_type, allowed in self.layer_structures.items():
-            _require(isinstance(allowed, (list, tuple)) and len(allowed) > 0,
+            require(isinstance(allowed, (list, tuple)) and len(allowed) > 0,
                      f"`layer_structures.{layer_type}` must list at least one structure, got {allowed!r}")
             for s in allowed:
-                _check_choice(f"layer_structures.{layer_type}", s, STRUCTURES)
+                check_choice(f"layer_structures.{layer_type}", s, STRUCTURES)
         object.__setattr__(self, "layer_structures", {k: tuple(v) for k, v in self.layer_structures.items()})
-        _check_number("ratio_min", self.ratio_min, 0.0, 0.99)
-        _check_number("ratio_max", self.ratio_max, 0.0, 0.99)
-        _require(self.ratio_min <= self.ratio_max,
+        check_number("ratio_min", self.ratio_min, 0.0, 0.99)
+        check_number("ratio_max", self.ratio_max, 0.0, 0.99)
+        require(self.ratio_min <= self.ratio_max,
                  f"`ratio_min` ({self.ratio_min}) must be <= `ratio_max` ({self.ratio_max})")
-        _check_number("ratio_step", self.ratio_step, 0.001, 0.5)
-        _check_int("min_channels", self.min_channels, 1)
-        if self.round_to is not None:
-            _check_int("round_to", self.round_to, 1)
-        from autoprune.pruning.importance import IMPORTANCES
-        from autoprune.pruning.masks import MASK_SCOPES
-
-        _check_choice("importance", self.importance, IMPORTANCES.names())
-        _check_choice("mask_scope", self.mask_scope, MASK_SCOPES)
-        _require(len(self.nm) == 2 and all(isinstance(v, int) for v in self.nm) and 0 < self.nm[0] < self.nm[1],
-                 f"`nm` must be [N, M] with 0 < N < M, got {list(self.nm)}")
+        check_number("ratio_step", self.ratio_step, 0.001, 0.5)
+        # the pruner's fields are checked by the settings they become (round_to: the profile's when unset)
+        PrunerSettings(round_to=1 if self.round_to is None else self.round_to, min_channels=self.min_channels,
+                       importance=self.importance, ignore=self.ignore, nm=self.nm, mask_scope=self.mask_scope)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,48 +168,67 @@ class SearchConfig:
     predictor_margin: float = 0.15
 
     def __post_init__(self) -> None:
-        _check_int("trials", self.trials, 1)
+        check_choice("agent", self.agent, AGENTS.names())
+        check_int("trials", self.trials, 1)
         if self.finetune:
             from autoprune.task import FineTuneRecipe
 
             self.recipe_for(FineTuneRecipe())  # rejects unknown fields and bad values now
-        _check_int("seed", self.seed, 0)
-        _require(len(self.objectives) >= 1, "`objectives` must name at least one objective")
+        check_int("seed", self.seed, 0)
+        require(len(self.objectives) >= 1, "`objectives` must name at least one objective")
         for o in self.objectives:
-            _check_choice("objectives", o, list(OBJECTIVES))
-        _require(len(set(self.objectives)) == len(self.objectives), f"`objectives` repeats a name: {list(self.objectives)}")
+            check_choice("objectives", o, list(OBJECTIVES))
+        require(len(set(self.objectives)) == len(self.objectives),
+                f"`objectives` repeats a name: {list(self.objectives)}")
         if self.max_latency_ms is not None:
-            _check_number("max_latency_ms", self.max_latency_ms, 0.0)
-        _check_number("min_speedup", self.min_speedup, 0.0)
+            check_number("max_latency_ms", self.max_latency_ms, 0.0)
+        check_number("min_speedup", self.min_speedup, 0.0)
         if self.min_accuracy is not None:
-            _check_number("min_accuracy", self.min_accuracy, 0.0)
+            check_number("min_accuracy", self.min_accuracy, 0.0)
         if self.max_params is not None:
-            _check_int("max_params", self.max_params, 1)
+            check_int("max_params", self.max_params, 1)
         for name, table in (("reference", self.reference), ("weights", self.weights)):
-            _require(isinstance(table, Mapping), f"`{name}` must map objective names to numbers, got {table!r}")
+            require(isinstance(table, Mapping), f"`{name}` must map objective names to numbers, got {table!r}")
             for key, value in table.items():
-                _check_choice(f"{name} key", key, list(self.objectives))
-                _require(_is_number(value), f"`{name}.{key}` must be a number, got {value!r}")
-        _check_number("proxy_keep", self.proxy_keep, 0.01, 1.0)
-        _check_int("proxy_warmup", self.proxy_warmup, 0)
+                check_choice(f"{name} key", key, list(self.objectives))
+                require(is_number(value), f"`{name}.{key}` must be a number, got {value!r}")
+        check_number("proxy_keep", self.proxy_keep, 0.01, 1.0)
+        check_int("proxy_warmup", self.proxy_warmup, 0)
         if self.predictor is False:  # YAML reads a bare `off` as false
             object.__setattr__(self, "predictor", PREDICTOR_OFF)
-        _require(isinstance(self.predictor, str) and bool(self.predictor.strip()),
+        require(isinstance(self.predictor, str) and bool(self.predictor.strip()),
                  f"`predictor` must be auto, off or the path of a predictor JSON, got {self.predictor!r}")
-        _check_number("predictor_margin", self.predictor_margin, 0.0, 0.99)
+        check_number("predictor_margin", self.predictor_margin, 0.0, 0.99)
 
     @property
-    def round_to(self) -> int:
-        return self.space.round_to or self.profile.round_to
+    def pruner(self) -> PrunerSettings:
+        """The pruner's settings for this search (built from the space and the profile)."""
+        return pruner_settings(self.space, self.profile)
 
-    def recipe_for(self, base):
+    def recipe_for(self, base: FineTuneRecipe) -> FineTuneRecipe:
         """The task's recipe ``base`` with this config's ``finetune`` overrides applied."""
         if not self.finetune:
             return base
         return build(type(base), {**dataclasses.asdict(base), **self.finetune}, "finetune")
 
+    def trial_task(self) -> Task:
+        """The search's task (resolved by name) with its fine-tune recipe overridden by ``finetune``."""
+        from autoprune.task import resolve_task
+
+        task = resolve_task(self.task)
+        return dataclasses.replace(task, recipe=self.recipe_for(task.recipe))
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Plain data (a run's ``config.json``); ``search_config_from_dict`` reads it back."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
+                "profile": self.profile.to_dict(), "space": dataclasses.asdict(self.space)}
+
+
+def pruner_settings(space: SearchSpace, profile: HardwareProfile) -> PrunerSettings:
+    """The pruner's settings of a space on a profile: channels rounded as the space says, else as the profile does."""
+    return PrunerSettings(round_to=space.round_to or profile.round_to, min_channels=space.min_channels,
+                          importance=space.importance, ignore=tuple(space.ignore), nm=space.nm,
+                          mask_scope=space.mask_scope)
 
 
 C = TypeVar("C")
@@ -286,8 +261,6 @@ def build(cls: type[C], data: Mapping[str, Any], source: str) -> C:
     if missing:
         raise ConfigError(f"{source}: missing required field `{missing[0]}`")
     values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items()}
-    if cls is HardwareProfile and isinstance(values.get("rpc"), Mapping):
-        values["rpc"] = build(RpcConfig, _rpc_from_environment(values["rpc"], source), f"{source}: rpc")
     try:
         return cls(**values)
     except ConfigError as err:
@@ -296,31 +269,43 @@ def build(cls: type[C], data: Mapping[str, Any], source: str) -> C:
         raise ConfigError(f"{source}: {err}") from None
 
 
-#: environment variables that override a profile's ``rpc.host`` / ``rpc.port`` (a board's address
-#: changes per lab; the profile stays in git)
-RPC_HOST_ENV = "AUTOPRUNE_RPC_HOST"
-RPC_PORT_ENV = "AUTOPRUNE_RPC_PORT"
+def _profile(data: Mapping[str, Any], source: str, *, from_user: bool) -> HardwareProfile:
+    """A HardwareProfile from a mapping; the backend's own section (named after it) goes to its ``Options``.
 
-
-def _rpc_from_environment(rpc: Mapping[str, Any], source: str) -> dict[str, Any]:
-    """The ``rpc`` mapping with host/port taken from the environment when set."""
-    import os
-
-    merged = dict(rpc)
-    if os.environ.get(RPC_HOST_ENV):
-        merged["host"] = os.environ[RPC_HOST_ENV]
-    if os.environ.get(RPC_PORT_ENV):
-        try:
-            merged["port"] = int(os.environ[RPC_PORT_ENV])
-        except ValueError:
-            raise ConfigError(f"{source}: {RPC_PORT_ENV} must be a port number, got {os.environ[RPC_PORT_ENV]!r}") from None
-    return merged
+    The section's fields are also read at the top level (the layout before backends owned a
+    section). ``from_user``: the mapping is a user's profile file, so the backend may apply
+    environment overrides (e.g. TVM's RPC address); a recorded profile is rebuilt as recorded.
+    """
+    values = dict(data)
+    backend = values.get("backend")
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        return build(HardwareProfile, values, source)  # names the bad backend
+    require("options" not in values, f"{source}: unknown field `options`; a backend's options go in its "
+                                      f"section, `{backend}:`")
+    for other in BACKENDS.names():
+        require(other == backend or other not in values,
+                f"{source}: the `{other}` section only applies to `backend: {other}`, not {backend}")
+    plugin = BACKENDS.get(backend)
+    section = values.pop(backend, None)
+    if plugin.Options is None:
+        require(section is None, f"{source}: backend {backend} takes no `{backend}` section")
+        return build(HardwareProfile, values, source)
+    own = {f.name for f in dataclasses.fields(plugin.Options)}
+    merged = {**{k: values.pop(k) for k in list(values) if k in own}, **(section or {})}
+    if from_user:
+        merged = plugin.user_options(merged, source)
+    return build(HardwareProfile, {**values, "options": build(plugin.Options, merged, f"{source}: {backend}")}, source)
 
 
 def load_profile(path: str | Path) -> HardwareProfile:
-    """Load and validate a hardware profile YAML file."""
+    """Load and validate a user's hardware profile YAML file (the backend's environment overrides apply)."""
     path = Path(path)
-    return build(HardwareProfile, _read_yaml(path), str(path))
+    return _profile(_read_yaml(path), str(path), from_user=True)
+
+
+def profile_from_dict(data: Mapping[str, Any], source: str = "profile") -> HardwareProfile:
+    """Rebuild a recorded profile (``HardwareProfile.to_dict()``) exactly as recorded: no environment override."""
+    return _profile(data, source, from_user=False)
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -345,14 +330,14 @@ class ExecutionConfig:
     connect_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
-        _check_int("workers", self.workers, 1)
+        check_int("workers", self.workers, 1)
         if self.address is not None:
-            _require(isinstance(self.address, str) and bool(self.address),
+            require(isinstance(self.address, str) and bool(self.address),
                      f"`address` must be auto, ray://HOST:PORT or HOST:PORT, got {self.address!r}")
-        _check_number("cpus_per_trial", self.cpus_per_trial, 0.0)
-        _check_number("gpus_per_trial", self.gpus_per_trial, 0.0)
-        _check_int("max_retries", self.max_retries, 0)
-        _check_number("connect_timeout_s", self.connect_timeout_s, 0.1)
+        check_number("cpus_per_trial", self.cpus_per_trial, 0.0)
+        check_number("gpus_per_trial", self.gpus_per_trial, 0.0)
+        check_int("max_retries", self.max_retries, 0)
+        check_number("connect_timeout_s", self.connect_timeout_s, 0.1)
 
     @property
     def uses_ray(self) -> bool:
@@ -362,7 +347,7 @@ class ExecutionConfig:
 def search_config_from_dict(data: Mapping[str, Any], source: str = "config") -> SearchConfig:
     """Rebuild a SearchConfig from ``SearchConfig.to_dict()`` (a run's config.json, a Ray worker's copy)."""
     try:
-        profile = build(HardwareProfile, data["profile"], f"{source}: profile")
+        profile = profile_from_dict(data["profile"], f"{source}: profile")
         space = build(SearchSpace, data["space"], f"{source}: space")
         rest = {k: v for k, v in data.items() if k not in ("profile", "space")}
         return build(SearchConfig, {**rest, "profile": profile, "space": space}, source)
@@ -378,7 +363,7 @@ class SweepEntry:
     search: SearchConfig
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.name, str) and self.name.replace("-", "").replace("_", "").isalnum(),
+        require(isinstance(self.name, str) and self.name.replace("-", "").replace("_", "").isalnum(),
                  f"`name` must be letters, digits, - or _ (it names the run folder), got {self.name!r}")
 
     @property
@@ -396,11 +381,11 @@ class SweepConfig:
     accuracy_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
-        _require(len(self.searches) > 0, "`searches` must list at least one search")
+        require(len(self.searches) > 0, "`searches` must list at least one search")
         names = [s.name for s in self.searches]
         dup = sorted({n for n in names if names.count(n) > 1})
-        _require(not dup, f"`searches`: names must be unique, {dup[0] if dup else ''!r} repeats")
-        _check_number("accuracy_tolerance", self.accuracy_tolerance, 0.0, 1.0)
+        require(not dup, f"`searches`: names must be unique, {dup[0] if dup else ''!r} repeats")
+        check_number("accuracy_tolerance", self.accuracy_tolerance, 0.0, 1.0)
 
 
 def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
@@ -416,11 +401,12 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
     path = Path(path)
     data = _read_yaml(path)
     entries = data.get("searches")
-    _require(isinstance(entries, list), f"{path}: `searches` must be a list of searches")
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: `searches` must be a list of searches")
     searches = []
     for i, entry in enumerate(entries):
         where = f"{path}: searches[{i}]"
-        _require(isinstance(entry, Mapping) and "name" in entry and "profile" in entry,
+        require(isinstance(entry, Mapping) and "name" in entry and "profile" in entry,
                  f"{where}: each search needs at least `name` and `profile`")
         where = f"{where} ({entry['name']})"
         rest = {k: (tuple(v) if isinstance(v, list) else v) for k, v in entry.items()

@@ -1,22 +1,29 @@
 """Terminal output: the search progress bar and the tables the CLI prints (rich)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from autoprune.execution.record import COMPLETE, TrialRecord
+from autoprune.latency import LatencyStats
+from autoprune.records import DenseReference, TrialRecord, TrialState
+
+if TYPE_CHECKING:
+    from autoprune.pruning.graph import Discovery
+    from autoprune.search.sensitivity import SensitivityReport
 
 
 def _best_tradeoff(records: list[TrialRecord], dense_accuracy: float, tolerance: float = 0.01) -> str:
     """The fastest complete trial within ``tolerance`` of dense accuracy, as a short string."""
-    near = [r for r in records if r.state == COMPLETE and r.accuracy is not None and r.accuracy >= dense_accuracy - tolerance]
+    near = [r for r in records
+            if r.state == TrialState.COMPLETE and r.accuracy is not None and r.accuracy >= dense_accuracy - tolerance]
     if not near:
         return "no trial within 1 pt of dense yet"
     best = max(near, key=lambda r: r.speedup or 0.0)
-    return f"best within 1 pt: #{best.number} {100 * best.accuracy:.1f}% @ {best.latency_ms:.3f} ms ({best.speedup:.2f}x)"
+    return (f"best within 1 pt: #{best.number} {100 * best.accuracy:.1f}% @ {best.latency_ms:.3f} ms "
+            f"({best.speedup:.2f}x)")
 
 
 def screening_line(info: dict[str, Any]) -> str:
@@ -47,8 +54,8 @@ class SearchProgress:
         if kind == "dense":
             self.dense_accuracy = payload.accuracy
             self.console.print(f"dense model: accuracy {100 * payload.accuracy:.2f}%, latency "
-                               f"{payload.latency['median_ms']:.3f} ms (p90 {payload.latency['p90_ms']:.3f}, "
-                               f"CV {100 * payload.latency['cv']:.1f}%), {payload.macs / 1e6:.1f} M MACs, "
+                               f"{payload.latency.median_ms:.3f} ms (p90 {payload.latency.p90_ms:.3f}, "
+                               f"CV {100 * payload.latency.cv:.1f}%), {payload.macs / 1e6:.1f} M MACs, "
                                f"{len(payload.groups)} prunable groups")
         elif kind == "screening":
             self.console.print(screening_line(payload), highlight=False)
@@ -67,13 +74,13 @@ class SearchProgress:
         self.progress.stop()
 
 
-def pareto_table(dense: Any, front: list[TrialRecord]) -> Table:
+def pareto_table(dense: DenseReference, front: list[TrialRecord]) -> Table:
     """The Pareto front next to the dense reference."""
     table = Table(title="Pareto front (accuracy vs measured latency)")
     for column in ("trial", "acc %", "Δ pt", "p50 ms", "p90 ms", "speedup", "MMACs", "Kparams", "ratio"):
         table.add_column(column, justify="right", no_wrap=True)
     lat = dense.latency
-    table.add_row("dense", f"{100 * dense.accuracy:.2f}", "0.00", f"{lat['median_ms']:.3f}", f"{lat['p90_ms']:.3f}",
+    table.add_row("dense", f"{100 * dense.accuracy:.2f}", "0.00", f"{lat.median_ms:.3f}", f"{lat.p90_ms:.3f}",
                   "1.00x", f"{dense.macs / 1e6:.1f}", f"{dense.params / 1e3:.0f}", "0.00", style="dim")
     for r in front:
         ratios = [g["ratio"] for g in r.plan.values()]
@@ -83,17 +90,17 @@ def pareto_table(dense: Any, front: list[TrialRecord]) -> Table:
     return table
 
 
-def latency_table(title: str, stats: dict[str, Any]) -> Table:
+def latency_table(title: str, stats: LatencyStats) -> Table:
+    """One measurement's figures and where they were taken."""
     table = Table(title=title)
     for column in ("p50 ms", "p90 ms", "mean ms", "CV %", "runs", "backend", "threads", "batch"):
         table.add_column(column, justify="right")
-    table.add_row(f"{stats['median_ms']:.3f}", f"{stats['p90_ms']:.3f}", f"{stats['mean_ms']:.3f}",
-                  f"{100 * stats['cv']:.1f}", str(stats["runs"]), stats["backend"], str(stats["threads"]),
-                  str(stats["batch_size"]))
+    table.add_row(f"{stats.median_ms:.3f}", f"{stats.p90_ms:.3f}", f"{stats.mean_ms:.3f}", f"{100 * stats.cv:.1f}",
+                  str(stats.runs), stats.backend, str(stats.threads), str(stats.batch_size))
     return table
 
 
-def discovery_tables(report: Any) -> list[Table]:
+def discovery_tables(report: Discovery) -> list[Table]:
     """The prunable groups and the layers left out of a discovery report."""
     groups = Table(title=f"{report.model}: {len(report.groups)} prunable groups "
                          f"({report.macs / 1e6:.1f} M MACs, {report.params / 1e3:.0f} K params)")
@@ -114,7 +121,7 @@ def discovery_tables(report: Any) -> list[Table]:
     return [groups, left]
 
 
-def sensitivity_table(report: Any) -> Table:
+def sensitivity_table(report: SensitivityReport) -> Table:
     """One row per (group, ratio): channels, accuracy drop, measured speed-up, MAC ratio."""
     table = Table(title=f"Sensitivity of {report.task} on {report.profile} (dense {100 * report.dense_accuracy:.2f}%, "
                         f"{report.dense_latency_ms:.3f} ms; BN recalibrated, no fine-tune)")

@@ -1,7 +1,10 @@
-"""PruningPlan: what an agent proposes and the pruner applies, per prunable group.
+"""What the pruner applies: a PruningPlan (per prunable group) and the PrunerSettings that fix how.
 
 Plans cross process boundaries as plain dicts (``to_dict``/``from_dict``) so a worker can
-rebuild a candidate from the plan alone; ``digest`` is a stable hash for de-duplication.
+rebuild a candidate from the plan alone; ``digest`` is a stable hash for de-duplication. The
+settings are built once per search from its space and profile and saved beside every plan, so
+a candidate is rebuilt (runner, reload, export) exactly as it was pruned (``config.pruner_settings``
+builds them).
 """
 from __future__ import annotations
 
@@ -12,9 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from autoprune.errors import PlanError
+from autoprune.registry import IMPORTANCES
+from autoprune.validation import check_choice, check_int, require
 
 #: Structure choices a group can take. ``none`` leaves the group dense.
 STRUCTURES = ("channel", "unstructured", "nm", "none")
+#: how masked structures rank weights: per layer, or across all layers of the group
+MASK_SCOPES = ("layer", "group")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,3 +80,45 @@ class PruningPlan:
     def mean_ratio(self) -> float:
         active = [g.ratio for _, g in self.groups if g.structure != "none"]
         return sum(active) / len(active) if active else 0.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrunerSettings:
+    """The pruner's settings that, with a plan, decide a candidate (see ``pruning.apply_plan``).
+
+    Attributes:
+        round_to: kept channel counts are multiples of this (the width the target's kernels run fast).
+        min_channels: no group keeps fewer channels than this (nor fewer than one unit).
+        importance: the registered criterion that chooses which channels or weights go (``IMPORTANCES``).
+        ignore: glob patterns of module names never to prune.
+        nm: (N, M) of the ``nm`` structure.
+        mask_scope: ``layer`` ranks masked weights per layer, ``group`` across the group's layers.
+    """
+
+    round_to: int = 1
+    min_channels: int = 1
+    importance: str = "l2"
+    ignore: tuple[str, ...] = ()
+    nm: tuple[int, int] = (2, 4)
+    mask_scope: str = "layer"
+
+    def __post_init__(self) -> None:
+        check_int("round_to", self.round_to, 1)
+        check_int("min_channels", self.min_channels, 1)
+        check_choice("importance", self.importance, IMPORTANCES.names())
+        check_choice("mask_scope", self.mask_scope, MASK_SCOPES)
+        require(len(self.nm) == 2 and all(isinstance(v, int) for v in self.nm) and 0 < self.nm[0] < self.nm[1],
+                f"`nm` must be [N, M] with 0 < N < M, got {list(self.nm)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round_to": self.round_to, "min_channels": self.min_channels, "importance": self.importance,
+                "ignore": list(self.ignore), "nm": list(self.nm), "mask_scope": self.mask_scope}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> PrunerSettings:
+        """Rebuild from ``to_dict()``; fields a file does not hold keep their defaults."""
+        values = dict(data)
+        for key in ("ignore", "nm"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)

@@ -12,15 +12,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from autoprune.errors import ConfigError
-from autoprune.registry import Registry
+from autoprune.registry import TASKS
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
     from torch.utils.data import Dataset
-
-#: Task factories by name; each returns a :class:`Task`.
-TASKS: Registry[Callable[[], Task]] = Registry("task", ["autoprune.tasks.digits"])
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("onecycle", "cosine", "constant")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoprune.plan import PruningPlan  # noqa: E402
+from autoprune.plan import PrunerSettings, PruningPlan  # noqa: E402
 from autoprune.pruning import apply_plan, discover_groups  # noqa: E402
 from autoprune.task import resolve_task  # noqa: E402
 from autoprune.training import evaluate, fine_tune  # noqa: E402
@@ -40,12 +40,14 @@ def main() -> None:
     dense = task.build_model()
     groups = discover_groups(dense, task.example_input)
     plan = PruningPlan.uniform([g.name for g in groups], args.ratio)
-    pruned = apply_plan(copy.deepcopy(dense), task.example_input, plan, round_to=8, min_channels=8).model
+    pruned = apply_plan(copy.deepcopy(dense), task.example_input, plan, PrunerSettings(round_to=8,
+                                                                                       min_channels=8)).model
     dense_acc = evaluate(dense, task.val_set, task.metric)
     no_tune = evaluate(pruned, task.val_set, task.metric)
     rows = []
     for name, weight in (("plain", 0.0), ("distilled", args.weight)):
-        recipe = dataclasses.replace(task.recipe, epochs=args.epochs, distill_weight=weight, temperature=args.temperature)
+        recipe = dataclasses.replace(task.recipe, epochs=args.epochs, distill_weight=weight,
+                                     temperature=args.temperature)
         accs, secs = [], []
         for seed in range(args.seeds):
             model = copy.deepcopy(pruned)

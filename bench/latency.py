@@ -21,12 +21,14 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autoprune.config import HardwareProfile, load_profile  # noqa: E402
-from autoprune.hardware.predictor import calibrate  # noqa: E402
-from autoprune.hardware.protocol import LatencyMeter, measure_models  # noqa: E402
-from autoprune.hardware.tvm_backend import tune_further  # noqa: E402
-from autoprune.plan import PruningPlan  # noqa: E402
+from autoprune.hardware.meter import LatencyMeter  # noqa: E402
+from autoprune.hardware.protocol import measure_models  # noqa: E402
+from autoprune.hardware.tvm_backend import TvmOptions, tune_further  # noqa: E402
+from autoprune.plan import PrunerSettings, PruningPlan  # noqa: E402
 from autoprune.pruning import apply_plan, discover_groups, model_stats  # noqa: E402
+from autoprune.search.calibration import calibrate  # noqa: E402
 from autoprune.tasks.digits import BasicBlock, DigitsResNet  # noqa: E402
+from autoprune.testing.models import model_task  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS: list[dict] = []
@@ -59,8 +61,8 @@ def emit(section: str, **figures) -> None:
 
 def pruned(model: nn.Module, x: torch.Tensor, ratio: float, round_to: int) -> nn.Module:
     names = [g.name for g in discover_groups(model, x)]
-    return apply_plan(copy.deepcopy(model), x, PruningPlan.uniform(names, ratio), round_to=round_to,
-                      min_channels=8).model
+    return apply_plan(copy.deepcopy(model), x, PruningPlan.uniform(names, ratio),
+                      PrunerSettings(round_to=round_to, min_channels=8)).model
 
 
 def resnet18() -> tuple[nn.Module, torch.Tensor]:
@@ -110,9 +112,11 @@ def speedup(profiles: list[HardwareProfile], tvm_size: int) -> None:
 def predictor(profiles: list[HardwareProfile], fit: int, holdout: int, size: int) -> None:
     for profile in profiles:
         model, x = DigitsResNet(widths=(32, 64, 128)).eval(), torch.randn(1, 1, size, size)
-        result = calibrate(model, x, profile, fit=fit, holdout=holdout, seed=0)
+        task = model_task(lambda model=model: copy.deepcopy(model), x)
+        result = calibrate(task, profile, PrunerSettings(round_to=profile.round_to, min_channels=8), fit=fit,
+                           holdout=holdout, seed=0)
         emit("predictor", model=f"digits-resnet(32,64,128)@{size}", profile=profile.name,
-             tuned=profile.tuning_trials > 0 if profile.backend == "tvm" else None,
+             tuned=profile.options.tuning_trials > 0 if profile.backend == "tvm" else None,
              fit_measurements=result.fit_plans, holdout_plans=result.holdout_plans, layer_shapes=result.layers,
              mdape=round(result.holdout_mdape, 4), seconds=round(result.seconds, 1))
 
@@ -121,10 +125,10 @@ def tvm_tuning(ort: HardwareProfile, trials: int, size: int, db: Path, more_tria
     model, x = DigitsResNet(widths=(32, 64, 128)).eval(), torch.randn(1, 1, size, size)
     name = f"digits-resnet(32,64,128)@{size}"
     base = HardwareProfile(name="bench-tvm", backend="tvm", threads=ort.threads, warmup_s=ort.warmup_s,
-                           min_runs=ort.min_runs, repeats=ort.repeats, max_cv=ort.max_cv, target={"kind": "llvm"},
-                           tuning_db=str(db))
+                           min_runs=ort.min_runs, repeats=ort.repeats, max_cv=ort.max_cv,
+                           options=TvmOptions(target={"kind": "llvm"}, tuning_db=str(db)))
     untuned = measure_models(base, [model], x)[0]
-    tuned_profile = replace(base, tuning_trials=trials)
+    tuned_profile = replace(base, options=replace(base.options, tuning_trials=trials))
     tuned = measure_models(tuned_profile, [model], x)[0]
     reference = measure_models(ort, [model], x)[0]
     emit("tvm_tuning", model=name, candidate="dense", trials_per_task=trials, untuned_ms=round(untuned.median_ms, 3),
@@ -137,7 +141,7 @@ def tvm_tuning(ort: HardwareProfile, trials: int, size: int, db: Path, more_tria
     from autoprune.plan import GroupPlan
 
     plan = PruningPlan.of({n: GroupPlan(ratio=r) for n, r in half.items()})
-    candidate = apply_plan(copy.deepcopy(model), x, plan, round_to=8, min_channels=8).model
+    candidate = apply_plan(copy.deepcopy(model), x, plan, PrunerSettings(round_to=8, min_channels=8)).model
     cand = measure_models(tuned_profile, [candidate], x)[0]
     reference = measure_models(ort, [candidate], x)[0]
     emit("tvm_tuning", model=name, candidate="later half of groups pruned 50%", trials_per_task=trials,
@@ -170,7 +174,8 @@ def main() -> int:
     parser.add_argument("--fit", type=int, default=4, help="whole-model measurements for the predictor fit")
     parser.add_argument("--holdout", type=int, default=12, help="held-out plans for the predictor error")
     parser.add_argument("--size", type=int, default=32, help="input size of the smaller model (TVM, predictor)")
-    parser.add_argument("--trials", type=int, default=128, help="MetaSchedule trials per task (128: within 1.5x of ORT here)")
+    parser.add_argument("--trials", type=int, default=128,
+                        help="MetaSchedule trials per task (128: within 1.5x of ORT here)")
     parser.add_argument("--tuning-db", default="results/.cache/bench-tvm-db", help="tuning database folder")
     parser.add_argument("--more-trials", type=int, default=0,
                         help="then tune every task of the pruned candidate this many trials further and re-measure")
@@ -180,7 +185,8 @@ def main() -> int:
     args = parser.parse_args()
     ort = load_profile(ROOT / "hw_profiles/cpu-onnxruntime.yaml")
     torch_cpu = load_profile(ROOT / "hw_profiles/cpu-torch.yaml")
-    tvm_untuned = replace(load_profile(ROOT / "hw_profiles/tvm-llvm-local.yaml"), tuning_trials=0)
+    tvm_local = load_profile(ROOT / "hw_profiles/tvm-llvm-local.yaml")
+    tvm_untuned = replace(tvm_local, options=replace(tvm_local.options, tuning_trials=0))
     sections = args.only.split(",")
     if "noise" in sections:
         noise(ort)
@@ -189,8 +195,8 @@ def main() -> int:
     if "speedup" in sections:
         speedup([ort, torch_cpu, tvm_untuned], args.size)
     if "predictor" in sections:
-        tvm_tuned = replace(tvm_untuned, tuning_trials=args.predictor_tvm_trials,
-                            tuning_db=str(Path(args.tuning_db) / "predictor"))
+        tvm_tuned = replace(tvm_untuned, options=replace(tvm_untuned.options, tuning_trials=args.predictor_tvm_trials,
+                                                         tuning_db=str(Path(args.tuning_db) / "predictor")))
         predictor([ort, tvm_untuned, *([tvm_tuned] if args.predictor_tvm_trials else [])], args.fit, args.holdout,
                   args.size)
     if "tvm_tuning" in sections:

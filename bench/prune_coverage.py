@@ -23,10 +23,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autoprune.config import HardwareProfile  # noqa: E402
-from autoprune.hardware.protocol import LatencyMeter  # noqa: E402
-from autoprune.plan import PruningPlan  # noqa: E402
+from autoprune.hardware.meter import LatencyMeter  # noqa: E402
+from autoprune.plan import PrunerSettings, PruningPlan  # noqa: E402
 from autoprune.pruning import apply_plan, discover, model_stats  # noqa: E402
-from tests.models import TINY, ResNet, efficientnet_b0, mobilenet_v2  # noqa: E402
+from autoprune.testing.models import TINY, ResNet, efficientnet_b0, mobilenet_v2  # noqa: E402
 
 FULL_SIZE = {
     "resnet50": lambda: ResNet((3, 4, 6, 3), width=64, bottleneck=True, classes=1000),
@@ -46,7 +46,7 @@ def run_one(name: str, build, x: torch.Tensor, round_to: int, measure: int) -> d
     discover_s = time.perf_counter() - start
     plan = PruningPlan.uniform([g.name for g in report.groups], 0.5)
     start = time.perf_counter()
-    apply_plan(model, x, plan, round_to=round_to, min_channels=8)
+    apply_plan(model, x, plan, PrunerSettings(round_to=round_to, min_channels=8))
     prune_s = time.perf_counter() - start
     dense_macs, pruned_macs = model_stats(dense, x).macs, model_stats(model, x).macs
     row = {"model": name, "input": list(x.shape), "round_to": round_to, "groups": len(report.groups),
@@ -69,7 +69,8 @@ def run_one(name: str, build, x: torch.Tensor, round_to: int, measure: int) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--round-to", default="8,16", help="comma-separated round_to values for the full-size CNNs")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved comparisons per model (median kept); 0: none")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="interleaved comparisons per model (median kept); 0: none")
     parser.add_argument("--size", type=int, default=224)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -85,7 +86,8 @@ def main() -> None:
     print(f"\n{'model':<18}{'input':>10}{'rt':>4}{'groups':>7}{'left':>6}{'MAC red.':>9}{'find s':>8}{'prune s':>8}"
           f"{'dense ms':>10}{'pruned ms':>10}{'speed-up':>9}{'su/MACred':>10}")
     for r in rows:
-        timing = (f"{r['dense_ms']:>10.2f}{r['pruned_ms']:>10.2f}{r['speedup']:>8.2f}x{r['speedup_per_mac_reduction']:>10.2f}"
+        timing = (f"{r['dense_ms']:>10.2f}{r['pruned_ms']:>10.2f}{r['speedup']:>8.2f}x"
+                  f"{r['speedup_per_mac_reduction']:>10.2f}"
                   if "speedup" in r else f"{'-':>10}{'-':>10}{'-':>9}{'-':>10}")
         print(f"{r['model']:<18}{'x'.join(map(str, r['input'][2:])) or '-':>10}{r['round_to']:>4}{r['groups']:>7}"
               f"{r['left_out']:>6}{r['mac_reduction']:>8.2f}x{r['discover_s']:>8.2f}{r['prune_s']:>8.2f}{timing}")

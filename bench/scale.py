@@ -3,13 +3,13 @@
 1. Trials per hour on the digits task with 1 and 2 workers (one thread and one Ray CPU each,
    CPU-bound 1-epoch fine-tunes; every candidate is fine-tuned) on a local Ray (target: 2 workers
    >= 1.7x one).
-2. The driver's own cost per trial (agent ask/tell, study writes, Pareto file) with a no-op
+2. The driver's own cost per trial (agent ask/tell, study writes, Pareto file) with a formula
    executor that returns at once (target: <= 50 ms).
 3. Utilisation of 64 simulated workers whose evaluations sleep (random 0.5-1.5x the mean):
    busy worker-seconds / (64 x wall time) while trials remain to be started (target:
    >= 95%); the whole run's figure, with ramp-up and the budget's tail, is printed too.
 
-The no-op and sleeping executors are this benchmark's instruments: they stand in for workers
+The formula and sleeping executors are this benchmark's instruments: they stand in for workers
 so the driver alone is timed; their records carry synthetic objective values derived from
 the plan. Run: ``python bench/scale.py [--trials N] [--sleep S] [--skip-ray]``.
 """
@@ -29,74 +29,48 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autoprune.config import ExecutionConfig, SearchConfig, load_profile, load_space  # noqa: E402
-from autoprune.execution.driver import run_search  # noqa: E402
-from autoprune.execution.executor import Executor  # noqa: E402
-from autoprune.execution.record import COMPLETE, TrialRecord  # noqa: E402
-from autoprune.hardware.protocol import LatencyStats  # noqa: E402
+from autoprune.execution.jobs import Done, FinetuneJob, Job  # noqa: E402
+from autoprune.plan import PruningPlan  # noqa: E402
+from autoprune.records import TrialRecord, TrialState  # noqa: E402
+from autoprune.results.search import run_search  # noqa: E402
+from autoprune.testing.fakes import stats  # noqa: E402
+from autoprune.testing.toy import FormulaExecutor  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _synthetic(number: int, plan) -> TrialRecord:
+def _synthetic(number: int, plan: PruningPlan) -> TrialRecord:
     """A record whose objectives follow the plan: more pruning, faster and less accurate."""
     ratio = plan.mean_ratio()
-    latency = {"median_ms": 1.0 - 0.7 * ratio, "p90_ms": 1.05 - 0.7 * ratio}
-    return TrialRecord(number=number, plan=plan.to_dict(), state=COMPLETE, accuracy=0.99 - 0.3 * ratio * ratio,
-                       latency=latency, speedup=1.0 / latency["median_ms"])
+    latency = stats(1.0 - 0.7 * ratio, p90_ms=1.05 - 0.7 * ratio)
+    return TrialRecord(number=number, plan=plan.to_dict(), state=TrialState.COMPLETE,
+                       accuracy=0.99 - 0.3 * ratio * ratio,
+                       latency=latency, speedup=1.0 / latency.median_ms)
 
 
-def _stats() -> LatencyStats:
-    return LatencyStats(median_ms=1.0, p90_ms=1.05, mean_ms=1.0, cv=0.0, runs=1, profile="synthetic",
-                        backend="none", device="cpu", threads=1, batch_size=1)
-
-
-class NoopExecutor(Executor):
-    """Returns each trial's record as soon as the driver waits."""
-
-    slots = 1
-
-    def __init__(self) -> None:
-        self._queue: list[TrialRecord] = []
-
-    def dense_latency(self) -> LatencyStats:
-        return _stats()
-
-    def submit(self, number: int, plan, **extra: Any) -> None:
-        self._queue.append(_synthetic(number, plan))
-
-    def wait(self) -> list[TrialRecord]:
-        done, self._queue = self._queue, []
-        return done
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._queue)
-
-
-class SleepExecutor(Executor):
-    """``slots`` simulated workers; a trial occupies one for a random 0.5-1.5 x ``mean_s`` seconds."""
+class SleepExecutor(FormulaExecutor):
+    """``slots`` simulated workers; a trial's fine-tune occupies one for a random 0.5-1.5 x ``mean_s`` seconds."""
 
     def __init__(self, slots: int, mean_s: float, seed: int = 0) -> None:
+        super().__init__(_synthetic)
         self.slots = slots
         self.mean_s = mean_s
         self.rng = random.Random(seed)
-        self._due: list[tuple[float, int, TrialRecord]] = []
+        self._due: list[tuple[float, int, Job]] = []
         self.intervals: list[tuple[float, float]] = []  # (start, end) of every simulated evaluation
 
-    def dense_latency(self) -> LatencyStats:
-        return _stats()
-
-    def submit(self, number: int, plan, **extra: Any) -> None:
+    def submit(self, job: Job) -> None:
         now = time.perf_counter()
-        duration = self.mean_s * self.rng.uniform(0.5, 1.5)
-        self.intervals.append((now, now + duration))
-        heapq.heappush(self._due, (now + duration, number, _synthetic(number, plan)))
+        duration = self.mean_s * self.rng.uniform(0.5, 1.5) if isinstance(job, FinetuneJob) else 0.0
+        self.intervals += [(now, now + duration)] if duration else []
+        heapq.heappush(self._due, (now + duration, id(job), job))
 
-    def wait(self) -> list[TrialRecord]:
+    def wait(self) -> list[Done]:
         time.sleep(max(0.0, self._due[0][0] - time.perf_counter()))
         done = []
         while self._due and self._due[0][0] <= time.perf_counter():
-            done.append(heapq.heappop(self._due)[2])
+            job = heapq.heappop(self._due)[2]
+            done.append(Done(job=job, result=self.result(job)))
         return done
 
     @property
@@ -142,8 +116,7 @@ def bench_workers(trials: int) -> list[dict[str, Any]]:
     config = _config("digits", trials, "random", finetune={"epochs": 1, "threads": 1})
     task = resolve_task("digits")
     for workers in (1, 2):
-        executor = RayExecutor(ExecutionConfig(workers=workers), config, task.build_model(), task.example_input,
-                               Path(tempfile.mkdtemp()) / "trials")
+        executor = RayExecutor(ExecutionConfig(workers=workers), config, task.build_model(), task.example_input)
         seconds = _timed_search(config, executor=executor)
         rows.append({"figure": "trials_per_hour", "workers": workers, "trials": trials, "seconds": round(seconds, 2),
                      "trials_per_hour": round(3600 * trials / seconds, 1)})
@@ -155,7 +128,8 @@ def bench_workers(trials: int) -> list[dict[str, Any]]:
 def bench_overhead(trials: int) -> list[dict[str, Any]]:
     rows = []
     for agent in ("random", "tpe"):
-        seconds = _timed_search(_config("tests.tiny_task:tiny_task", trials, agent), executor=NoopExecutor())
+        seconds = _timed_search(_config("tests.tiny_task:tiny_task", trials, agent),
+                                executor=FormulaExecutor(_synthetic))
         rows.append({"figure": "driver_overhead_ms_per_trial", "agent": agent, "trials": trials,
                      "value": round(1000 * seconds / trials, 2), "target": "<= 50"})
     return rows

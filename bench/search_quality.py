@@ -57,7 +57,8 @@ def best_accuracy_at(records, budget: float) -> float | None:
 
 def run_one(agent: str, seed: int, trials: int, args, out: Path) -> dict:
     from autoprune.config import SearchConfig, load_profile, load_space
-    from autoprune.execution.driver import run_search, scoring_for
+    from autoprune.results.search import run_search
+    from autoprune.search.objectives import Scoring
 
     config = SearchConfig(task="bench.search_quality:short_digits", profile=load_profile(args.hw),
                           space=load_space(args.space), agent=agent, trials=trials, seed=seed,
@@ -65,7 +66,7 @@ def run_one(agent: str, seed: int, trials: int, args, out: Path) -> dict:
     start = time.perf_counter()
     outcome = run_search(config, out / f"{agent}-n{trials}-s{seed}")
     wall = time.perf_counter() - start
-    scoring = scoring_for(config, outcome.dense)
+    scoring = Scoring.from_config(config, outcome.dense)
     pareto = json.loads(outcome.run.pareto.read_text())
     return {"agent": agent, "seed": seed, "trials": trials, "outcome": outcome, "scoring": scoring,
             "wall_s": wall, "spearman": pareto["proxy_vs_full"]["spearman"]}
@@ -140,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, mine in table:
         cells = [name, str(mine[0]["trials"]), _fmt([r["hypervolume"] for r in mine]),
                  *[_fmt([r[f"best_acc@{b}x"] for r in mine], pct=True) for b in BUDGETS],
-                 f'{statistics.mean(r["fine_tunes"] for r in mine):.1f}', f'{statistics.mean(r["wall_s"] for r in mine):.0f}']
+                 f'{statistics.mean(r["fine_tunes"] for r in mine):.1f}',
+                 f'{statistics.mean(r["wall_s"] for r in mine):.0f}']
         print("| " + " | ".join(cells) + " |")
     recipe = ("none: accuracy after BatchNorm recalibration (AMC's search-time reward)" if args.epochs == 0
               else f"{args.epochs} epoch(s) on {args.train_fraction:.0%} of the training set")

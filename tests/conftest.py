@@ -24,6 +24,14 @@ def fast_profile():
                            max_cv=1.0, round_to=4)
 
 
+@pytest.fixture()
+def fake_profile():
+    """The fake latency backend (latency from MACs, no runtime) with an instant protocol: for driver tests."""
+    from autoprune.testing.fakes import fake_profile
+
+    return fake_profile()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _private_caches(tmp_path_factory):
     """Latency cache and TVM tuning database in a temp folder: tests never share state across runs."""

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from autoprune.config import HardwareProfile, SearchConfig, SearchSpace, load_profile, load_space
 from autoprune.errors import ConfigError
+from autoprune.plan import PrunerSettings
 from tests.conftest import ROOT
 
 
@@ -33,7 +35,8 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 @pytest.mark.parametrize("text, message", [
     ("name: x\nbackend: onnxruntime\nthreads: 0\n", "`threads` must be an integer >= 1, got 0"),
-    ("name: x\nbackend: tensorrt\n", "`backend` must be one of onnxruntime, torch, tvm, got 'tensorrt'"),
+    ("name: x\nbackend: tensorrt\n", "torch, tvm, got 'tensorrt'"),
+    ("name: x\nbackend: torch\noptions: {}\n", "unknown field `options`"),
     ("name: x\nbackend: torch\nthreadz: 2\n", "unknown field `threadz`"),
     ("backend: torch\n", "missing required field `name`"),
     ("name: x\nbackend: torch\nprecision: fp16\n", "`precision` fp16 needs `device: cuda`"),
@@ -59,13 +62,28 @@ def test_space_errors(tmp_path: Path) -> None:
         load_space(_write(tmp_path, "name: s\nstructures: [filters]\n"))
 
 
-def test_config_is_frozen_and_round_to_comes_from_profile() -> None:
+def test_config_is_frozen_and_the_pruner_settings_come_from_space_and_profile() -> None:
     profile = HardwareProfile(name="p", backend="torch", round_to=16)
-    config = SearchConfig(task="digits", profile=profile, space=SearchSpace(name="s"))
-    assert config.round_to == 16
-    with pytest.raises(Exception):
+    space = SearchSpace(name="s", min_channels=4, importance="taylor", ignore=("fc*",), nm=(1, 4), mask_scope="group")
+    config = SearchConfig(task="digits", profile=profile, space=space)
+    assert config.pruner == PrunerSettings(round_to=16, min_channels=4, importance="taylor", ignore=("fc*",), nm=(1, 4),
+                                           mask_scope="group")
+    with pytest.raises(dataclasses.FrozenInstanceError):
         config.trials = 3  # type: ignore[misc]
-    assert SearchConfig(task="t", profile=profile, space=SearchSpace(name="s", round_to=4)).round_to == 4
+    assert SearchConfig(task="t", profile=profile, space=SearchSpace(name="s", round_to=4)).pruner.round_to == 4
+    assert PrunerSettings.from_dict(config.pruner.to_dict()) == config.pruner
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"importance": "bogus"}, "`importance` must be one of bn_scale, l1, l2, random, taylor, wanda, got 'bogus'"),
+    ({"mask_scope": "model"}, "`mask_scope` must be one of layer, group, got 'model'"),
+    ({"nm": (4, 2)}, "`nm` must be [N, M] with 0 < N < M, got [4, 2]"),
+    ({"min_channels": 0}, "`min_channels` must be an integer >= 1, got 0"),
+])
+def test_pruner_fields_of_a_space_are_checked_by_the_settings_they_become(fields: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        SearchSpace(name="s", **fields)
+    assert str(err.value) == message
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -1,102 +1,68 @@
-"""Executors: where the driver's trials run. In-process here; Ray in ``ray_executor``.
+"""Executors: where the driver's jobs run. ``LocalExecutor`` runs them in this process; Ray in ``ray_executor``.
 
-Call order (the driver's loop): ``dense_latency()`` once, then ``submit(number, plan, **extra)``
-while fewer than ``slots`` trials are in flight, ``wait()`` for at least one finished record,
-and ``close()`` at the end. Only plain data crosses an executor: a plan, a trial number and
-keyword arguments that the runner's ``run`` accepts (JSON-able values), and a TrialRecord back.
+Call order (the driver's loop): ``submit(job)`` while fewer than ``slots`` jobs are in flight,
+``wait()`` for at least one finished job, ``close()`` at the end (or use the executor as a
+context manager). Only jobs (plans and records) go in and results come back, so where a job
+runs, and on which machine its latency is measured, is the executor's business alone.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from autoprune.execution.jobs import Done, Job
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
-    from torch import nn
-
-    from autoprune.config import ExecutionConfig, SearchConfig
-    from autoprune.execution.record import TrialRecord
     from autoprune.execution.runner import TrialRunner
-    from autoprune.hardware.predictor import LatencyPredictor
-    from autoprune.hardware.protocol import LatencyStats
-    from autoprune.plan import PruningPlan
-    from autoprune.task import Task
 
 
 class Executor(ABC):
-    """Runs trials; at most ``slots`` at once."""
+    """Runs jobs; at most ``slots`` at once."""
 
     slots: int = 1
 
     @abstractmethod
-    def dense_latency(self) -> LatencyStats:
-        """The dense model's latency, measured where candidates are measured."""
+    def submit(self, job: Job) -> None:
+        """Start ``job``."""
 
     @abstractmethod
-    def submit(self, number: int, plan: PruningPlan, **extra: Any) -> None:
-        """Start trial ``number`` on ``plan``; ``extra`` goes to ``TrialRunner.run`` unchanged."""
-
-    @abstractmethod
-    def wait(self) -> list[TrialRecord]:
-        """Block until at least one submitted trial has finished; return every finished record."""
+    def wait(self) -> list[Done]:
+        """Block until at least one submitted job has finished; return every finished one."""
 
     @property
     @abstractmethod
     def in_flight(self) -> int:
-        """Trials submitted and not yet returned by ``wait``."""
+        """Jobs submitted and not yet returned by ``wait``."""
 
-    def close(self) -> None:
-        """Release workers and measurement resources (in-flight trials are abandoned)."""
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release workers and measurement resources (in-flight jobs are abandoned)."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
 
 
 class LocalExecutor(Executor):
-    """Runs each trial in this process, one at a time, when ``wait`` is called (debugging, tests)."""
+    """Runs each job in this process, one at a time, when ``wait`` is called."""
 
     slots = 1
 
     def __init__(self, runner: TrialRunner) -> None:
         self.runner = runner
-        self._queue: deque[tuple[int, PruningPlan, dict[str, Any]]] = deque()
+        self._queue: deque[Job] = deque()
 
-    def dense_latency(self) -> LatencyStats:
-        return self.runner.meter.dense()
+    def submit(self, job: Job) -> None:
+        self._queue.append(job)
 
-    def submit(self, number: int, plan: PruningPlan, **extra: Any) -> None:
-        self._queue.append((number, plan, extra))
-
-    def wait(self) -> list[TrialRecord]:
-        number, plan, extra = self._queue.popleft()
-        return [self.runner.run(number, plan, **extra)]
+    def wait(self) -> list[Done]:
+        job = self._queue.popleft()
+        return [Done(job=job, result=job.run(self.runner))]
 
     @property
     def in_flight(self) -> int:
         return len(self._queue)
-
-
-def trial_task(config: SearchConfig) -> Task:
-    """The config's task with its fine-tune recipe overridden by ``config.finetune``."""
-    import dataclasses
-
-    from autoprune.task import resolve_task
-
-    task = resolve_task(config.task)
-    return dataclasses.replace(task, recipe=config.recipe_for(task.recipe))
-
-
-def make_executor(execution: ExecutionConfig, config: SearchConfig, task: Task, dense: nn.Module,
-                  trials_dir: Path, predictor: LatencyPredictor | None = None) -> Executor:
-    """In-process for one local worker; Ray for more workers or a cluster address.
-
-    ``predictor`` (bound to the profile) goes to the meter, wherever latency is measured, to screen candidates.
-    """
-    if execution.uses_ray:
-        from autoprune.execution.ray_executor import RayExecutor
-
-        return RayExecutor(execution, config, dense, task.example_input, trials_dir, predictor=predictor)
-    from autoprune.execution.runner import TrialRunner
-    from autoprune.hardware.protocol import LatencyMeter
-
-    meter = LatencyMeter(config.profile, dense, task.example_input, predictor=predictor)
-    return LocalExecutor(TrialRunner(task=task, config=config, dense=dense, meter=meter, trials_dir=trials_dir))

@@ -1,55 +1,93 @@
-"""Sweeps as Ray Jobs: submit to a cluster's job server, then follow status and logs.
+"""The units of work an executor runs: plain, picklable descriptions the runner turns into results.
 
-Uses Ray's Job Submission SDK (``ray[default]``). Clusters with Ray token authentication
-(on by default in Ray 2.60) are joined with the token in ``~/.ray/auth_token`` or
-``RAY_AUTH_TOKEN``, as the ``ray job`` CLI does.
+A job carries only plans and records (no model, no file path), so any worker that can rebuild
+the search's runner can run it. ``run(runner)`` does the work; ``failed(reason)`` is its result
+when the worker running it died past its retries (a trial is then recorded FAILED; the dense
+measurement and the feasibility probe have no record to fall back on, so they raise).
+
+Call order for the driver: ``DenseJob`` once, ``ProbeJob`` once on a fresh run with size or
+latency constraints, then per trial a ``ScreenJob`` and, when the driver promotes the screened
+candidate, a ``FinetuneJob``.
 """
 from __future__ import annotations
 
-import os
-import shlex
-import socket
-from pathlib import Path
-from urllib.parse import urlparse
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from autoprune.errors import BackendUnavailable
+from autoprune.execution.outcomes import Candidate, Probe
+from autoprune.latency import LatencyStats
+from autoprune.plan import PruningPlan
+from autoprune.records import TrialRecord, TrialState
 
-#: not uploaded with the job's working directory
-EXCLUDES = [".git", ".venv", "results", "__pycache__", "*.pyc", ".pytest_cache"]
-
-
-def _client(address: str, timeout_s: float = 10.0):
-    url = urlparse(address)
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise BackendUnavailable(f"--address {address}: expected the job server's URL, e.g. http://HOST:8265")
-    try:
-        socket.create_connection((url.hostname, url.port or 8265), timeout=timeout_s).close()
-    except OSError as err:
-        raise BackendUnavailable(f"--address {address}: cannot reach the Ray job server within {timeout_s:g} s "
-                                 f"({err.strerror or err})") from None
-    if os.environ.get("RAY_AUTH_TOKEN") or (Path.home() / ".ray" / "auth_token").is_file():
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from ray.job_submission import JobSubmissionClient
-
-    try:
-        return JobSubmissionClient(address)
-    except Exception as err:  # noqa: BLE001 - the SDK raises several kinds (auth, HTTP, version)
-        raise BackendUnavailable(f"--address {address}: {type(err).__name__}: {str(err).splitlines()[0]}") from None
+if TYPE_CHECKING:
+    from autoprune.execution.runner import TrialRunner
 
 
-def submit_sweep(address: str, sweep_file: str, *, out: str, until: str | None = None, python: str = "python",
-                 working_dir: str = ".") -> str:
-    """Submit ``autoprune sweep run`` as a Ray Job uploading ``working_dir``; return the job id."""
-    command = [python, "-m", "autoprune", "sweep", "run", sweep_file, "--out", out]
-    if until:
-        command += ["--until", until]
-    return _client(address).submit_job(entrypoint=shlex.join(command),
-                                       runtime_env={"working_dir": working_dir, "excludes": EXCLUDES})
+@dataclass(frozen=True, kw_only=True)
+class DenseJob:
+    """Measure the dense model where candidates are measured."""
+
+    def run(self, runner: TrialRunner) -> LatencyStats:
+        return runner.meter.dense()
+
+    def failed(self, reason: str) -> LatencyStats:
+        raise BackendUnavailable(f"measuring the dense model failed: {reason}")
 
 
-def job_status(address: str, job_id: str) -> str:
-    return str(_client(address).get_job_status(job_id))
+@dataclass(frozen=True, kw_only=True)
+class ProbeJob:
+    """Prune ``plan`` (the smallest of the space), count its parameters, measure it if ``measure``."""
+
+    plan: PruningPlan
+    measure: bool
+
+    def run(self, runner: TrialRunner) -> Probe:
+        return runner.probe(self.plan, measure=self.measure)
+
+    def failed(self, reason: str) -> Probe:
+        raise BackendUnavailable(f"probing the smallest candidate of the space failed: {reason}")
 
 
-def job_logs(address: str, job_id: str) -> str:
-    return _client(address).get_job_logs(job_id)
+@dataclass(frozen=True, kw_only=True)
+class ScreenJob:
+    """Stage one of trial ``number``: prune, screen, measure, proxy."""
+
+    number: int
+    plan: PruningPlan
+
+    def run(self, runner: TrialRunner) -> TrialRecord:
+        return runner.screen(self.number, self.plan)
+
+    def failed(self, reason: str) -> TrialRecord:
+        return TrialRecord(number=self.number, plan=self.plan.to_dict(), state=TrialState.FAILED, reason=reason)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneJob:
+    """Stage two of a trial the driver promoted: fine-tune and evaluate its screened candidate."""
+
+    screened: TrialRecord
+
+    @property
+    def number(self) -> int:
+        return self.screened.number
+
+    def run(self, runner: TrialRunner) -> Candidate:
+        return runner.finetune(self.screened)
+
+    def failed(self, reason: str) -> Candidate:
+        return Candidate(record=dataclasses.replace(self.screened, state=TrialState.FAILED, reason=reason))
+
+
+Job = DenseJob | ProbeJob | ScreenJob | FinetuneJob
+Result = LatencyStats | Probe | TrialRecord | Candidate
+
+
+@dataclass(frozen=True, kw_only=True)
+class Done:
+    """A finished job and its result."""
+
+    job: Job
+    result: Result

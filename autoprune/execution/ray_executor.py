@@ -1,18 +1,20 @@
-"""Trials on Ray: fine-tunes run as Ray tasks, latency on one dedicated measurement actor per device.
+"""Jobs on Ray: every job a Ray task on a worker, latency on one dedicated measurement actor per device.
 
-Placement. A worker that fine-tunes never measures latency: it prunes, then hands the pruned
-candidate to the *measurement actor* of the search's hardware profile, which holds the dense
-model prepared and measures candidate and dense interleaved (the dense reference is measured
-there too). With a latency predictor the actor holds it as well and predicts for the workers:
-layer shapes missing from its table are timed on the measured device, never on a worker. The
-actor needs the custom resource ``autoprune_measure_<profile>: 1``, declared on
-exactly one node per measured device, so one device measures one model at a time. A local Ray
-started by autoprune declares it itself; on a cluster start the measuring node with
-``ray start ... --resources '{"autoprune_measure_<profile>": 1}'``.
+Placement. Every job (``execution/jobs.py``) runs as a Ray task on a worker, which rebuilds the
+search's runner from plain data (cached per process). A worker never measures latency: it
+prunes, then hands the pruned candidate to the *measurement actor* of the search's hardware
+profile, which holds the dense model prepared and measures candidate and dense interleaved (the
+dense reference is measured there too). With a latency predictor the actor holds it as well and
+predicts for the workers: layer shapes missing from its table are timed on the measured device,
+never on a worker. The actor needs the custom resource ``autoprune_measure_<profile>: 1``,
+declared on exactly one node per measured device, so one device measures one model at a time. A
+local Ray started by autoprune declares it itself; on a cluster start the measuring node with
+``ray start ... --resources '{"autoprune_measure_<profile>": 1}'``. Results, fine-tuned weights
+included, come back through the object store: workers write nothing to the run folder.
 
-Faults. A task whose worker process dies (SIGKILL, out of memory, node lost) is resubmitted up
-to ``max_retries`` times, then recorded FAILED with the reason. An error raised by the trial
-code itself is not retried (it would fail again); it is recorded FAILED at once.
+Faults. A job whose worker process dies (SIGKILL, out of memory, node lost) is resubmitted up
+to ``max_retries`` times, then ends as ``job.failed(reason)`` (for a trial: a FAILED record). An
+error raised by the job's own code is not retried (it would fail again); it ends that way at once.
 
 Security. A local Ray binds 127.0.0.1 only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` in the
 environment before Ray is imported, plus the node address) and starts no dashboard.
@@ -24,20 +26,21 @@ import os
 import re
 import socket
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from autoprune.config import ExecutionConfig, SearchConfig, search_config_from_dict
 from autoprune.errors import BackendUnavailable
 from autoprune.execution.executor import Executor
-from autoprune.execution.record import FAILED, TrialRecord
+from autoprune.execution.jobs import Done, Job, Result
+from autoprune.execution.runner import TrialRunner
+from autoprune.hardware.meter import LatencyMeter
+from autoprune.hardware.predictor import LatencyPredictor
+from autoprune.latency import LatencyStats
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from autoprune.config import ExecutionConfig, SearchConfig
-    from autoprune.hardware.predictor import LatencyPredictor
-    from autoprune.hardware.protocol import LatencyStats
-    from autoprune.plan import PruningPlan
+    from autoprune.inputs import Inputs
 
 LOOPBACK = "127.0.0.1"
 
@@ -110,10 +113,6 @@ class MeasurementStation:
     def __init__(self, config: dict[str, Any], dense: list, predictor: dict[str, Any] | None) -> None:
         import ray
 
-        from autoprune.config import search_config_from_dict
-        from autoprune.hardware.predictor import LatencyPredictor
-        from autoprune.hardware.protocol import LatencyMeter
-
         search = search_config_from_dict(config)
         model, example_input = ray.get(dense[0])
         bound = None if predictor is None else LatencyPredictor.from_dict(predictor, search.profile)
@@ -142,7 +141,7 @@ class RemoteMeter:
     prediction round trip (it would queue behind the actor's measurements).
     """
 
-    def __init__(self, station, predicts: bool) -> None:
+    def __init__(self, station: Any, predicts: bool) -> None:
         self.station = station
         self.predicts = predicts
         self._dense_median_ms: float | None = None
@@ -150,12 +149,14 @@ class RemoteMeter:
     def dense(self) -> LatencyStats:
         import ray
 
-        return ray.get(self.station.dense.remote())
+        stats: LatencyStats = ray.get(self.station.dense.remote())
+        return stats
 
     def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
         import ray
 
-        return ray.get(self.station.compare.remote(candidate))
+        pair: tuple[LatencyStats, LatencyStats] = ray.get(self.station.compare.remote(candidate))
+        return pair
 
     def predict(self, candidate: nn.Module) -> float | None:
         import ray
@@ -167,16 +168,15 @@ class RemoteMeter:
         import ray
 
         if self._dense_median_ms is None:
-            self._dense_median_ms = ray.get(self.station.dense_median_ms.remote())
+            self._dense_median_ms = float(ray.get(self.station.dense_median_ms.remote()))
         return self._dense_median_ms
 
 
-_RUNNERS: dict[str, Any] = {}  # per worker process: the rebuilt runner of each search it served
+_RUNNERS: dict[str, TrialRunner] = {}  # per worker process: the rebuilt runner of the search it serves
 
 
-def evaluate_trial(config: dict[str, Any], trials_dir: str, station, dense: list, number: int,
-                   plan: dict[str, Any], extra: dict[str, Any], predicts: bool) -> dict[str, Any]:
-    """What a Ray worker runs: rebuild the search's runner from plain data (cached), run one trial.
+def run_job(config: dict[str, Any], station: Any, dense: list, job: Job, predicts: bool) -> Result:
+    """What a Ray worker runs: rebuild the search's runner from plain data (cached), run one job.
 
     ``dense`` wraps the object-store reference of the driver's dense model (fetched once per
     process and search), so every worker prunes exactly the same weights. ``predicts``: the
@@ -184,26 +184,20 @@ def evaluate_trial(config: dict[str, Any], trials_dir: str, station, dense: list
     """
     import ray
 
-    from autoprune.config import search_config_from_dict
-    from autoprune.execution.executor import trial_task
-    from autoprune.execution.runner import TrialRunner
-    from autoprune.plan import PruningPlan
-
-    key = json.dumps([config, trials_dir, dense[0].hex()], sort_keys=True)
+    key = json.dumps([config, dense[0].hex()], sort_keys=True, default=str)
     if key not in _RUNNERS:
         search = search_config_from_dict(config)
-        task = trial_task(search)
-        _RUNNERS.clear()
         model, _ = ray.get(dense[0])
-        _RUNNERS[key] = TrialRunner(task=task, config=search, dense=model, meter=RemoteMeter(station, predicts),
-                                    trials_dir=Path(trials_dir))
+        _RUNNERS.clear()
+        _RUNNERS[key] = TrialRunner(task=search.trial_task(), config=search, dense=model, meter=RemoteMeter(station,
+                                                                                                            predicts))
     runner = _RUNNERS[key]
-    runner.meter.station = station  # a later search may reuse this process with a new station
-    return runner.run(number, PruningPlan.from_dict(plan), **extra).to_dict()
+    runner.meter.station = station  # type: ignore[attr-defined]  # a later search may reuse this process
+    return job.run(runner)
 
 
 def _crash_reason(err: BaseException) -> str | None:
-    """Why a task's process died (retryable), or None for an error of the trial code itself."""
+    """Why a task's process died (retryable), or None for an error of the job's own code."""
     from ray.exceptions import RayError, RayTaskError
 
     if isinstance(err, RayTaskError):
@@ -213,10 +207,10 @@ def _crash_reason(err: BaseException) -> str | None:
 
 
 class RayExecutor(Executor):
-    """Up to ``workers`` trials at once as Ray tasks with the configured CPUs/GPUs each."""
+    """Up to ``workers`` jobs at once as Ray tasks with the configured CPUs/GPUs each."""
 
-    def __init__(self, execution: ExecutionConfig, config: SearchConfig, dense: nn.Module, example_input,
-                 trials_dir: Path, *, predictor: LatencyPredictor | None = None) -> None:
+    def __init__(self, execution: ExecutionConfig, config: SearchConfig, dense: nn.Module, example_input: Inputs, *,
+                 predictor: LatencyPredictor | None = None) -> None:
         self.execution = execution
         self.slots = execution.workers
         self._owns_ray = connect_ray(execution, [config.profile.name])
@@ -229,81 +223,70 @@ class RayExecutor(Executor):
                 f"the Ray cluster has no `{resource}` resource to measure profile {config.profile.name!r} on; start "
                 f"the measuring node with: ray start ... --resources '{{\"{resource}\": 1}}'")
         self._config = config.to_dict()
-        self._trials_dir = str(Path(trials_dir).resolve())
         self._dense = [ray.put((dense, example_input))]  # in a list: passed as a reference, fetched on demand
         station_cls = ray.remote(MeasurementStation)
         self.station = station_cls.options(num_cpus=0, resources={resource: 1}, max_restarts=2,
                                            max_task_retries=2).remote(
             self._config, self._dense, None if predictor is None else predictor.to_dict())
         self._predicts = predictor is not None
-        self._task = ray.remote(evaluate_trial).options(
+        self._task = ray.remote(run_job).options(
             num_cpus=execution.cpus_per_trial, num_gpus=execution.gpus_per_trial, max_retries=0)
-        self._refs: dict[Any, int] = {}
-        self._plans: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-        self._attempts: dict[int, int] = {}
+        self._jobs: dict[Any, Job] = {}  # object ref -> its job
+        self._attempts: dict[int, int] = {}  # id(job) -> attempts so far
 
-    def dense_latency(self) -> LatencyStats:
+    def submit(self, job: Job) -> None:
+        self._attempts[id(job)] = 0
+        self._launch(job)
+
+    def _launch(self, job: Job) -> None:
+        self._attempts[id(job)] += 1
+        self._jobs[self._task.remote(self._config, self.station, self._dense, job, self._predicts)] = job
+
+    def wait(self) -> list[Done]:
         import ray
 
-        return ray.get(self.station.dense.remote())
-
-    def submit(self, number: int, plan: PruningPlan, **extra: Any) -> None:
-        self._plans[number] = (plan.to_dict(), extra)
-        self._attempts[number] = 0
-        self._launch(number)
-
-    def _launch(self, number: int) -> None:
-        plan, extra = self._plans[number]
-        self._attempts[number] += 1
-        ref = self._task.remote(self._config, self._trials_dir, self.station, self._dense, number, plan, extra,
-                                self._predicts)
-        self._refs[ref] = number
-
-    def wait(self) -> list[TrialRecord]:
-        import ray
-
-        done: list[TrialRecord] = []
+        done: list[Done] = []
         while not done:
-            ray.wait(list(self._refs), num_returns=1)
-            ready, _ = ray.wait(list(self._refs), num_returns=len(self._refs), timeout=0)
+            ray.wait(list(self._jobs), num_returns=1)
+            ready, _ = ray.wait(list(self._jobs), num_returns=len(self._jobs), timeout=0)
             for ref in ready:
-                number = self._refs.pop(ref)
-                record = self._collect(ref, number)
-                if record is not None:
-                    done.append(record)
+                job = self._jobs.pop(ref)
+                finished = self._collect(ref, job)
+                if finished is not None:
+                    done.append(finished)
         return done
 
-    def _collect(self, ref, number: int) -> TrialRecord | None:
-        """The finished record, a FAILED one, or None after resubmitting a crashed trial."""
+    def _collect(self, ref: Any, job: Job) -> Done | None:
+        """The finished job, its ``failed`` result, or None after resubmitting a crashed one."""
         import ray
         from ray.exceptions import RayError
 
         try:
-            record = TrialRecord.from_dict(ray.get(ref))
+            result = ray.get(ref)
         except RayError as err:
             crash = _crash_reason(err)
-            attempts = self._attempts[number]
+            attempts = self._attempts[id(job)]
             if crash is not None and attempts <= self.execution.max_retries:
-                print(f"autoprune: trial {number}: worker died ({crash}); retry {attempts} of "
-                      f"{self.execution.max_retries}", file=sys.stderr)
-                self._launch(number)
+                print(f"autoprune: {type(job).__name__} {getattr(job, 'number', '')}: worker died ({crash}); "
+                      f"retry {attempts} of {self.execution.max_retries}", file=sys.stderr)
+                self._launch(job)
                 return None
             reason = (f"worker died {attempts} time(s), last: {crash}" if crash is not None
                       else f"{type(err).__name__}: {str(err).strip().splitlines()[-1]}")
-            record = TrialRecord(number=number, plan=self._plans[number][0], state=FAILED, reason=reason)
-        del self._plans[number], self._attempts[number]
-        return record
+            result = job.failed(reason)
+        del self._attempts[id(job)]
+        return Done(job=job, result=result)
 
     @property
     def in_flight(self) -> int:
-        return len(self._refs)
+        return len(self._jobs)
 
     def close(self) -> None:
         import ray
 
         if not ray.is_initialized():
             return
-        for ref in list(getattr(self, "_refs", ())):
+        for ref in list(getattr(self, "_jobs", ())):
             ray.cancel(ref, force=True)
         if hasattr(self, "station"):
             ray.kill(self.station)

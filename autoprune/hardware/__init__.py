@@ -1,5 +1,4 @@
-"""Latency backends, the measurement protocol, and the hardware fingerprint."""
-from autoprune.hardware.base import BACKENDS, LatencyBackend, Prepared, get_backend
-from autoprune.hardware.protocol import LatencyMeter, LatencyStats, measure_models
+"""Latency backends, the measurement protocol, the meter, the latency cache and predictor.
 
-__all__ = ["BACKENDS", "LatencyBackend", "LatencyMeter", "LatencyStats", "Prepared", "get_backend", "measure_models"]
+Import the modules themselves (``autoprune.hardware.meter``...): this package imports nothing.
+"""

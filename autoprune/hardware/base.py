@@ -1,29 +1,28 @@
-"""The LatencyBackend ABC and its registry.
+"""The LatencyBackend ABC: the contract every runtime a profile can name implements.
 
 Call order: ``backend = get_backend(profile)``; ``prepared = backend.prepare(model, x)`` once
 per model (export/compile/load); then the protocol calls ``prepared.run(n)`` to time ``n``
 inferences. Backends never see the search; the protocol never sees the runtime.
+
+A new backend is one module with a ``LatencyBackend`` subclass plus its line in
+``registry.BACKENDS``. A backend with settings of its own declares an ``Options`` dataclass:
+the profile's section named after the backend (``tvm:``) is validated by it and reaches the
+backend as ``profile.options``.
 """
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from autoprune.registry import Registry
+from autoprune.registry import BACKENDS
 
 if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.config import HardwareProfile
     from autoprune.inputs import Inputs
-
-BACKENDS: Registry[type[LatencyBackend]] = Registry(
-    "backend", ["autoprune.hardware.onnxruntime_backend", "autoprune.hardware.torch_backend",
-                "autoprune.hardware.tvm_backend"]
-)
-
 
 class Prepared(ABC):
     """A model loaded in a runtime, ready to be timed."""
@@ -55,8 +54,20 @@ class CallablePrepared(Prepared):
 class LatencyBackend(ABC):
     """Prepares models for one runtime as a HardwareProfile describes it."""
 
+    #: the frozen dataclass of this backend's profile section (None: the backend takes none)
+    Options: ClassVar[type | None] = None
+
     def __init__(self, profile: HardwareProfile) -> None:
         self.profile = profile
+
+    @classmethod
+    def user_options(cls, section: Mapping[str, Any], source: str) -> Mapping[str, Any]:
+        """The section of a user's profile file with environment overrides applied (none by default).
+
+        Called once, when a user's file is loaded; never for a profile recorded in a run folder,
+        which must be rebuilt exactly as it was measured.
+        """
+        return section
 
     @abstractmethod
     def prepare(self, model: nn.Module, example_input: Inputs) -> Prepared:
@@ -83,4 +94,5 @@ class LatencyBackend(ABC):
 
 def get_backend(profile: HardwareProfile) -> LatencyBackend:
     """Instantiate the profile's backend (BackendUnavailable if its runtime is missing)."""
-    return BACKENDS.get(profile.backend, where=f"hardware profile {profile.name}")(profile)
+    backend: LatencyBackend = BACKENDS.get(profile.backend, where=f"hardware profile {profile.name}")(profile)
+    return backend

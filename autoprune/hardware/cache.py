@@ -9,7 +9,6 @@ Storage is SQLite (one file, safe for concurrent readers and a few writers).
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -20,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprune.hardware.protocol import LatencyStats
+from autoprune.latency import LatencyStats
 
 if TYPE_CHECKING:
     from torch import nn
@@ -56,7 +55,7 @@ def measurement_key(candidate: nn.Module, dense: nn.Module, example_input: Input
     from autoprune.inputs import describe
 
     blob = json.dumps({"candidate": signature_digest(candidate), "dense": signature_digest(dense),
-                       "input": describe(example_input), "profile": dataclasses.asdict(profile),
+                       "input": describe(example_input), "profile": profile.to_dict(),
                        "versions": versions, "machine": machine_id}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 

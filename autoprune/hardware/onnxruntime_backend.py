@@ -13,7 +13,7 @@ import io
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import BackendUnavailable
-from autoprune.hardware.base import BACKENDS, CallablePrepared, LatencyBackend, Prepared
+from autoprune.hardware.base import CallablePrepared, LatencyBackend, Prepared
 
 if TYPE_CHECKING:
     from torch import nn
@@ -58,7 +58,6 @@ def _ort():
     return onnxruntime
 
 
-@BACKENDS.register("onnxruntime")
 class OnnxRuntimeBackend(LatencyBackend):
     """CPU execution provider, or CUDA when the profile asks for it and it is present."""
 

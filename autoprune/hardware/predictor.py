@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import random
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +22,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.config import HardwareProfile
-    from autoprune.inputs import Inputs
     from autoprune.hardware.base import LatencyBackend
+    from autoprune.inputs import Inputs
 
 
 def _layer_key(module: nn.Module, input_shape: tuple[int, ...]) -> str | None:
@@ -76,7 +75,7 @@ def model_layers(model: nn.Module, example_input: Inputs) -> list[tuple[str, nn.
 
 def mdape(predicted: list[float], measured: list[float]) -> float:
     """Median absolute percentage error (a fraction: 0.05 is 5%)."""
-    return statistics.median(abs(p - m) / m for p, m in zip(predicted, measured))
+    return statistics.median(abs(p - m) / m for p, m in zip(predicted, measured, strict=True))
 
 
 @dataclass(kw_only=True)
@@ -150,7 +149,7 @@ class LatencyPredictor:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.startswith("_")}
 
     def save(self, path: str | Path) -> Path:
-        from autoprune.results.files import atomic_write_json
+        from autoprune.files import atomic_write_json
 
         return atomic_write_json(Path(path), self.to_dict())
 
@@ -239,59 +238,3 @@ def choose_predictor(setting: str, profile: HardwareProfile, task: str) -> Predi
     if setting == PREDICTOR_AUTO and not path.is_file():
         return PredictorChoice(predictor=None, path=path, setting=setting)
     return PredictorChoice(predictor=LatencyPredictor.load(path, profile), path=path, setting=setting)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Calibration:
-    """What ``calibrate`` did and how good the predictor is on held-out plans."""
-
-    predictor: LatencyPredictor
-    layers: int
-    fit_plans: int
-    holdout_plans: int
-    holdout_mdape: float
-    holdout: list[dict[str, float]]
-    seconds: float
-
-
-def random_plans(group_names: list[str], count: int, seed: int, max_ratio: float = 0.75):
-    """``count`` plans with independent uniform ratios per group (the first is the dense model)."""
-    from autoprune.plan import GroupPlan, PruningPlan
-
-    rng = random.Random(seed)
-    plans = [PruningPlan.uniform(group_names, 0.0)]
-    while len(plans) < count:
-        plans.append(PruningPlan.of({n: GroupPlan(ratio=round(rng.uniform(0.0, max_ratio), 2)) for n in group_names}))
-    return plans[:count]
-
-
-def calibrate(model: nn.Module, example_input: Inputs, profile: HardwareProfile, *, fit: int = 6,
-              holdout: int = 12, seed: int = 0, min_channels: int = 8) -> Calibration:
-    """Build a predictor for pruned variants of ``model`` on ``profile`` and measure its error.
-
-    ``fit`` random plans (the dense model among them) are measured whole to fit the correction;
-    ``holdout`` other random plans are measured whole only to report the error.
-    """
-    import copy
-    import time
-
-    from autoprune.hardware.protocol import measure_models
-    from autoprune.pruning import apply_plan, discover_groups
-
-    start = time.perf_counter()
-    names = [g.name for g in discover_groups(model, example_input)]
-    plans = random_plans(names, fit + holdout, seed)
-    predictor = LatencyPredictor.for_profile(profile)
-    sums, measured = [], []
-    for plan in plans:
-        candidate = apply_plan(copy.deepcopy(model), example_input, plan, round_to=profile.round_to,
-                               min_channels=min_channels).model
-        sums.append(predictor.layer_sum(candidate, example_input))
-        measured.append(measure_models(profile, [candidate], example_input)[0].median_ms)
-    predictor.fit(sums[:fit], measured[:fit])
-    predicted = [predictor.slope * s + predictor.intercept for s in sums[fit:]]
-    predictor.holdout_mdape = mdape(predicted, measured[fit:])
-    return Calibration(predictor=predictor, layers=len(predictor.table), fit_plans=fit, holdout_plans=holdout,
-                       holdout_mdape=predictor.holdout_mdape,
-                       holdout=[{"predicted_ms": p, "measured_ms": m} for p, m in zip(predicted, measured[fit:])],
-                       seconds=time.perf_counter() - start)

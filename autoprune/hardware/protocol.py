@@ -10,45 +10,17 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from autoprune.environment import library_versions, machine_fingerprint
 from autoprune.hardware.base import LatencyBackend, Prepared, get_backend
+from autoprune.latency import LatencyStats
 
 if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.config import HardwareProfile
     from autoprune.inputs import Inputs
-    from autoprune.hardware.cache import LatencyCache
-    from autoprune.hardware.predictor import LatencyPredictor
-
-
-@dataclass(frozen=True, kw_only=True)
-class LatencyStats:
-    """One model's measured latency on one profile."""
-
-    median_ms: float
-    p90_ms: float
-    mean_ms: float
-    cv: float
-    runs: int
-    profile: str
-    backend: str
-    device: str
-    threads: int
-    batch_size: int
-    attempts: int = 1
-    info: dict[str, Any] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=dict)
-    machine: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LatencyStats:
-        return cls(**data)
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -80,8 +52,6 @@ def _time_interleaved(prepared: list[Prepared], profile: HardwareProfile) -> lis
 
 def measurement_versions(backend: LatencyBackend) -> dict[str, str]:
     """Every library version recorded with a measurement (the backend's own ones included)."""
-    from autoprune.results.environment import library_versions
-
     return {**library_versions(), **backend.versions()}
 
 
@@ -105,8 +75,6 @@ def prepare_measured(backend: LatencyBackend, model: nn.Module, example_input: I
 
 def time_prepared(prepared: list[Prepared], backend: LatencyBackend) -> list[LatencyStats]:
     """Apply the protocol to already prepared models; one LatencyStats per model."""
-    from autoprune.results.environment import machine_fingerprint
-
     profile = backend.profile
     versions, machine = measurement_versions(backend), machine_fingerprint()
     best: list[LatencyStats | None] = [None] * len(prepared)
@@ -117,9 +85,10 @@ def time_prepared(prepared: list[Prepared], backend: LatencyBackend) -> list[Lat
                                  profile=profile.name, backend=profile.backend, device=profile.device,
                                  threads=profile.threads, batch_size=profile.batch_size, attempts=attempt,
                                  info=dict(prepared[i].info), versions=versions, machine=machine)
-            if best[i] is None or stats.cv < best[i].cv:
+            current = best[i]
+            if current is None or stats.cv < current.cv:
                 best[i] = stats
-        if all(s.cv <= profile.max_cv for s in best):
+        if all(s is not None and s.cv <= profile.max_cv for s in best):
             break
     return [s for s in best if s is not None]
 
@@ -128,77 +97,3 @@ def measure_models(profile: HardwareProfile, models: list[nn.Module], example_in
     """Prepare and measure several models together (interleaved) on ``profile``."""
     backend = get_backend(profile)
     return time_prepared([prepare_measured(backend, m, example_input) for m in models], backend)
-
-
-class LatencyMeter:
-    """Keeps the dense model prepared so every candidate is measured interleaved with it.
-
-    ``compare(candidate)`` returns (candidate stats, dense stats) from one interleaved
-    measurement, so the speed-up ratio is taken in the same process and moment. With a cache
-    (the default one unless ``cache=None``), an identical candidate measured before, in this
-    run or another, is returned from the cache with the dense stats of that measurement
-    (``info["cached"]`` is True). With a predictor, ``predict(candidate)`` estimates latency
-    without measuring (for screening only); ``dense_median_ms()`` is the dense model's measured
-    median a prediction is compared with.
-    """
-
-    def __init__(self, profile: HardwareProfile, dense: nn.Module, example_input: Inputs, *,
-                 cache: LatencyCache | None | str = "default", predictor: LatencyPredictor | None = None) -> None:
-        from autoprune.hardware.cache import LatencyCache
-        from autoprune.results.environment import machine_fingerprint
-
-        self.profile = profile
-        self.backend = get_backend(profile)
-        self.example_input = example_input
-        self.cache = LatencyCache.default() if cache == "default" else cache
-        self.predictor = predictor
-        self._dense_model = dense
-        self._dense = prepare_measured(self.backend, dense, example_input)
-        self._versions = measurement_versions(self.backend)
-        self._machine_id = machine_fingerprint()["id"]
-        self._dense_median_ms: float | None = None
-
-    def dense(self) -> LatencyStats:
-        stats = time_prepared([self._dense], self.backend)[0]
-        self._remember_dense(stats)
-        return stats
-
-    def _remember_dense(self, stats: LatencyStats) -> None:
-        if self._dense_median_ms is None:
-            self._dense_median_ms = stats.median_ms
-
-    def dense_median_ms(self) -> float:
-        """The dense model's median (ms) from this meter's first measurement of it (measured now if none yet).
-
-        Kept once so every prediction in a run is judged against the same reference, without
-        re-measuring the dense model per candidate.
-        """
-        if self._dense_median_ms is None:
-            self.dense()
-        assert self._dense_median_ms is not None
-        return self._dense_median_ms
-
-    def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
-        from dataclasses import replace
-
-        from autoprune.hardware.cache import measurement_key
-
-        key = None
-        if self.cache is not None:
-            key = measurement_key(candidate, self._dense_model, self.example_input, self.profile, self._versions,
-                                  self._machine_id)
-            hit = self.cache.get(key)
-            if hit is not None:
-                return tuple(replace(s, info={**s.info, "cached": True}) for s in hit)  # type: ignore[return-value]
-        prepared = prepare_measured(self.backend, candidate, self.example_input)
-        cand, dense = time_prepared([prepared, self._dense], self.backend)
-        self._remember_dense(dense)
-        if self.cache is not None and key is not None:
-            self.cache.put(key, cand, dense)
-        return cand, dense
-
-    def predict(self, candidate: nn.Module) -> float | None:
-        """Predicted median latency (ms) of ``candidate``; None without a predictor."""
-        if self.predictor is None:
-            return None
-        return self.predictor.predict(candidate, self.example_input)

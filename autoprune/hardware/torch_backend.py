@@ -5,7 +5,7 @@ import copy
 from typing import TYPE_CHECKING
 
 from autoprune.errors import BackendUnavailable
-from autoprune.hardware.base import BACKENDS, CallablePrepared, LatencyBackend, Prepared
+from autoprune.hardware.base import CallablePrepared, LatencyBackend, Prepared
 
 if TYPE_CHECKING:
     from torch import nn
@@ -13,7 +13,6 @@ if TYPE_CHECKING:
     from autoprune.inputs import Inputs
 
 
-@BACKENDS.register("torch")
 class TorchEagerBackend(LatencyBackend):
     """Runs the module itself under ``torch.inference_mode``."""
 

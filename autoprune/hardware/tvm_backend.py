@@ -19,11 +19,14 @@ import os
 import socket
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import BackendUnavailable, ConfigError
-from autoprune.hardware.base import BACKENDS, LatencyBackend, Prepared
+from autoprune.hardware.base import LatencyBackend, Prepared
+from autoprune.validation import check_int, check_number, require
 
 if TYPE_CHECKING:
     from torch import nn
@@ -34,6 +37,69 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install 'autoprune[tvm]' (apache-tvm, apache-tvm-ffi 0.1.14, xgboost-cpu, tornado, psutil)"
 #: where tuning records go when the profile sets no ``tuning_db`` (env override)
 TUNING_DB_ENV = "AUTOPRUNE_TVM_TUNING_DB"
+#: environment variables that override a profile file's ``rpc.host`` / ``rpc.port`` (a board's address
+#: changes per lab; the profile stays in git)
+RPC_HOST_ENV = "AUTOPRUNE_RPC_HOST"
+RPC_PORT_ENV = "AUTOPRUNE_RPC_PORT"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RpcConfig:
+    """Where a remote board's TVM RPC server (or tracker) listens."""
+
+    host: str
+    port: int
+    key: str | None = None
+    use_tracker: bool = False
+    timeout_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.host, str) and bool(self.host), f"`rpc.host` must be a host name, got {self.host!r}")
+        check_int("rpc.port", self.port, 1)
+        check_number("rpc.timeout_s", self.timeout_s, 0.1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TvmOptions:
+    """The ``tvm:`` section of a hardware profile: what to compile for, how to tune, where the board is.
+
+    Attributes:
+        target: a TVM target dict (``{kind: llvm, mtriple: ..., num-cores: ...}``); the host's llvm by default.
+        tuning_trials: MetaSchedule trials per new fused-layer task (0: TVM's unscheduled default pipeline).
+        tuning_db: folder of the tuning records (default: results/.cache/tvm-tuning/<profile>).
+        cross_compiler: a compiler command that links a ``.so`` for a foreign target (else a ``.tar``).
+        rpc: the board's RPC server; None measures on this machine.
+    """
+
+    target: Mapping[str, Any] = field(default_factory=lambda: {"kind": "llvm"})
+    tuning_trials: int = 0
+    tuning_db: str | None = None
+    cross_compiler: str | None = None
+    rpc: RpcConfig | None = None
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.target, Mapping) and isinstance(self.target.get("kind"), str),
+                f"`target` must be a mapping with a `kind` (e.g. {{kind: llvm}}), got {self.target!r}")
+        for key, value in self.target.items():
+            require(isinstance(key, str) and isinstance(value, (str, int, bool, list, tuple)),
+                    f"`target.{key}` must be a string, number, boolean or list, got {value!r}")
+        check_int("tuning_trials", self.tuning_trials, 0)
+        if self.tuning_db is not None:
+            require(isinstance(self.tuning_db, str) and bool(self.tuning_db),
+                    f"`tuning_db` must be a folder path, got {self.tuning_db!r}")
+        if self.cross_compiler is not None:
+            require(isinstance(self.cross_compiler, str) and bool(self.cross_compiler),
+                    f"`cross_compiler` must be a compiler command (e.g. aarch64-linux-gnu-g++), "
+                    f"got {self.cross_compiler!r}")
+        if isinstance(self.rpc, Mapping):  # from a profile file or a recorded profile
+            from autoprune.config import build
+
+            object.__setattr__(self, "rpc", build(RpcConfig, self.rpc, "rpc"))
+
+
+def tvm_options(profile: HardwareProfile) -> TvmOptions:
+    """The profile's ``tvm:`` section (the defaults when it has none)."""
+    return profile.options or TvmOptions()
 
 
 def _tvm():
@@ -48,7 +114,7 @@ def _tvm():
 def make_target(profile: HardwareProfile):
     """The profile's target as a ``tvm.target.Target``; ConfigError naming the offending field."""
     tvm = _tvm()
-    spec = dict(profile.target or {"kind": "llvm"})
+    spec = dict(tvm_options(profile).target)
     if _is_host(spec):
         spec.setdefault("num-cores", profile.threads)
         # without `mcpu` LLVM emits baseline x86-64 (SSE2): tuned kernels would lose AVX2/AVX-512
@@ -84,8 +150,8 @@ def tuning_db_path(profile: HardwareProfile, target) -> Path:
     """
     import hashlib
 
-    if profile.tuning_db:
-        root = Path(profile.tuning_db)
+    if tvm_options(profile).tuning_db:
+        root = Path(tvm_options(profile).tuning_db)
     else:
         root = Path(os.environ.get(TUNING_DB_ENV, "results/.cache/tvm-tuning")) / profile.name
     return root / f"{target.kind.name}-{hashlib.sha256(str(target).encode()).hexdigest()[:12]}"
@@ -144,7 +210,7 @@ def _tune(mod, target, profile: HardwareProfile, *, more_trials: int = 0) -> dic
     if to_tune:
         # a further search gets a fresh seed, or it would first re-propose the schedules measured before
         seed = len(database) if more_trials else 0
-        _search(to_tune, database, profile, more_trials or profile.tuning_trials, seed=seed)
+        _search(to_tune, database, profile, more_trials or tvm_options(profile).tuning_trials, seed=seed)
     return {"database": database, "tasks": len(tasks), "tasks_tuned": len(to_tune),
             "tasks_reused": len(tasks) - len(to_tune), "tuning_s": time.perf_counter() - start}
 
@@ -154,7 +220,7 @@ def _search(tasks: list, database, profile: HardwareProfile, trials: int, seed: 
     from tvm.s_tir import meta_schedule as ms
 
     _check_tuning_works()
-    builder, runner = _rpc_builder_runner(profile) if profile.rpc else _in_process_builder_runner()
+    builder, runner = _rpc_builder_runner(profile) if tvm_options(profile).rpc else _in_process_builder_runner()
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
     level = logger.level
     logger.setLevel(logging.WARNING)  # its INFO tables per trial batch would flood the console
@@ -260,8 +326,7 @@ def _in_process_builder_runner():
     """A MetaSchedule builder and runner that build and time candidates in this process."""
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.builder.local_builder import default_export
-    from tvm.s_tir.meta_schedule.runner import PyRunner
-    from tvm.s_tir.meta_schedule.runner import local_runner
+    from tvm.s_tir.meta_schedule.runner import PyRunner, local_runner
 
     @derived_object
     class InProcessRunner(PyRunner):
@@ -333,7 +398,8 @@ def _board_runner(profile: HardwareProfile):
     # a board lost mid-tuning (the reconnect in `run` fails) reaches the caller as BackendUnavailable
     # through MetaSchedule's C++ task scheduler, not as a RuntimeError
     register_error("autoprune.BackendUnavailable", BackendUnavailable)
-    where = f"{profile.rpc.host}:{profile.rpc.port}"
+    board = tvm_options(profile).rpc
+    where = f"{board.host}:{board.port}"
 
     @derived_object
     class BoardRunner(PyRunner):
@@ -420,7 +486,7 @@ def compile_model(model: nn.Module, example_input: Inputs, profile: HardwareProf
     target = make_target(profile)
     mod = _relax_module(model, example_input)
     start = time.perf_counter()
-    if profile.tuning_trials > 0:
+    if tvm_options(profile).tuning_trials > 0:
         from tvm.s_tir import meta_schedule as ms
 
         facts = _tune(mod, target, profile)
@@ -434,7 +500,8 @@ def compile_model(model: nn.Module, example_input: Inputs, profile: HardwareProf
 
 
 def _library_suffix(profile: HardwareProfile) -> str:
-    return ".so" if _is_host(dict(profile.target or {"kind": "llvm"})) or profile.cross_compiler else ".tar"
+    options = tvm_options(profile)
+    return ".so" if _is_host(dict(options.target)) or options.cross_compiler else ".tar"
 
 
 def _export(executable, profile: HardwareProfile, path: Path) -> Path:
@@ -442,10 +509,11 @@ def _export(executable, profile: HardwareProfile, path: Path) -> Path:
     path = path.with_suffix(_library_suffix(profile))
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
-    if path.suffix == ".so" and profile.cross_compiler:
+    compiler = tvm_options(profile).cross_compiler
+    if path.suffix == ".so" and compiler:
         from tvm.support import cc
 
-        executable.export_library(str(partial), fcompile=cc.cross_compiler(profile.cross_compiler))
+        executable.export_library(str(partial), fcompile=cc.cross_compiler(compiler))
     else:
         executable.export_library(str(partial))
     partial.replace(path)
@@ -483,9 +551,10 @@ def connect_rpc(profile: HardwareProfile):
     """An RPC session to the profile's board (direct or via tracker), or BackendUnavailable."""
     from tvm import rpc
 
-    cfg = profile.rpc
+    cfg = tvm_options(profile).rpc
     assert cfg is not None
-    where = f"hardware profile {profile.name}: TVM RPC {'tracker' if cfg.use_tracker else 'server'} at {cfg.host}:{cfg.port}"
+    kind = "tracker" if cfg.use_tracker else "server"
+    where = f"hardware profile {profile.name}: TVM RPC {kind} at {cfg.host}:{cfg.port}"
     try:  # TVM's own connect retries for a long time: probe with a bounded timeout first
         socket.create_connection((cfg.host, cfg.port), timeout=cfg.timeout_s).close()
     except OSError as err:
@@ -499,21 +568,40 @@ def connect_rpc(profile: HardwareProfile):
         raise BackendUnavailable(f"{where}: {str(err).splitlines()[0]}") from None
 
 
-@BACKENDS.register("tvm")
 class TvmBackend(LatencyBackend):
     """Compiles with TVM for the profile's target; runs locally or on an RPC board."""
+
+    Options = TvmOptions
 
     def __init__(self, profile: HardwareProfile) -> None:
         super().__init__(profile)
         _tvm()
+        options = tvm_options(profile)
         target = make_target(profile)  # a bad target fails here, before any model is compiled
-        if profile.rpc is None and not _is_host(dict(profile.target or {"kind": "llvm"})):
-            raise ConfigError(f"hardware profile {profile.name}: `target` {dict(profile.target or {})} is not this "
-                              "machine; add `rpc` (host/port of the board's TVM RPC server) to run it")
-        if profile.tuning_trials > 0 and target.kind.name == "llvm" and "num-cores" not in target.export():
+        if options.rpc is None and not _is_host(dict(options.target)):
+            raise ConfigError(f"hardware profile {profile.name}: `tvm.target` {dict(options.target)} is not this "
+                              "machine; add `tvm.rpc` (host/port of the board's TVM RPC server) to run it")
+        if options.tuning_trials > 0 and target.kind.name == "llvm" and "num-cores" not in target.export():
             # MetaSchedule's CPU rules need the core count; the host's is filled in from `threads`
-            raise ConfigError(f"hardware profile {profile.name}: tuning for target {dict(profile.target or {})} needs "
-                              "`target.num-cores` (the board's cores, e.g. the profile's `threads`)")
+            raise ConfigError(f"hardware profile {profile.name}: tuning for target {dict(options.target)} needs "
+                              "`tvm.target.num-cores` (the board's cores, e.g. the profile's `threads`)")
+
+    @classmethod
+    def user_options(cls, section: Mapping[str, Any], source: str) -> dict[str, Any]:
+        """The section with ``rpc.host`` / ``rpc.port`` taken from the environment when set."""
+        merged = dict(section)
+        if not isinstance(merged.get("rpc"), Mapping):
+            return merged
+        rpc = dict(merged["rpc"])
+        if os.environ.get(RPC_HOST_ENV):
+            rpc["host"] = os.environ[RPC_HOST_ENV]
+        if os.environ.get(RPC_PORT_ENV):
+            try:
+                rpc["port"] = int(os.environ[RPC_PORT_ENV])
+            except ValueError:
+                raise ConfigError(f"{source}: {RPC_PORT_ENV} must be a port number, "
+                                  f"got {os.environ[RPC_PORT_ENV]!r}") from None
+        return {**merged, "rpc": rpc}
 
     def prepare(self, model: nn.Module, example_input: Inputs) -> Prepared:
         tvm = _tvm()
@@ -526,7 +614,8 @@ class TvmBackend(LatencyBackend):
         folder = tempfile.TemporaryDirectory(prefix="autoprune-tvm-")
         library = _export(executable, self.profile, Path(folder.name) / "model")
         info["model_bytes"] = library.stat().st_size
-        if self.profile.rpc is None:
+        rpc = tvm_options(self.profile).rpc
+        if rpc is None:
             device, session = tvm.cpu(), None
             _set_threads(tvm.get_global_func("runtime.config_threadpool"), self.profile.threads)
             loaded = tvm.runtime.load_module(str(library))
@@ -536,7 +625,7 @@ class TvmBackend(LatencyBackend):
             loaded = session.load_module(library.name)
             device = session.cpu()
             _set_threads(session.get_function("runtime.config_threadpool"), self.profile.threads)
-            info["rpc"] = f"{self.profile.rpc.host}:{self.profile.rpc.port}"
+            info["rpc"] = f"{rpc.host}:{rpc.port}"
             info["session_memory_bytes"] = None  # the board's memory is not visible from here
         vm = relax.VirtualMachine(loaded, device)
         args = [tvm.runtime.tensor(t.numpy(), device) for _, t in named_tensors(x)]

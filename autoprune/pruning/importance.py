@@ -1,6 +1,6 @@
 """Importance criteria: which channels (structured) or weights (masks) to keep.
 
-Call order: ``imp = IMPORTANCES.get(name)()``; ``imp.calibrate(model, batches)`` once before
+Call order: ``imp = make_importance(name)``; ``imp.calibrate(model, batches)`` once before
 pruning (a no-op unless the criterion needs data); then ``imp(group)`` for each torch-pruning
 group (one score per channel of the group's root, higher = keep) and ``imp.weight_scores(module)``
 for each masked layer (one score per weight). The search space's ``importance`` field names one.
@@ -14,10 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from autoprune.registry import Registry
-
-#: Importance criteria by the name a search space uses.
-IMPORTANCES: Registry[type[Importance]] = Registry("importance")
+from autoprune.registry import IMPORTANCES
 
 WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -59,21 +56,18 @@ class _MagnitudeImportance(Importance):
         return self._imp(group)
 
 
-@IMPORTANCES.register("l1")
 class L1Importance(_MagnitudeImportance):
     """Group L1 norm of every weight that touches the channel."""
 
     p = 1
 
 
-@IMPORTANCES.register("l2")
 class L2Importance(_MagnitudeImportance):
     """Group L2 norm (squared) of every weight that touches the channel."""
 
     p = 2
 
 
-@IMPORTANCES.register("bn_scale")
 class BNScaleImportance(Importance):
     """|gamma| of the group's BatchNorm layers (network slimming); L1 for groups without BatchNorm."""
 
@@ -94,7 +88,6 @@ def _forward_batches(model: nn.Module, batches: Iterable[Batch]):
         yield model(inputs), targets
 
 
-@IMPORTANCES.register("taylor")
 class TaylorImportance(Importance):
     """First-order Taylor: |w * dL/dw| summed per channel, gradients from a few calibration batches.
 
@@ -129,7 +122,6 @@ class TaylorImportance(Importance):
         return (module.weight.detach() * grad).abs()
 
 
-@IMPORTANCES.register("wanda")
 class WandaImportance(Importance):
     """Activation-aware (Wanda): |W_ij| * ||X_j||, the input channel's L2 norm over calibration batches.
 
@@ -148,7 +140,8 @@ class WandaImportance(Importance):
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out) -> None:
             x = inputs[0].detach()
-            dims = [d for d in range(x.dim()) if d != (1 if isinstance(module, nn.modules.conv._ConvNd) else x.dim() - 1)]
+            dims = [d for d in range(x.dim()) if d != (1 if isinstance(module,
+                                                                       nn.modules.conv._ConvNd) else x.dim() - 1)]
             sq = x.pow(2).sum(dim=dims)
             sums[module] = sums.get(module, 0) + sq
 
@@ -202,7 +195,6 @@ class WandaImportance(Importance):
         return self._element_scores(module)
 
 
-@IMPORTANCES.register("random")
 class RandomImportance(Importance):
     """Uniform random scores from a fixed seed: the baseline every criterion must beat."""
 
@@ -219,7 +211,8 @@ class RandomImportance(Importance):
 
 def make_importance(name: str, *, where: str = "importance") -> Importance:
     """A fresh criterion by registry name (ConfigError listing the valid names otherwise)."""
-    return IMPORTANCES.get(name, where=where)()
+    importance: Importance = IMPORTANCES.get(name, where=where)()
+    return importance
 
 
 def calibration_batches(dataset, batches: int = 4, batch_size: int = 32) -> list[Batch]:

@@ -12,8 +12,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import PlanError
-
-MASK_SCOPES = ("layer", "group")
+from autoprune.plan import MASK_SCOPES
 
 
 def magnitude_masks(scores: dict[str, torch.Tensor], ratio: float, scope: str = "layer") -> dict[str, torch.Tensor]:

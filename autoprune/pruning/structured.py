@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import PlanError
-from autoprune.plan import PruningPlan
+from autoprune.plan import PrunerSettings, PruningPlan
 from autoprune.pruning.graph import ROOT_TYPES, GroupInfo, analyse, graph_is_out, trace, user_ignored
 from autoprune.pruning.importance import Batch, Importance, make_importance
 from autoprune.pruning.masks import apply_masks, layer_sparsity, magnitude_masks, mask_reapplier, nm_applicable, nm_mask
@@ -133,7 +133,8 @@ def _update_width_attrs(model: nn.Module, changed: list[tuple[int, int, set[nn.M
             value = getattr(module, attr, None)
             if not isinstance(value, int) or isinstance(value, bool):
                 continue
-            candidates = [(len(layers & inside), new) for old, new, layers in changed if old == value and layers & inside]
+            candidates = [(len(layers & inside), new) for old, new,
+                          layers in changed if old == value and layers & inside]
             if candidates:
                 setattr(module, attr, max(candidates)[1])
 
@@ -166,40 +167,30 @@ def apply_plan(
     model: nn.Module,
     example_input: torch.Tensor,
     plan: PruningPlan,
+    settings: PrunerSettings = PrunerSettings(),
     *,
-    round_to: int = 1,
-    min_channels: int = 1,
-    importance: str = "l2",
-    ignore: tuple[str, ...] = (),
     calibration: list[Batch] | None = None,
-    nm: tuple[int, int] = (2, 4),
-    mask_scope: str = "layer",
 ) -> PruneResult:
-    """Prune ``model`` in place according to ``plan``.
+    """Prune ``model`` in place according to ``plan``, as ``settings`` say.
 
     Args:
-        round_to: kept channel counts are multiples of this (the hardware profile's favourite).
-        min_channels: no group keeps fewer channels than this (nor fewer than one unit).
-        importance: name of a registered criterion (``IMPORTANCES``).
-        ignore: glob patterns of module names never to prune.
+        settings: rounding and minimum widths, the importance criterion, ignored layers, the
+            N:M pattern and the mask scope (``PrunerSettings``).
         calibration: a few batches (inputs or (inputs, targets)) for data-driven criteria;
             the example input is used when none are given.
-        nm: (N, M) of the ``nm`` structure.
-        mask_scope: ``layer`` ranks weights per layer, ``group`` across the group's layers.
 
     Raises:
         PlanError: an unknown group, a structure no layer of the group can take, a model that
             cannot be traced, or a pruned model that no longer runs.
         ConfigError: an unknown importance criterion.
     """
-    imp = make_importance(importance)
-    n, m = nm
-    if not 0 < n < m:
-        raise PlanError(f"N:M sparsity needs 0 < N < M, got {n}:{m}")
+    imp = make_importance(settings.importance)
+    round_to, min_channels = settings.round_to, settings.min_channels
     wanted = plan.as_dict()
     traced = trace(model, example_input)
     graph = traced.graph
-    infos = {info.name: info for info in analyse(model, graph, traced.outputs + user_ignored(model, ignore))[0]}
+    infos = {info.name: info for info in analyse(model, graph, traced.outputs + user_ignored(model,
+                                                                                             settings.ignore))[0]}
     unknown = sorted(set(wanted) - set(infos))
     if unknown:
         raise PlanError(f"group {unknown[0]!r} is not a prunable group of {type(model).__name__}; "
@@ -232,7 +223,8 @@ def apply_plan(
     for name, info in infos.items():
         spec = active.get(name)
         if spec is not None and spec.structure in ("unstructured", "nm"):
-            group_masks = _mask_group(model, info, spec.structure, spec.ratio, imp, nm, mask_scope, skipped)
+            group_masks = _mask_group(model, info, spec.structure, spec.ratio, imp, settings.nm,
+                                      settings.mask_scope, skipped)
             masks.update(group_masks)
             masked_groups.update(dict.fromkeys(group_masks, name))
     apply_masks(model, masks)

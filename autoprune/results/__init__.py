@@ -1,1 +1,2 @@
-"""Run folders, study storage, Pareto fronts, reports and export."""
+"""Run folders: a search run into one (``run_search``, sweeps), read back (``load_run``), reported, picked from
+and exported."""

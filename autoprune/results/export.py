@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import AutopruneError, BackendUnavailable, ConfigError
-from autoprune.execution.record import COMPLETE
-from autoprune.registry import Registry
-from autoprune.results.files import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, umask_mode
+from autoprune.files import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, umask_mode
+from autoprune.plan import PrunerSettings, PruningPlan
+from autoprune.pruning.saving import rebuild
+from autoprune.records import TrialState
+from autoprune.registry import EXPORTERS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,37 +47,26 @@ class ExportError(AutopruneError):
 
 @dataclass(frozen=True, kw_only=True)
 class Rebuild:
-    """What rebuilds a pruned architecture from the task's dense model: the plan and the pruner's settings."""
+    """What rebuilds a trial's architecture from the task's dense model: the task, the plan and the pruner settings
+    (``rebuild.json`` of a torch export, ``rebuild`` in a model card)."""
 
     task: str
     plan: dict[str, dict[str, Any]]
-    round_to: int
-    min_channels: int
-    importance: str
-    ignore: tuple[str, ...]
+    settings: PrunerSettings
 
-    @classmethod
-    def of(cls, config: SearchConfig, plan: dict[str, dict[str, Any]]) -> Rebuild:
-        return cls(task=config.task, plan=plan, round_to=config.round_to, min_channels=config.space.min_channels,
-                   importance=config.space.importance, ignore=tuple(config.space.ignore))
+    def to_dict(self) -> dict[str, Any]:
+        return {"task": self.task, "plan": self.plan, "settings": self.settings.to_dict()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rebuild:
-        return cls(**{**data, "ignore": tuple(data["ignore"])})
+        return cls(task=data["task"], plan=data["plan"], settings=PrunerSettings.from_dict(data["settings"]))
 
     def model(self, task: Task, weights: Path) -> nn.Module:
-        """The pruned model: the task's dense model, the plan applied with the run's settings (which
-        channels go does not matter, only how many), then the saved state_dict loaded (tensors only)."""
+        """The pruned model with the saved weights (tensors only: ``weights_only=True``)."""
         import torch
 
-        from autoprune.plan import PruningPlan
-        from autoprune.pruning import apply_plan
-
-        model = apply_plan(task.build_model(), task.example_input, PruningPlan.from_dict(self.plan),
-                           round_to=self.round_to, min_channels=self.min_channels, importance=self.importance,
-                           ignore=self.ignore).model
-        model.load_state_dict(torch.load(weights, weights_only=True))
-        return model.eval()
+        state = torch.load(weights, weights_only=True)
+        return rebuild(task, PruningPlan.from_dict(self.plan), self.settings, state).model
 
 
 class Exporter(ABC):
@@ -88,7 +79,7 @@ class Exporter(ABC):
         """Raise a user error when this format cannot be produced for ``profile``."""
 
     @abstractmethod
-    def write(self, model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile, rebuild: Rebuild,
+    def write(self, model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile, recipe: Rebuild,
               folder: Path) -> list[Path]:
         """Write the model's files into ``folder``; return them."""
 
@@ -97,14 +88,10 @@ class Exporter(ABC):
         """A function from one input batch (numpy) to the model's output (numpy), from ``folder`` alone."""
 
 
-EXPORTERS: Registry[type[Exporter]] = Registry("export format")
-
-
-@EXPORTERS.register("onnx")
 class OnnxExporter(Exporter):
     """``model.onnx`` (weights embedded), checked with ONNX Runtime's CPU provider."""
 
-    def write(self, model, example_input, profile, rebuild, folder):
+    def write(self, model, example_input, profile, recipe, folder):
         from autoprune.hardware.onnxruntime_backend import export_onnx_bytes
 
         return [atomic_write_bytes(folder / "model.onnx", export_onnx_bytes(model, example_input))]
@@ -117,16 +104,15 @@ class OnnxExporter(Exporter):
         return lambda x: session.run(None, {name: x})[0]
 
 
-@EXPORTERS.register("torch")
 class TorchExporter(Exporter):
     """``rebuild.json`` (task, plan, pruner settings) + ``state_dict.pt`` (tensors only, loaded with
     ``weights_only=True``): no pickled module, so it loads with any torch that can rebuild the task."""
 
     tolerance = (0.0, 0.0)  # the same weights in the same architecture: bit-identical
 
-    def write(self, model, example_input, profile, rebuild, folder):
+    def write(self, model, example_input, profile, recipe, folder):
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        return [atomic_write_json(folder / "rebuild.json", asdict(rebuild)),
+        return [atomic_write_json(folder / "rebuild.json", recipe.to_dict()),
                 atomic_torch_save(state, folder / "state_dict.pt")]
 
     def load(self, folder):
@@ -146,8 +132,8 @@ def load_torch_export(folder: str | Path) -> nn.Module:
     from autoprune.task import resolve_task
 
     folder = Path(folder)
-    rebuild = Rebuild.from_dict(json.loads((folder / "rebuild.json").read_text()))
-    return rebuild.model(resolve_task(rebuild.task), folder / "state_dict.pt")
+    recipe = Rebuild.from_dict(json.loads((folder / "rebuild.json").read_text()))
+    return recipe.model(resolve_task(recipe.task), folder / "state_dict.pt")
 
 
 def _tvm_exporter():
@@ -162,7 +148,6 @@ def _tvm_exporter():
     return function
 
 
-@EXPORTERS.register("tvm")
 class TvmExporter(Exporter):
     """The compiled library for the profile's TVM target, loaded with TVM's Relax VirtualMachine."""
 
@@ -175,7 +160,7 @@ class TvmExporter(Exporter):
                               "produce: onnx, torch")
         _tvm_exporter()
 
-    def write(self, model, example_input, profile, rebuild, folder):
+    def write(self, model, example_input, profile, recipe, folder):
         path = _tvm_exporter()(model, example_input, profile, folder / "model.so")
         return [Path(path)]
 
@@ -275,7 +260,7 @@ def export_trial(
 
     data = load_run(run_path)
     record = data.record(trial)
-    if record.state != COMPLETE:
+    if record.state != TrialState.COMPLETE:
         raise ConfigError(f"{run_path}: trial {trial} is {record.state} ({record.reason}); only complete trials "
                           "have fine-tuned weights to export")
     on_front = data.on_front(trial)
@@ -295,9 +280,9 @@ def export_trial(
         raise ConfigError(f"{run_path}: trial {trial} has no saved weights at {weights}")
 
     task = resolve_task(data.config.task)
-    rebuild = Rebuild.of(data.config, record.plan)
+    recipe = Rebuild(task=data.config.task, plan=record.plan, settings=data.config.pruner)
     dense_model = task.build_model()
-    model = rebuild.model(task, weights)
+    model = recipe.model(task, weights)
     stats = model_stats(model, task.example_input)
     if (stats.macs, stats.params) != (record.macs, record.params):
         raise ExportError(f"trial {trial}: the rebuilt model has {stats.macs} MACs / {stats.params} params, its record "
@@ -313,7 +298,7 @@ def export_trial(
         n = min(samples, len(task.val_set))
         inputs = [task.val_set[i][0].unsqueeze(0).numpy() for i in range(n)]
         try:  # exporters and runtimes (torch.onnx, TVM) report what they cannot convert as RuntimeError
-            files = exporter.write(model, task.example_input, profile, rebuild, staging)
+            files = exporter.write(model, task.example_input, profile, recipe, staging)
             atomic_write_json(staging / MANIFEST, {"format": fmt, "files": [f.name for f in files], "trial": trial,
                                                    "input_shape": list(task.example_input.shape),
                                                    "input_dtype": str(task.example_input.dtype).replace("torch.", "")})
@@ -329,8 +314,8 @@ def export_trial(
         dense_stats, pruned_stats = measure_models(profile, [dense_model, model], task.example_input)
         card = build_card(data=data, record=record, task=task, fmt=fmt, files=files, on_front=on_front,
                           dense_model=dense_model, model=model, accuracy_at_export=accuracy,
-                          latency={"dense": dense_stats.to_dict(), "pruned": pruned_stats.to_dict()},
-                          verification=asdict(check), rebuild=asdict(rebuild))
+                          latency={"dense": dense_stats, "pruned": pruned_stats},
+                          verification=asdict(check), rebuild=recipe.to_dict())
         atomic_write_json(staging / "model_card.json", card)
         atomic_write_text(staging / "model_card.md", card_markdown(card))
         staging.chmod(umask_mode(0o777))

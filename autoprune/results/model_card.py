@@ -12,8 +12,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprune.execution.record import TrialRecord
-from autoprune.results.environment import library_versions, machine_fingerprint
+from autoprune.environment import library_versions, machine_fingerprint
+from autoprune.latency import LatencyStats
+from autoprune.records import TrialRecord
 from autoprune.results.report import removed_share
 from autoprune.results.run import RunData
 
@@ -54,14 +55,14 @@ def build_card(
     dense_model: nn.Module,
     model: nn.Module,
     accuracy_at_export: float,
-    latency: dict[str, dict[str, Any]],
+    latency: dict[str, LatencyStats],
     verification: dict[str, Any],
     rebuild: dict[str, Any],
 ) -> dict[str, Any]:
     """The card as plain data (``model_card.json``); :func:`card_markdown` renders it."""
     dense = data.dense
     sizes = {f.name: f.stat().st_size for f in files}
-    p50_dense, p50 = latency["dense"]["median_ms"], latency["pruned"]["median_ms"]
+    p50_dense, p50 = latency["dense"].median_ms, latency["pruned"].median_ms
     return {
         "model": {"run": str(data.run.path.resolve()), "trial": record.number, "format": fmt, "files": sizes,
                   "size_bytes": sum(sizes.values()), "on_pareto_front": on_front, "task": data.config.task},
@@ -69,11 +70,11 @@ def build_card(
                      "delta": record.accuracy - dense.accuracy, "pruned_at_export": accuracy_at_export},
         "latency": {
             "at_export": {"profile": data.config.profile.name, "dense_p50_ms": p50_dense,
-                          "dense_p90_ms": latency["dense"]["p90_ms"], "pruned_p50_ms": p50,
-                          "pruned_p90_ms": latency["pruned"]["p90_ms"], "speedup": p50_dense / p50,
-                          "dense": latency["dense"], "pruned": latency["pruned"]},
+                          "dense_p90_ms": latency["dense"].p90_ms, "pruned_p50_ms": p50,
+                          "pruned_p90_ms": latency["pruned"].p90_ms, "speedup": p50_dense / p50,
+                          "dense": latency["dense"].to_dict(), "pruned": latency["pruned"].to_dict()},
             "at_search": {"pruned_p50_ms": record.latency_ms, "pruned_p90_ms": record.latency_p90_ms,
-                          "dense_p50_ms": record.dense_latency["median_ms"] if record.dense_latency else None,
+                          "dense_p50_ms": record.dense_latency.median_ms if record.dense_latency else None,
                           "speedup": record.speedup},
         },
         "params": {"dense": dense.params, "pruned": record.params},
@@ -86,7 +87,7 @@ def build_card(
         "data": {"task": data.config.task, "train_samples": len(task.train_set), "validation_samples": len(task.val_set),
                  "metric": task.metric_name, "fine_tune_recipe": asdict(task.recipe)},
         "verification": verification,
-        "hardware_profile": asdict(data.config.profile),
+        "hardware_profile": data.config.profile.to_dict(),
         "search": {"agent": data.config.agent, "trials": len(data.records), "objectives": list(data.config.objectives)},
         "versions": {"search": data.environment.get("versions", {}), "export": library_versions()},
         "machine": {"search": data.environment.get("machine", {}), "export": machine_fingerprint()},
@@ -171,10 +172,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         json.dumps(card["plan"], indent=2, sort_keys=True),
         "```",
         "",
-        "Rebuild (PyTorch): the task's dense model, this plan applied with "
-        f"round_to={card['rebuild']['round_to']}, min_channels={card['rebuild']['min_channels']}, "
-        f"importance={card['rebuild']['importance']}, then the state_dict loaded "
-        "(`autoprune.results.export.load_torch_export` does this for a torch export).",
+        "Rebuild (PyTorch): the task's dense model, this plan applied with the pruner settings "
+        + ", ".join(f"{k}={v}" for k, v in card["rebuild"]["settings"].items())
+        + ", then the state_dict loaded (`autoprune.results.export.load_torch_export` does this for a torch export).",
         "",
     ]
     return "\n".join(lines)

@@ -1,17 +1,16 @@
 """Pick one Pareto model for a budget, and say why (its numbers next to its neighbours').
 
 Rules (exactly one): the most accurate model within a latency budget, the fastest model that
-reaches an accuracy, or the knee of the front (see :func:`autoprune.results.front.knee_index`).
+reaches an accuracy, or the knee of the front (see :func:`autoprune.search.pareto.knee_index`).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from autoprune.errors import ConfigError
-from autoprune.execution.record import TrialRecord
-from autoprune.results.front import knee_index
+from autoprune.records import DenseReference, TrialRecord
+from autoprune.search.pareto import knee_index
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,7 +83,7 @@ def pick(
                   slower=ordered[i + 1] if i + 1 < len(ordered) else None)
 
 
-def choice_table(choice: Choice, dense: Any):
+def choice_table(choice: Choice, dense: DenseReference):
     """A rich table of the choice between its neighbours, with the dense model for scale."""
     from rich import box
     from rich.table import Table
@@ -100,6 +99,6 @@ def choice_table(choice: Choice, dense: Any):
                       f"{r.latency_ms:.4f}", f"{r.latency_p90_ms:.4f}", f"{r.speedup:.2f}x", f"{r.macs / 1e6:.2f}",
                       f"{r.params / 1e3:.1f}", style="bold" if r is choice.chosen else None)
     lat = dense.latency
-    table.add_row("dense", "-", f"{100 * dense.accuracy:.2f}", "+0.00", f"{lat['median_ms']:.4f}",
-                  f"{lat['p90_ms']:.4f}", "1.00x", f"{dense.macs / 1e6:.2f}", f"{dense.params / 1e3:.1f}", style="dim")
+    table.add_row("dense", "-", f"{100 * dense.accuracy:.2f}", "+0.00", f"{lat.median_ms:.4f}",
+                  f"{lat.p90_ms:.4f}", "1.00x", f"{dense.macs / 1e6:.2f}", f"{dense.params / 1e3:.1f}", style="dim")
     return table

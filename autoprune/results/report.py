@@ -12,9 +12,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoprune.execution.record import COMPLETE, FAILED, REJECTED, TrialRecord
-from autoprune.results.files import atomic_write_bytes, atomic_write_text
-from autoprune.results.front import hypervolume_history, hypervolume_reference
+from autoprune.files import atomic_write_bytes, atomic_write_text
+from autoprune.records import TrialRecord, TrialState
 from autoprune.results.run import RunData
 
 #: the front's colour in every plot (the report test looks for it in a browser screenshot)
@@ -44,7 +43,7 @@ def plot_pareto(data: RunData):
     plt = _pyplot()
     fig, (ax, strip) = plt.subplots(2, 1, sharex=True, figsize=(8, 5.6), gridspec_kw={"height_ratios": [5, 1]})
     front_numbers = {r.number for r in data.front}
-    others = [r for r in data.records if r.state == COMPLETE and r.number not in front_numbers]
+    others = [r for r in data.records if r.state == TrialState.COMPLETE and r.number not in front_numbers]
     if others:
         ax.scatter([r.latency_ms for r in others], [100 * r.accuracy for r in others], s=28, color="#8c8c8c",
                    alpha=0.7, label="complete, dominated")
@@ -54,15 +53,15 @@ def plot_pareto(data: RunData):
         for r in data.front:
             ax.annotate(f"#{r.number}", (r.latency_ms, 100 * r.accuracy), textcoords="offset points", xytext=(5, 5),
                         fontsize=8, color=FRONT_COLOUR)
-    dense_lat = data.dense.latency["median_ms"]
+    dense_lat = data.dense.latency.median_ms
     ax.scatter([dense_lat], [100 * data.dense.accuracy], marker="*", s=220, color="black", zorder=5, label="dense")
     ax.axvline(dense_lat, color="black", lw=0.6, ls=":")
     ax.set_ylabel("validation accuracy %")
     ax.set_title(f"{data.config.task} on {data.config.profile.name}: accuracy vs measured latency")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    rejected = [r for r in data.records if r.state == REJECTED and r.latency is not None]
-    failed = [r for r in data.records if r.state == FAILED]
+    rejected = [r for r in data.records if r.state == TrialState.REJECTED and r.latency is not None]
+    failed = [r for r in data.records if r.state == TrialState.FAILED]
     strip.scatter([r.latency_ms for r in rejected], [0] * len(rejected), marker="x", color="#ff7f0e", s=36)
     predicted = _plot_predicted(strip, data.records)
     strip.set_yticks([])
@@ -89,15 +88,17 @@ def _plot_predicted(strip, records: list[TrialRecord]) -> str:
 
 
 def plot_hypervolume(data: RunData):
-    """Hypervolume of the complete trials so far, after each trial (higher is a better front)."""
+    """The run's hypervolume after each trial (as in ``pareto.json``; higher is a better front)."""
     plt = _pyplot()
-    reference = hypervolume_reference(data.records, data.dense.latency["median_ms"])
-    history = hypervolume_history(data.records, reference)
+    scoring = data.scoring
+    ordered = sorted(data.records, key=lambda r: r.number)
+    history = scoring.hypervolume_history(ordered)
     fig, ax = plt.subplots(figsize=(8, 3.2))
-    ax.step([n for n, _ in history], [100 * hv for _, hv in history], where="post", color=FRONT_COLOUR, lw=2)
+    ax.step([r.number for r in ordered], history, where="post", color=FRONT_COLOUR, lw=2)
     ax.set_xlabel("trial")
-    ax.set_ylabel("hypervolume (ms x acc pt)")
-    ax.set_title(f"hypervolume over trials (reference: {reference[0]:.4f} ms, {100 * reference[1]:.2f}%)")
+    ax.set_ylabel("hypervolume (normalised)")
+    reference = ", ".join(f"{o} {v:g}" for o, v in scoring.reference.items())
+    ax.set_title(f"hypervolume over trials (reference: {reference}; costs as a fraction of dense)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -165,14 +166,14 @@ def _front_table(data: RunData) -> str:
     head = ("trial", "accuracy %", "Δ acc pt", "p50 ms", "p90 ms", "CV %", "speed-up", "MACs", "params", "mean removed")
     lat = data.dense.latency
     rows = [f'<tr class="dense"><td>dense</td><td>{100 * data.dense.accuracy:.2f}</td><td>+0.00</td>'
-            f'<td>{lat["median_ms"]:.4f}</td><td>{lat["p90_ms"]:.4f}</td><td>{100 * lat["cv"]:.1f}</td><td>1.00x</td>'
+            f'<td>{lat.median_ms:.4f}</td><td>{lat.p90_ms:.4f}</td><td>{100 * lat.cv:.1f}</td><td>1.00x</td>'
             f'<td>{data.dense.macs:,}</td><td>{data.dense.params:,}</td><td>0.00</td></tr>']
     for r in data.front:
         shares = [s for s in (removed_share(r, g) for g in r.channels) if s is not None]
         rows.append(
             f'<tr class="front"><td>{r.number}</td><td>{100 * r.accuracy:.2f}</td>'
             f'<td>{100 * (r.accuracy - data.dense.accuracy):+.2f}</td><td>{r.latency_ms:.4f}</td>'
-            f'<td>{r.latency_p90_ms:.4f}</td><td>{100 * r.latency["cv"]:.1f}</td><td>{r.speedup:.2f}x</td>'
+            f'<td>{r.latency_p90_ms:.4f}</td><td>{100 * r.latency.cv:.1f}</td><td>{r.speedup:.2f}x</td>'
             f'<td>{r.macs:,}</td><td>{r.params:,}</td><td>{sum(shares) / max(len(shares), 1):.2f}</td></tr>')
     return _table(head, rows)
 
@@ -202,13 +203,13 @@ def render_html(data: RunData, images: dict[str, bytes]) -> str:
         encoded = base64.b64encode(images[name]).decode()
         return f'<img id="{name}" alt="{html.escape(alt)}" src="data:image/png;base64,{encoded}">'
 
-    counts = {s: sum(r.state == s for r in data.records) for s in (COMPLETE, REJECTED, FAILED)}
+    counts = {s: sum(r.state == s for r in data.records) for s in TrialState}
     cfg = data.config
     machine = data.environment.get("machine", {})
     meta = (f"task <b>{html.escape(cfg.task)}</b> · profile <b>{html.escape(cfg.profile.name)}</b> "
             f"({html.escape(cfg.profile.backend)}, {html.escape(cfg.profile.device)}) · agent <b>{html.escape(cfg.agent)}</b> "
-            f"· seed {cfg.seed} · {len(data.records)} finished trials ({counts[COMPLETE]} complete, "
-            f"{counts[REJECTED]} rejected, {counts[FAILED]} failed) · machine "
+            f"· seed {cfg.seed} · {len(data.records)} finished trials ({counts[TrialState.COMPLETE]} complete, "
+            f"{counts[TrialState.REJECTED]} rejected, {counts[TrialState.FAILED]} failed) · machine "
             f"{html.escape(str(machine.get('cpu', '?')))} ({html.escape(str(machine.get('id', '?')))})")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>autoprune report: {html.escape(str(data.run.path))}</title>

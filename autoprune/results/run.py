@@ -1,31 +1,38 @@
-"""A run folder and its Optuna study: where a search writes and how it is read back.
+"""A run folder: what a search writes into it and how it is read back.
 
 Layout (see results/README.md): ``config.json`` (resolved), ``environment.json`` (versions,
 machine fingerprint, seed), ``dense.json`` (the dense reference), ``study.db`` (every trial,
-records in user attributes), ``trials/NNNN/`` (plan + state_dict), ``pareto.json``.
+records in user attributes), ``trials/NNNN/`` (plan + pruner settings + state_dict),
+``pareto.json``. Everything is written atomically, by the driver's process only.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from autoprune.config import OBJECTIVES, SearchConfig, search_config_from_dict
+from autoprune.environment import library_versions, machine_fingerprint
 from autoprune.errors import ConfigError
-from autoprune.execution.record import TrialRecord
+from autoprune.execution.outcomes import Candidate
+from autoprune.files import atomic_write_json
+from autoprune.plan import PruningPlan
+from autoprune.pruning.saving import save_pruned
+from autoprune.records import DenseReference, TrialRecord
+from autoprune.results.pareto_file import write_pareto
+from autoprune.search.objectives import Scoring
+from autoprune.search.study import finished_records, open_study
 
-if TYPE_CHECKING:
-    from autoprune.config import SearchConfig
-    from autoprune.execution.driver import DenseReference
-
-STUDY_NAME = "autoprune"
-RECORD_ATTR = "record"
-INTERRUPTED_ATTR = "interrupted"
+#: fields that must match for a run folder to be resumed with a new command
+IDENTITY_FIELDS = ("task", "agent", "seed", "objectives", "profile", "space")
 
 
 @dataclass(frozen=True)
 class RunFolder:
-    """Paths of one run."""
+    """Paths of one run, and its writers."""
 
     path: Path
 
@@ -53,15 +60,15 @@ class RunFolder:
     def study_db(self) -> Path:
         return self.path / "study.db"
 
+    def trial_folder(self, number: int) -> Path:
+        """Where trial ``number``'s candidate is saved (plan.json + model.pt, inside the run)."""
+        return self.trials / f"{number:04d}"
+
     def trial_weights(self, number: int) -> Path:
-        """Where trial ``number``'s state_dict is saved (inside the run, so a moved run still works)."""
-        return self.trials / f"{number:04d}" / "model.pt"
+        return self.trial_folder(number) / "model.pt"
 
     def storage_url(self) -> str:
         return f"sqlite:///{self.study_db.resolve()}"
-
-    def read_json(self, path: Path) -> Any:
-        return json.loads(path.read_text())
 
     @classmethod
     def existing(cls, path: str | Path) -> RunFolder:
@@ -72,52 +79,51 @@ class RunFolder:
                               "give the --out folder of a finished or running search")
         return run
 
+    def check_resumable(self, config: SearchConfig) -> None:
+        """ConfigError when the folder holds a search with other identity fields (``IDENTITY_FIELDS``)."""
+        if not self.config.is_file():
+            return
+        saved = json.loads(self.config.read_text())
+        current = json.loads(json.dumps(config.to_dict()))
+        for key in IDENTITY_FIELDS:
+            if saved.get(key) != current.get(key):
+                raise ConfigError(f"{self.path}: holds a search with a different `{key}`; resume it with the same "
+                                  f"settings or choose another --out")
 
-def open_study(storage_url: str, directions: list[str], sampler=None, *, create: bool = True):
-    """Create or load the run's multi-objective study."""
-    import optuna
+    def start(self, config: SearchConfig) -> None:
+        """Create the folder and record the resolved config, library versions, machine and seed."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config, config.to_dict())
+        atomic_write_json(self.environment, {"versions": library_versions(), "machine": machine_fingerprint(),
+                                             "seed": config.seed})
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(storage_url)
-    if create:
-        return optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=directions,
-                                   sampler=sampler, load_if_exists=True)
-    return optuna.load_study(storage=storage, study_name=STUDY_NAME, sampler=sampler)
+    def read_dense(self) -> DenseReference | None:
+        """The dense reference an earlier session measured, if any (a resumed run keeps it)."""
+        return DenseReference.from_dict(json.loads(self.dense.read_text())) if self.dense.is_file() else None
 
-
-def _storage(storage_url: str):
-    """The RDB storage; SQLite in WAL mode without an fsync per commit.
-
-    Optuna commits once per suggested parameter, so the default rollback journal with an fsync
-    per commit cost ~10 ms each here, over 100 ms per trial. WAL with ``synchronous=NORMAL``
-    stays consistent and loses nothing when the process is killed (only an OS crash or power
-    loss can drop the last commits, which a resume re-runs).
-    """
-    import optuna
-
-    storage = optuna.storages.RDBStorage(storage_url)
-    if storage_url.startswith("sqlite"):
-        from sqlalchemy import event
-
-        def pragmas(connection, _record) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.close()
-
-        event.listen(storage.engine, "connect", pragmas)
-        storage.engine.dispose()  # pooled connections were opened before the listener
-    return storage
+    def write_dense(self, dense: DenseReference) -> None:
+        atomic_write_json(self.dense, dense.to_dict())
 
 
-def finished_records(study) -> list[TrialRecord]:
-    """Records of every finished trial (interrupted attempts excluded), by trial number."""
-    out = []
-    for trial in study.get_trials(deepcopy=False):
-        data = trial.user_attrs.get(RECORD_ATTR)
-        if data is not None and not trial.user_attrs.get(INTERRUPTED_ATTR):
-            out.append(TrialRecord.from_dict(data))
-    return sorted(out, key=lambda r: r.number)
+@dataclass(frozen=True, kw_only=True)
+class RunWriter:
+    """The driver's ``RunSink`` for a run folder: saves candidates and keeps ``pareto.json`` current."""
+
+    run: RunFolder
+    config: SearchConfig
+    dense: DenseReference
+    #: what screened the candidates (``pareto_file.screening_info``)
+    screening: dict[str, Any]
+
+    def save_candidate(self, candidate: Candidate) -> TrialRecord:
+        record = candidate.record
+        path = save_pruned(self.run.trial_folder(record.number), PruningPlan.from_dict(record.plan),
+                           candidate.weights or {}, settings=self.config.pruner, channels=record.channels,
+                           sparsity=candidate.sparsity)
+        return dataclasses.replace(record, model_path=str(path))
+
+    def trials_finished(self, records: Sequence[TrialRecord]) -> None:
+        write_pareto(self.run.pareto, self.config, self.dense, records, self.screening)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +136,10 @@ class RunData:
     environment: dict[str, Any]
     records: list[TrialRecord]
     front: list[TrialRecord]
+
+    @property
+    def scoring(self) -> Scoring:
+        return Scoring.from_config(self.config, self.dense)
 
     def record(self, number: int) -> TrialRecord:
         """The record of trial ``number``; ConfigError naming the finished trials otherwise."""
@@ -151,16 +161,13 @@ def load_run(path: str | Path) -> RunData:
     Raises:
         ConfigError: ``path`` is not a run folder, or it holds no dense reference yet.
     """
-    from autoprune.config import OBJECTIVES, search_config_from_dict
-    from autoprune.execution.driver import DenseReference, front_of
-
     run = RunFolder.existing(path)
-    config = search_config_from_dict(run.read_json(run.config), str(run.config))
-    if not run.dense.is_file():
+    config = search_config_from_dict(json.loads(run.config.read_text()), str(run.config))
+    dense = run.read_dense()
+    if dense is None:
         raise ConfigError(f"{path}: the search has not measured the dense model yet (no dense.json)")
-    dense = DenseReference(**run.read_json(run.dense))
-    environment = run.read_json(run.environment) if run.environment.is_file() else {}
+    environment = json.loads(run.environment.read_text()) if run.environment.is_file() else {}
     study = open_study(run.storage_url(), [OBJECTIVES[o] for o in config.objectives], create=False)
     records = finished_records(study)
     return RunData(run=run, config=config, dense=dense, environment=environment, records=records,
-                   front=front_of(config, dense, records))
+                   front=Scoring.from_config(config, dense).front(records))

@@ -1,7 +1,6 @@
-"""Agents (ask/tell), the plan space they sample, objectives/constraints, Pareto fronts and hypervolume."""
-from autoprune.search.agent import AGENTS, Agent, make_agent
-from autoprune.search.objectives import Scoring
-from autoprune.search.pareto import hypervolume, pareto_front
-from autoprune.search.space import PlanSpace
+"""Agents (Optuna samplers of the run's study), the plan space they sample, objectives and constraints,
+the one Pareto front and hypervolume, and the studies that prime a search (sensitivity, predictor calibration).
 
-__all__ = ["AGENTS", "Agent", "PlanSpace", "Scoring", "hypervolume", "make_agent", "pareto_front"]
+Import the modules themselves (``autoprune.search.agent``...): this package imports nothing, so
+reading one module does not load Optuna and torch for the others.
+"""

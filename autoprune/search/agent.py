@@ -1,68 +1,102 @@
-"""The Agent ABC and its registry.
+"""The agent contract: every agent is an Optuna sampler of the run's study.
 
-Call order, repeated until the budget is spent: ``trial = agent.ask()`` gives an Optuna
-trial whose parameters are a plan (``PlanSpace.plan_from_params``); the runner evaluates it;
-``agent.tell(trial, record)`` reports the outcome. The run's Optuna study stores every trial.
-Agents never touch models.
+The driver owns the study and its trial bookkeeping. For each trial it calls
+``study.ask(space.distributions())``, reads the plan from the trial's parameters
+(``PlanSpace.plan_from_params``), evaluates it, stores the record on the trial and tells the
+study. Optuna asks the study's sampler for those parameters, so an agent is whatever sampler
+``AGENTS[name](context)`` returns:
+
+* an Optuna sampler as it is (``tpe``, ``nsga2``, ``random``: see ``optuna_agents.py``), or
+* a ``PlanAgent``, for agents that think in whole plans (``rl``, ``uniform``): one method,
+  ``propose(finished, pending) -> PruningPlan``, called once per new trial with the study's
+  history; the base class turns the plan into the trial's parameters.
+
+A new agent is one module plus its line in ``registry.AGENTS``. An agent never touches models,
+and whatever it learns must be recoverable from the study's finished trials (their records),
+because it is rebuilt from the study when a search resumes.
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from autoprune.registry import Registry
+import optuna
+from optuna.distributions import BaseDistribution
+
+from autoprune.plan import PruningPlan
+from autoprune.records import TrialRecord
+from autoprune.registry import AGENTS
+from autoprune.search.study import records_of
 
 if TYPE_CHECKING:
-    import optuna
-
-    from autoprune.execution.record import TrialRecord
     from autoprune.search.objectives import Scoring
     from autoprune.search.space import PlanSpace
 
-AGENTS: Registry[type[Agent]] = Registry("agent", ["autoprune.search.optuna_agents", "autoprune.search.rl"])
 
+@dataclass(frozen=True, kw_only=True)
+class AgentContext:
+    """What an agent is built from.
 
-class Agent(ABC):
-    """Proposes plans (ask) and learns from their outcomes (tell).
-
-    An agent is rebuilt on resume from the study alone: whatever it learns must be
-    recoverable from the study's finished trials (their records are in user attributes).
-
-    Args:
-        study: the run's study; every proposal is one of its trials.
-        space: the plans it may propose.
-        seed: the run's seed (same seed and history give the same plans).
-        scoring: objectives, constraints and scalar score of the run (agents that learn a
-            scalar reward use it).
+    Attributes:
+        space: the plans it may propose (their Optuna distributions).
+        seed: the run's seed (the same seed and history give the same plans).
+        scoring: objectives, constraints and scalar score (agents that learn a scalar reward use it).
         log_dir: the run folder, for agents that log their own progress (None: no logs).
+        resumed_trials: trials already in the study when this session started.
     """
 
-    def __init__(self, study: optuna.Study, space: PlanSpace, seed: int, *, scoring: Scoring | None = None,
-                 log_dir: Path | None = None) -> None:
-        self.study = study
-        self.space = space
-        self.seed = seed
-        self.scoring = scoring
-        self.log_dir = log_dir
+    space: PlanSpace
+    seed: int
+    scoring: Scoring
+    log_dir: Path | None = None
+    resumed_trials: int = 0
 
-    @staticmethod
-    def sampler(seed: int) -> optuna.samplers.BaseSampler | None:
-        """The sampler the study must be created with (agents that propose plans themselves return None)."""
-        return None
+    @property
+    def session_seed(self) -> int:
+        """The seed for a sampler's random stream: a resumed session must not replay the first one's."""
+        return self.seed + self.resumed_trials
+
+
+def make_agent(name: str, context: AgentContext) -> optuna.samplers.BaseSampler:
+    """The sampler of the agent registered as ``name`` (ConfigError listing the valid names otherwise)."""
+    sampler: optuna.samplers.BaseSampler = AGENTS.get(name, where="--agent")(context)
+    return sampler
+
+
+class PlanAgent(optuna.samplers.BaseSampler, ABC):
+    """An agent that proposes whole plans, as an Optuna sampler.
+
+    Call order: for every trial the driver asks, Optuna calls ``sample_relative``, which calls
+    ``propose`` with the records of the study's finished trials (by trial number) and the plans
+    of the trials still running; the plan becomes the trial's parameters. A trial the driver
+    re-queues (an interrupted one) keeps its own parameters and never reaches ``propose``.
+    """
+
+    def __init__(self, context: AgentContext) -> None:
+        self.context = context
+        self.space = context.space
+        # parameters outside the plan space (none in autoprune's own studies) are sampled at random
+        self._fallback = optuna.samplers.RandomSampler(seed=context.session_seed)
 
     @abstractmethod
-    def ask(self) -> optuna.trial.Trial:
-        """A new trial of the study whose parameters define the next plan."""
+    def propose(self, finished: Sequence[TrialRecord], pending: Sequence[PruningPlan]) -> PruningPlan:
+        """The next plan, given every finished trial's record and the plans of trials in flight."""
 
-    def tell(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
-        """Learn from the trial's outcome; the driver has already written it to the study."""
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: optuna.trial.FrozenTrial) -> dict[str, BaseDistribution]:
+        return self.space.distributions()
 
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        trials = study.get_trials(deepcopy=False)
+        running = optuna.trial.TrialState.RUNNING
+        pending = [self.space.plan_from_params(t.params) for t in trials
+                   if t.state == running and t.number != trial.number and set(search_space) <= set(t.params)]
+        return self.space.params_from_plan(self.propose(records_of(trials), pending))
 
-def make_agent(name: str, study: optuna.Study, space: PlanSpace, seed: int, *, scoring: Scoring | None = None,
-               log_dir: Path | None = None) -> Agent:
-    return AGENTS.get(name, where="--agent")(study, space, seed, scoring=scoring, log_dir=log_dir)
-
-
-def agent_sampler(name: str, seed: int):
-    return AGENTS.get(name, where="--agent").sampler(seed)
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._fallback.sample_independent(study, trial, param_name, param_distribution)

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from autoprune.config import OBJECTIVES, SearchConfig
-from autoprune.execution.record import COMPLETE, TrialRecord
+from autoprune.errors import ConfigError
+from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.search.pareto import dominates, hypervolume, pareto_front
 
 #: reference point defaults: accuracy 0.5, every cost the dense model's value (1.0)
@@ -42,11 +43,22 @@ class Scoring:
     max_params: int | None = None
 
     @classmethod
-    def from_config(cls, config: SearchConfig, dense: Mapping[str, float | None]) -> Scoring:
-        """Scoring for ``config`` given the dense model's objective values (None: not measured)."""
-        base = {o: float(v) for o, v in dense.items() if v is not None}
+    def from_config(cls, config: SearchConfig, dense: DenseReference) -> Scoring:
+        """Scoring for ``config``, normalised by the dense model's values.
+
+        Raises:
+            ConfigError: an objective the profile does not measure (no dense value).
+        """
+        values = {o: dense.objective(o) for o in OBJECTIVES}
+        missing = [o for o in config.objectives if values[o] is None]
+        if missing:
+            measured = [o for o, v in values.items() if v is not None]
+            raise ConfigError(f"objectives: `{missing[0]}` is not measured by profile {config.profile.name!r} "
+                              f"(backend {config.profile.backend}); measured objectives: {', '.join(measured)}")
+        base = {o: float(v) for o, v in values.items() if o in config.objectives and v is not None}
         return cls(objectives=tuple(config.objectives), dense=base,
-                   reference={o: float(config.reference.get(o, DEFAULT_REFERENCE.get(o, 1.0))) for o in config.objectives},
+                   reference={o: float(config.reference.get(o, DEFAULT_REFERENCE.get(o,
+                                                                                     1.0))) for o in config.objectives},
                    weights={o: float(config.weights.get(o, 1.0)) for o in config.objectives},
                    max_latency_ms=config.max_latency_ms, min_accuracy=config.min_accuracy,
                    max_params=config.max_params)
@@ -66,18 +78,23 @@ class Scoring:
         values = [record.objective(o) for o in self.objectives]
         if any(v is None for v in values):
             return None
-        return [self.normalise(o, v) for o, v in zip(self.objectives, values)]  # type: ignore[arg-type]
+        return [self.normalise(o, v) for o, v in zip(self.objectives, values, strict=True)]  # type: ignore[arg-type]
 
     def violations(self, record: TrialRecord) -> list[str]:
         """The constraints ``record`` breaks, as short strings ([] when feasible)."""
         out = []
-        if self.max_latency_ms is not None and record.latency_ms is not None and record.latency_ms > self.max_latency_ms:
+        if self._too_slow(record):
             out.append(f"latency {record.latency_ms:.3f} ms > {self.max_latency_ms} ms")
         if self.min_accuracy is not None and record.accuracy is not None and record.accuracy < self.min_accuracy:
             out.append(f"accuracy {record.accuracy:.4f} < {self.min_accuracy}")
         if self.max_params is not None and record.params is not None and record.params > self.max_params:
             out.append(f"params {record.params} > {self.max_params}")
         return out
+
+    def _too_slow(self, record: TrialRecord) -> bool:
+        """A measured latency over ``max_latency_ms``."""
+        latency = record.latency_ms
+        return self.max_latency_ms is not None and latency is not None and latency > self.max_latency_ms
 
     def constraint_values(self, record: TrialRecord) -> list[float]:
         """[latency, accuracy, params] constraint margins, relative; <= 0 means met (Optuna's convention).
@@ -89,18 +106,22 @@ class Scoring:
         lat = latency / self.max_latency_ms - 1.0 if self.max_latency_ms is not None and latency is not None else 0.0
         acc = (self.min_accuracy - record.accuracy
                if self.min_accuracy is not None and record.accuracy is not None else 0.0)
-        size = record.params / self.max_params - 1.0 if self.max_params is not None and record.params is not None else 0.0
+        size = (record.params / self.max_params - 1.0
+                if self.max_params is not None and record.params is not None else 0.0)
         return [lat, acc, size]
 
     def feasible(self, record: TrialRecord) -> bool:
         """A complete trial with every objective measured that meets every constraint."""
-        return record.state == COMPLETE and self.vector(record) is not None and not self.violations(record)
+        return record.state == TrialState.COMPLETE and self.vector(record) is not None and not self.violations(record)
 
     def front(self, records: Sequence[TrialRecord]) -> list[TrialRecord]:
-        """The Pareto-optimal feasible trials (duplicates of an earlier trial counted once)."""
+        """The Pareto-optimal feasible trials (duplicates of an earlier trial counted once), sorted by
+        latency (or, without a latency objective, by the first objective)."""
         pool = [r for r in records if self.feasible(r) and r.duplicate_of is None]
         vectors = [self.vector(r) for r in pool]
-        return [pool[i] for i in pareto_front(vectors, self.maximize)]  # type: ignore[arg-type]
+        key = "latency" if "latency" in self.objectives else self.objectives[0]
+        front = [pool[i] for i in pareto_front(vectors, self.maximize)]  # type: ignore[arg-type]
+        return sorted(front, key=lambda r: r.objective(key) or 0.0)
 
     def hypervolume(self, records: Iterable[TrialRecord]) -> float:
         """Hypervolume of the feasible trials' normalised objectives against ``reference``."""
@@ -136,7 +157,7 @@ class Scoring:
             sign = 1.0 if OBJECTIVES[name] == "maximize" else -1.0
             total += sign * self.weights.get(name, 1.0) * self.normalise(name, value)
         penalty = 0.0
-        if self.max_latency_ms is not None and record.latency_ms is not None and record.latency_ms > self.max_latency_ms:
+        if self._too_slow(record):
             penalty += 1.0 + record.latency_ms / self.max_latency_ms - 1.0
         acc = accuracy if accuracy is not None else record.accuracy
         if self.min_accuracy is not None and acc is not None and acc < self.min_accuracy:

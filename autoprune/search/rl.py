@@ -16,28 +16,26 @@ trials alone. PPO would discard its data after each update. Critic targets are t
 reward minus the mean reward (AMC's baseline), with gamma = 1 as the reward arrives at the end.
 
 Every proposal is a deterministic function of (seed, finished trials): each episode's
-training round and exploration noise draw from generators seeded by (seed, episode), and on
-resume the study's trials are replayed in order. So a resumed run proposes what an
-uninterrupted one would have. The learning curve goes to ``<run>/rl_curve.json``.
+training round and exploration noise draw from generators seeded by (seed, episode), and the
+agent learns from the study's finished trials in trial-number order (each one as the study is
+told it, and on resume every earlier one before the first proposal). So a resumed run proposes
+what an uninterrupted one would have. The learning curve goes to ``<run>/rl_curve.json``.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import optuna
 import torch
 from torch import nn
 
-from autoprune.execution.record import COMPLETE, REJECTED, TrialRecord
+from autoprune.files import atomic_write_json
 from autoprune.plan import GroupPlan, PruningPlan
-from autoprune.results.files import atomic_write_json
-from autoprune.results.run import finished_records
-from autoprune.search.agent import AGENTS, Agent
-
-if TYPE_CHECKING:
-    from autoprune.search.space import PlanSpace
+from autoprune.records import TrialRecord, TrialState
+from autoprune.search.agent import AgentContext, PlanAgent
+from autoprune.search.study import records_of
 
 STATE_SIZE = 9
 CURVE_FILE = "rl_curve.json"
@@ -82,8 +80,7 @@ class LatencyModel:
         return (latency_fraction - self.a) / self.b
 
 
-@AGENTS.register("rl")
-class DDPGAgent(Agent):
+class DDPGAgent(PlanAgent):
     """AMC-style DDPG agent: one ratio per group, groups in graph order (see module docstring)."""
 
     WARMUP = 6           # episodes of pure exploration before the actor is used
@@ -93,8 +90,10 @@ class DDPGAgent(Agent):
     UPDATES_PER_EPISODE = 40
     BATCH = 64
 
-    def __init__(self, study: optuna.Study, space: PlanSpace, seed: int, **kwargs) -> None:
-        super().__init__(study, space, seed, **kwargs)
+    def __init__(self, context: AgentContext) -> None:
+        super().__init__(context)
+        space, seed = context.space, context.seed
+        self.seed = seed
         grid = space.ratio_grid
         self.low, self.high = grid[0], grid[-1]
         self.shares = space.mac_shares()
@@ -108,15 +107,13 @@ class DDPGAgent(Agent):
             self.critic = _mlp(STATE_SIZE + 1, None)
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=5e-4)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=1e-3)
-        for record in finished_records(study):  # resume: replay the study's trials in order
-            self._observe(record)
-            self._train()
+        self._learned: set[int] = set()  # trial numbers already observed
 
     # -- state and budget ------------------------------------------------------------------
     def _budget(self) -> float | None:
         """The latency budget as a share of dense latency (None: no budget)."""
-        s = self.scoring
-        if s is None or s.max_latency_ms is None or not s.dense.get("latency"):
+        s = self.context.scoring
+        if s.max_latency_ms is None or not s.dense.get("latency"):
             return None
         return s.max_latency_ms / s.dense["latency"]
 
@@ -146,7 +143,8 @@ class DDPGAgent(Agent):
                 for g in self.space.groups[index + 1:]}
         name = self.space.groups[index].name
         for ratio in self.space.ratio_grid:
-            trial_keep = {**keep, name: self.space.kept_fraction(name, GroupPlan(ratio=ratio, structure="channel")), **rest}
+            trial_keep = {**keep, name: self.space.kept_fraction(name, GroupPlan(ratio=ratio, structure="channel")),
+                          **rest}
             if self.space.mac_fraction(trial_keep) <= target:
                 return ratio
         return self.high
@@ -170,19 +168,18 @@ class DDPGAgent(Agent):
 
     # -- learning ----------------------------------------------------------------------------
     def _reward(self, record: TrialRecord) -> float:
-        from autoprune.search.objectives import Scoring
-
-        scoring = self.scoring or Scoring(objectives=("accuracy", "latency"), dense={})
-        return scoring.score(record, accuracy=record.accuracy if record.accuracy is not None else record.proxy)
+        accuracy = record.accuracy if record.accuracy is not None else record.proxy
+        return self.context.scoring.score(record, accuracy=accuracy)
 
     def _observe(self, record: TrialRecord) -> None:
         plan = PruningPlan.from_dict(record.plan)
         if set(plan.as_dict()) != set(self.space.names):
             return
         ratios = plan.as_dict()
-        _, states, actions = self._walk(lambda i, _s: self._action(ratios[self.space.groups[i].name].ratio), clamp=False)
+        _, states, actions = self._walk(lambda i, _s: self._action(ratios[self.space.groups[i].name].ratio),
+                                        clamp=False)
         self.episodes.append(Episode(states=states, actions=actions, reward=self._reward(record), trial=record.number))
-        if record.speedup and record.state in (COMPLETE, REJECTED):
+        if record.speedup and record.state in (TrialState.COMPLETE, TrialState.REJECTED):
             keep = {n: self.space.kept_fraction(n, g) for n, g in ratios.items()}
             self.measured.append((self.space.mac_fraction(keep), 1.0 / record.speedup))
         best = max(e.reward for e in self.episodes)
@@ -207,7 +204,7 @@ class DDPGAgent(Agent):
         rewards = np.array([e.reward for e in self.episodes], dtype=np.float32)
         centred = (rewards - rewards.mean()) / (rewards.std() + 1e-6)  # AMC's moving baseline, over the buffer
         targets = torch.from_numpy(np.concatenate([np.full(len(e.actions), c, dtype=np.float32)
-                                                   for e, c in zip(self.episodes, centred)])).unsqueeze(1)
+                                                   for e, c in zip(self.episodes, centred, strict=True)])).unsqueeze(1)
         generator = torch.Generator().manual_seed(self.seed * 100_003 + len(self.episodes))
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny networks: threads only add contention
@@ -227,32 +224,36 @@ class DDPGAgent(Agent):
             torch.set_num_threads(threads)
         self.curve[-1]["critic_loss"] = loss.item()
 
-    def _write_curve(self) -> None:
-        if self.log_dir is not None:
-            atomic_write_json(self.log_dir / CURVE_FILE, {"agent": "rl (DDPG)", "episodes": self.curve})
+    def _learn(self, finished: Sequence[TrialRecord]) -> None:
+        """Observe and train on every finished trial not seen yet, in trial-number order; log the curve."""
+        new = sorted((r for r in finished if r.number not in self._learned), key=lambda r: r.number)
+        for record in new:
+            self._learned.add(record.number)
+            self._observe(record)
+            self._train()
+        if new and self.context.log_dir is not None:
+            atomic_write_json(self.context.log_dir / CURVE_FILE, {"agent": "rl (DDPG)", "episodes": self.curve})
 
     # -- Agent API ---------------------------------------------------------------------------
-    def ask(self) -> optuna.trial.Trial:
-        states = optuna.trial.TrialState
-        if not any(t.state == states.WAITING for t in self.study.get_trials(deepcopy=False)):
-            episode = len(self.episodes)
-            sigma = self._sigma(episode)
-            rng = np.random.default_rng([self.seed, episode])
+    def propose(self, finished: Sequence[TrialRecord], pending: Sequence[PruningPlan]) -> PruningPlan:
+        self._learn(finished)
+        episode = len(self.episodes)
+        sigma = self._sigma(episode)
+        rng = np.random.default_rng([self.seed, episode])
 
-            def choose(_index: int, state: np.ndarray) -> float:
-                with torch.no_grad():
-                    mean = 0.5 if episode < self.WARMUP else float(self.actor(torch.from_numpy(state)[None])[0, 0])
-                for _ in range(100):  # truncated normal on [0, 1], as in AMC
-                    value = rng.normal(mean, sigma)
-                    if 0.0 <= value <= 1.0:
-                        return value
-                return float(np.clip(mean, 0.0, 1.0))
+        def choose(_index: int, state: np.ndarray) -> float:
+            with torch.no_grad():
+                mean = 0.5 if episode < self.WARMUP else float(self.actor(torch.from_numpy(state)[None])[0, 0])
+            for _ in range(100):  # truncated normal on [0, 1], as in AMC
+                value = rng.normal(mean, sigma)
+                if 0.0 <= value <= 1.0:
+                    return value
+            return float(np.clip(mean, 0.0, 1.0))
 
-            plan, _, _ = self._walk(choose)
-            self.study.enqueue_trial(self.space.params_from_plan(plan), skip_if_exists=False)
-        return self.study.ask(self.space.distributions())
+        plan, _, _ = self._walk(choose)
+        return plan
 
-    def tell(self, trial: optuna.trial.Trial, record: TrialRecord) -> None:
-        self._observe(record)
-        self._train()
-        self._write_curve()
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
+                    values: Sequence[float] | None) -> None:
+        """Learn from the trial the driver has just told (its record is on it already)."""
+        self._learn(records_of(study.get_trials(deepcopy=False)))

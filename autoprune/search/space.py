@@ -19,7 +19,7 @@ from typing import Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 from autoprune.config import SearchSpace
-from autoprune.plan import GroupPlan, PruningPlan
+from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
 from autoprune.pruning.graph import PrunableGroup
 from autoprune.pruning.structured import kept_channels
 
@@ -67,24 +67,22 @@ class PlanSpace:
         space: the search space settings (ratio grid, minimum widths).
         group_structures: the allowed structures of each group, by group name.
         macs: MACs of each Conv/Linear layer by name (empty: unknown; estimates then use channels).
-        round_to, min_channels: the channel rounding the pruner applies (for de-duplication).
+        settings: the pruner's settings (its channel rounding decides which plans build the same candidate).
     """
 
     groups: tuple[PrunableGroup, ...]
     space: SearchSpace
     group_structures: Mapping[str, tuple[str, ...]]
+    settings: PrunerSettings
     macs: Mapping[str, float] = field(default_factory=dict)
-    round_to: int = 1
-    min_channels: int = 1
 
     @classmethod
-    def build(cls, groups: list[PrunableGroup], space: SearchSpace, fast_structures: tuple[str, ...], *,
-              macs: Mapping[str, float] | None = None, round_to: int = 1, min_channels: int | None = None) -> PlanSpace:
+    def build(cls, groups: list[PrunableGroup], space: SearchSpace, settings: PrunerSettings,
+              fast_structures: tuple[str, ...], *, macs: Mapping[str, float] | None = None) -> PlanSpace:
         """Only structures both the space allows (per layer type) and the profile runs fast are proposed."""
-        return cls(groups=tuple(groups), space=space,
+        return cls(groups=tuple(groups), space=space, settings=settings,
                    group_structures={g.name: allowed_structures(g, space, fast_structures) for g in groups},
-                   macs=dict(macs or {}), round_to=round_to,
-                   min_channels=space.min_channels if min_channels is None else min_channels)
+                   macs=dict(macs or {}))
 
     @property
     def names(self) -> list[str]:
@@ -143,7 +141,8 @@ class PlanSpace:
             return 1.0
         if plan_group.structure == "channel":
             channels = next(g.channels for g in self.groups if g.name == name)
-            return kept_channels(channels, plan_group.ratio, self.round_to, self.min_channels) / channels
+            return kept_channels(channels, plan_group.ratio, self.settings.round_to,
+                                 self.settings.min_channels) / channels
         return 1.0 - plan_group.ratio
 
     def canonical(self, plan: PruningPlan) -> str:
@@ -154,7 +153,8 @@ class PlanSpace:
                 parts.append(f"{name}=dense")
             elif group.structure == "channel":
                 channels = next(g.channels for g in self.groups if g.name == name)
-                parts.append(f"{name}=channel:{kept_channels(channels, group.ratio, self.round_to, self.min_channels)}")
+                kept = kept_channels(channels, group.ratio, self.settings.round_to, self.settings.min_channels)
+                parts.append(f"{name}=channel:{kept}")
             else:
                 parts.append(f"{name}={group.structure}:{group.ratio:.6f}")
         return ";".join(parts)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from autoprune.task import TASKS, FineTuneRecipe, Task
+from autoprune.task import FineTuneRecipe, Task
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def _dense_key() -> str:
 
 def _trained_state(train_set: TensorDataset, val_set: TensorDataset) -> dict[str, torch.Tensor]:
     """Load the cached dense weights, training and caching them on first use."""
-    from autoprune.results.files import atomic_torch_save
+    from autoprune.files import atomic_torch_save
     from autoprune.training import evaluate, fine_tune
 
     path = cache_dir() / f"digits-dense-{_dense_key()}.pt"
@@ -105,7 +105,6 @@ def _trained_state(train_set: TensorDataset, val_set: TensorDataset) -> dict[str
     return model.state_dict()
 
 
-@TASKS.register("digits")
 def digits_task() -> Task:
     """The embedded default task (10 classes, 1x32x32 grey images)."""
     train_set, val_set = load_digits_tensors()

@@ -15,9 +15,10 @@ import psutil
 import pytest
 
 from autoprune.config import ExecutionConfig, SearchConfig, SearchSpace
-from autoprune.execution.driver import run_search
-from autoprune.execution.record import COMPLETE, FAILED
-from autoprune.results.run import RunFolder, finished_records, open_study
+from autoprune.records import TrialState
+from autoprune.results.run import RunFolder
+from autoprune.results.search import run_search
+from autoprune.search.study import finished_records, open_study
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.ray
@@ -59,7 +60,7 @@ def test_local_ray_listens_on_loopback_only() -> None:
 def test_parallel_search_runs_exactly_the_asked_trials(tmp_path: Path, fast_profile) -> None:
     outcome = run_search(_config(fast_profile, 5), tmp_path / "run", execution=ExecutionConfig(workers=2))
     assert sorted(r.number for r in outcome.records) == [0, 1, 2, 3, 4]
-    assert all(r.state == COMPLETE and r.latency and r.accuracy is not None for r in outcome.records)
+    assert all(r.state == TrialState.COMPLETE and r.latency and r.accuracy is not None for r in outcome.records)
     assert all(Path(r.model_path).is_file() for r in outcome.records)
     study = open_study(RunFolder(tmp_path / "run").storage_url(), ["maximize", "minimize"])
     assert [t.state.name for t in study.trials] == ["COMPLETE"] * 5
@@ -69,12 +70,12 @@ def test_parallel_search_runs_exactly_the_asked_trials(tmp_path: Path, fast_prof
 def test_measurement_actor_screens_with_the_predictor(tmp_path: Path, fast_profile) -> None:
     import dataclasses
 
+    from autoprune.execution.jobs import ScreenJob
     from autoprune.execution.ray_executor import RayExecutor
     from autoprune.execution.runner import TrialRunner
     from autoprune.hardware.predictor import LatencyPredictor, model_layers
     from autoprune.plan import PruningPlan
     from autoprune.pruning import discover_groups
-
     from tests.tiny_task import tiny_task
 
     config = dataclasses.replace(_config(fast_profile, 2), max_latency_ms=100.0, finetune={"epochs": 0})
@@ -90,29 +91,26 @@ def test_measurement_actor_screens_with_the_predictor(tmp_path: Path, fast_profi
     # every layer of the unpruned candidate "takes" 1000 ms, every layer of the small one 1 us
     table = {**{k: 1000.0 for k in keys(dense_plan)}, **{k: 0.001 for k in keys(small)}}
     predictor = LatencyPredictor(profile=fast_profile.name, table=table).bind(fast_profile)
-    executor = RayExecutor(ExecutionConfig(workers=2), config, dense, task.example_input, tmp_path / "trials",
-                           predictor=predictor)
-    try:
-        executor.submit(0, dense_plan)
-        executor.submit(1, small)
-        records = executor.wait()
+    executor = RayExecutor(ExecutionConfig(workers=2), config, dense, task.example_input, predictor=predictor)
+    with executor:
+        executor.submit(ScreenJob(number=0, plan=dense_plan))
+        executor.submit(ScreenJob(number=1, plan=small))
+        done = executor.wait()
         while executor.in_flight:
-            records += executor.wait()
-    finally:
-        executor.close()
-    slow, fast = sorted(records, key=lambda r: r.number)
+            done += executor.wait()
+    slow, fast = sorted((d.result for d in done), key=lambda r: r.number)
     assert slow.screened_unmeasured and slow.predicted_ms == pytest.approx(1000.0 * len(keys(dense_plan)))
     assert "measure" not in slow.seconds and "over the latency budget" in slow.reason
-    assert fast.state == COMPLETE and fast.latency is not None and "measure" in fast.seconds
+    assert fast.state == TrialState.SCREENED and fast.latency is not None and "measure" in fast.seconds
     assert fast.predicted_ms == pytest.approx(0.001 * len(keys(small)))
 
 
 def _kill_evaluations(count: int, stop: threading.Event, killed: list[int]) -> None:
-    """SIGKILL the Ray worker process running ``evaluate_trial``, ``count`` times."""
+    """SIGKILL the Ray worker process running ``run_job``, ``count`` times."""
     while len(killed) < count and not stop.is_set():
         for proc in psutil.Process().children(recursive=True):
             try:
-                if proc.pid not in killed and "evaluate_trial" in " ".join(proc.cmdline()):
+                if proc.pid not in killed and "run_job" in " ".join(proc.cmdline()):
                     proc.send_signal(signal.SIGKILL)
                     killed.append(proc.pid)
             except psutil.Error:
@@ -121,27 +119,26 @@ def _kill_evaluations(count: int, stop: threading.Event, killed: list[int]) -> N
 
 
 def test_killed_worker_is_retried_then_recorded_failed(tmp_path: Path, fast_profile) -> None:
+    from autoprune.execution.jobs import ScreenJob
     from autoprune.execution.ray_executor import RayExecutor
     from autoprune.plan import PruningPlan
-
     from tests.tiny_task import tiny_task
 
     config, task = _config(fast_profile, 1), tiny_task()
-    executor = RayExecutor(ExecutionConfig(workers=1, max_retries=1), config, task.build_model(), task.example_input,
-                           tmp_path / "trials")
+    executor = RayExecutor(ExecutionConfig(workers=1, max_retries=1), config, task.build_model(), task.example_input)
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_evaluations, args=(2, stop, killed))
     killer.start()
     try:
-        executor.submit(7, PruningPlan.from_dict({}))
-        records = executor.wait()
+        executor.submit(ScreenJob(number=7, plan=PruningPlan.from_dict({})))
+        records = [d.result for d in executor.wait()]
     finally:
         stop.set()
         killer.join()
         executor.close()
     assert len(killed) == 2  # the first attempt and its one retry
     [record] = records
-    assert record.number == 7 and record.state == FAILED
+    assert record.number == 7 and record.state == TrialState.FAILED
     assert "worker died 2 time(s)" in record.reason
 
 
@@ -154,6 +151,8 @@ def _finished(db: Path) -> int:
         return con.execute("select count(*) from trials where state in ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()[0]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)  # a killed driver, then a full resume: up to 150 s + 240 s of waiting
 def test_killed_ray_driver_resumes_and_leaves_no_ray_behind(tmp_path: Path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "autoprune", "search", "--task", TASK, "--agent", "random", "--trials", "4",
@@ -188,11 +187,10 @@ def test_killed_ray_driver_resumes_and_leaves_no_ray_behind(tmp_path: Path) -> N
 
 
 def _write_sweep(folder: Path, profile, trials: int, workers: int) -> Path:
-    import dataclasses
 
     import yaml
 
-    prof = {k: v for k, v in dataclasses.asdict(profile).items() if v is not None}
+    prof = {k: v for k, v in profile.to_dict().items() if v is not None}
     prof["fast_structures"] = list(prof["fast_structures"])
     (folder / "fast.yaml").write_text(yaml.safe_dump(prof))
     (folder / "space.yaml").write_text(yaml.safe_dump({"name": "t", "min_channels": 4}))
@@ -205,7 +203,7 @@ def _write_sweep(folder: Path, profile, trials: int, workers: int) -> Path:
 
 
 def test_sweep_ends_by_its_deadline_with_a_report(tmp_path: Path, fast_profile) -> None:
-    from autoprune.execution.sweep import run_sweep
+    from autoprune.results.sweep import run_sweep
 
     path = _write_sweep(tmp_path, fast_profile, trials=200, workers=2)
     start = time.time()

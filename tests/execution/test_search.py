@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from autoprune.config import SearchConfig, SearchSpace
-from autoprune.execution.driver import run_search
-from autoprune.execution.record import COMPLETE
-from autoprune.results.run import RunFolder, finished_records, open_study
+from autoprune.records import TrialState
+from autoprune.results.run import RunFolder
+from autoprune.results.search import run_search
+from autoprune.search.study import finished_records, open_study
 from tests.conftest import ROOT
 
 TASK = "tests.tiny_task:tiny_task"
@@ -26,11 +27,11 @@ def _config(profile, trials: int, agent: str = "tpe") -> SearchConfig:
 
 
 @pytest.mark.parametrize("agent", ["tpe", "random"])
-def test_search_end_to_end(tmp_path: Path, fast_profile, agent: str) -> None:
+def test_search_end_to_end(tmp_path: Path, fake_profile, agent: str) -> None:
     events = []
-    outcome = run_search(_config(fast_profile, 4, agent), tmp_path / "run", on_event=lambda k, p: events.append(k))
+    outcome = run_search(_config(fake_profile, 4, agent), tmp_path / "run", on_event=lambda k, p: events.append(k))
     assert len(outcome.records) == 4 and events.count("trial") == 4
-    assert outcome.front and all(r.state == COMPLETE for r in outcome.front)
+    assert outcome.front and all(r.state == TrialState.COMPLETE for r in outcome.front)
     pareto = json.loads((tmp_path / "run/pareto.json").read_text())
     assert pareto["dense"]["latency"]["median_ms"] > 0 and pareto["trials"]["finished"] == 4
     entry = pareto["front"][0]
@@ -38,20 +39,20 @@ def test_search_end_to_end(tmp_path: Path, fast_profile, agent: str) -> None:
     assert entry["speedup"] == pytest.approx(entry["dense_latency"]["median_ms"] / entry["latency"]["median_ms"])
     assert Path(entry["model_path"]).is_file()
     # the same call again finds the budget spent and repeats nothing
-    again = run_search(_config(fast_profile, 4, agent), tmp_path / "run")
+    again = run_search(_config(fake_profile, 4, agent), tmp_path / "run")
     assert [r.number for r in again.records] == [r.number for r in outcome.records]
 
 
-def test_resume_refuses_a_different_search(tmp_path: Path, fast_profile) -> None:
+def test_resume_refuses_a_different_search(tmp_path: Path, fake_profile) -> None:
     from autoprune.errors import ConfigError
 
-    run_search(_config(fast_profile, 1), tmp_path / "run")
+    run_search(_config(fake_profile, 1), tmp_path / "run")
     with pytest.raises(ConfigError, match="different `agent`"):
-        run_search(_config(fast_profile, 1, agent="random"), tmp_path / "run")
+        run_search(_config(fake_profile, 1, agent="random"), tmp_path / "run")
 
 
-def test_rejected_candidates_cost_no_fine_tune(tmp_path: Path, fast_profile) -> None:
-    config = SearchConfig(task=TASK, profile=fast_profile, space=SearchSpace(name="t"), trials=2, seed=0,
+def test_rejected_candidates_cost_no_fine_tune(tmp_path: Path, fake_profile) -> None:
+    config = SearchConfig(task=TASK, profile=fake_profile, space=SearchSpace(name="t"), trials=2, seed=0,
                           min_speedup=100.0)
     outcome = run_search(config, tmp_path / "run")
     assert all(r.state == "rejected" and "not faster than dense" in r.reason for r in outcome.records)
@@ -65,9 +66,11 @@ def _finished(db: Path) -> int:
         return con.execute("select count(*) from trials where state in ('COMPLETE', 'PRUNED', 'FAIL')").fetchone()[0]
 
 
+@pytest.mark.slow
 def test_killed_search_resumes_without_lost_or_repeated_trials(tmp_path: Path) -> None:
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "autoprune", "search", "--task", TASK, "--hw", str(ROOT / "hw_profiles/cpu-onnxruntime.yaml"),
+    cmd = [sys.executable, "-m", "autoprune", "search", "--task", TASK, "--hw",
+           str(ROOT / "hw_profiles/cpu-onnxruntime.yaml"),
            "--space", str(ROOT / "search_spaces/default.yaml"), "--agent", "random", "--trials", "5", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -92,4 +95,5 @@ def test_killed_search_resumes_without_lost_or_repeated_trials(tmp_path: Path) -
         if "record" in trial.user_attrs:  # killed (one killed after its record was stored is kept instead)
             continue
         params = trial.params.items()
-        assert any(params <= t.params.items() and "record" in t.user_attrs for t in study.trials if t.number > trial.number)
+        later = [t for t in study.trials if t.number > trial.number]
+        assert any(params <= t.params.items() and "record" in t.user_attrs for t in later)

@@ -16,7 +16,7 @@ import pytest
 from autoprune.cli import main
 from autoprune.config import load_sweep
 from autoprune.errors import ConfigError
-from autoprune.execution.sweep import parse_until, run_sweep
+from autoprune.results.sweep import parse_until, run_sweep
 from tests.conftest import ROOT
 
 

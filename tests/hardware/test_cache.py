@@ -5,15 +5,15 @@ import copy
 import torch
 
 from autoprune.hardware.cache import LatencyCache, architecture_signature, signature_digest
-from autoprune.hardware.protocol import LatencyMeter
-from autoprune.plan import PruningPlan
+from autoprune.hardware.meter import LatencyMeter
+from autoprune.plan import PrunerSettings, PruningPlan
 from autoprune.pruning import apply_plan, discover_groups
 from autoprune.tasks.digits import DigitsResNet
 
 
 def _pruned(model, x, ratio):
     names = [g.name for g in discover_groups(model, x)]
-    return apply_plan(copy.deepcopy(model), x, PruningPlan.uniform(names, ratio), round_to=4).model
+    return apply_plan(copy.deepcopy(model), x, PruningPlan.uniform(names, ratio), PrunerSettings(round_to=4)).model
 
 
 def test_signature_sees_every_pruned_layer() -> None:

@@ -4,8 +4,9 @@ import copy
 
 import torch
 
-from autoprune.hardware.protocol import LatencyMeter, measure_models
-from autoprune.plan import PruningPlan
+from autoprune.hardware.meter import LatencyMeter
+from autoprune.hardware.protocol import measure_models
+from autoprune.plan import PrunerSettings, PruningPlan
 from autoprune.pruning import apply_plan, discover_groups
 from autoprune.tasks.digits import DigitsResNet
 
@@ -23,7 +24,8 @@ def test_pruned_candidate_is_measured_faster_than_dense(fast_profile) -> None:
     dense = DigitsResNet(widths=(32, 64, 128)).eval()
     x = torch.randn(1, 1, 32, 32)
     pruned = copy.deepcopy(dense)
-    apply_plan(pruned, x, PruningPlan.uniform([g.name for g in discover_groups(dense, x)], 0.75), round_to=8)
+    apply_plan(pruned, x, PruningPlan.uniform([g.name for g in discover_groups(dense, x)], 0.75),
+               PrunerSettings(round_to=8))
     candidate, reference = LatencyMeter(fast_profile, dense, x).compare(pruned)
     assert reference.median_ms / candidate.median_ms > 1.5  # ~16x fewer MACs
 

@@ -7,36 +7,38 @@ import pytest
 import torch
 
 from autoprune.errors import ConfigError
-from autoprune.hardware.predictor import (LatencyPredictor, calibrate, choose_predictor, default_predictor_path, mdape,
-                                          model_layers, random_plans)
-from autoprune.plan import PruningPlan
+from autoprune.hardware.predictor import LatencyPredictor, choose_predictor, default_predictor_path, mdape, model_layers
+from autoprune.plan import PrunerSettings, PruningPlan
 from autoprune.pruning import apply_plan, discover_groups
+from autoprune.search.calibration import calibrate, random_plans
 from autoprune.tasks.digits import DigitsResNet
+from autoprune.testing.models import model_task
 
 
 def test_layer_keys_follow_pruned_shapes() -> None:
     x = torch.randn(1, 1, 16, 16)
     dense = DigitsResNet(widths=(8, 16, 32)).eval()
     names = [g.name for g in discover_groups(dense, x)]
-    pruned = apply_plan(copy.deepcopy(dense), x, PruningPlan.uniform(names, 0.5), round_to=4).model
+    pruned = apply_plan(copy.deepcopy(dense), x, PruningPlan.uniform(names, 0.5), PrunerSettings(round_to=4)).model
     dense_keys = [k for k, _, _ in model_layers(dense, x)]
     pruned_keys = [k for k, _, _ in model_layers(pruned, x)]
     assert len(dense_keys) == len(pruned_keys) and "x=(1, 16, 16)" in dense_keys[0]
     assert "out=8" in dense_keys[0] and "out=4" in pruned_keys[0]
 
 
-def test_calibrated_predictor_ranks_and_round_trips(fast_profile, tmp_path) -> None:
-    torch.manual_seed(0)
+def test_calibrated_predictor_ranks_and_round_trips(fake_profile, tmp_path) -> None:
+    torch.manual_seed(0)  # the fake backend's latency follows MACs: the fit is exact up to the per-call overhead
     model, x = DigitsResNet(widths=(16, 32, 64)).eval(), torch.randn(1, 1, 16, 16)
-    result = calibrate(model, x, fast_profile, fit=3, holdout=3, seed=0)
+    task = model_task(lambda: copy.deepcopy(model), x)
+    result = calibrate(task, fake_profile, PrunerSettings(round_to=4, min_channels=8), fit=3, holdout=3, seed=0)
     predictor = result.predictor
     assert result.layers == len(predictor.table) > 5 and predictor.fit_measurements == 3
     assert 0 <= result.holdout_mdape < 1.0 and predictor.slope > 0
     names = [g.name for g in discover_groups(model, x)]
-    small = apply_plan(copy.deepcopy(model), x, PruningPlan.uniform(names, 0.75), round_to=4).model
+    small = apply_plan(copy.deepcopy(model), x, PruningPlan.uniform(names, 0.75), PrunerSettings(round_to=4)).model
     dense_ms, small_ms = predictor.predict(model, x), predictor.predict(small, x)
     assert dense_ms > small_ms > 0
-    loaded = LatencyPredictor.load(predictor.save(tmp_path / "p.json"), fast_profile)
+    loaded = LatencyPredictor.load(predictor.save(tmp_path / "p.json"), fake_profile)
     assert loaded.predict(small, x) == small_ms  # every layer comes from the saved table
 
 

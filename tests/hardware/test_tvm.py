@@ -22,9 +22,10 @@ import pytest
 import torch
 from torch import nn
 
-from autoprune.config import HardwareProfile, RpcConfig
+from autoprune.config import HardwareProfile
 from autoprune.errors import BackendUnavailable, ConfigError
 from autoprune.hardware.protocol import measure_models
+from autoprune.hardware.tvm_backend import RpcConfig, TvmOptions
 
 pytest.importorskip("tvm")
 pytestmark = pytest.mark.tvm
@@ -43,10 +44,10 @@ X = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 PORTABLE_TARGET = {"kind": "llvm", "mcpu": "x86-64"}
 
 
-def tvm_profile(**overrides) -> HardwareProfile:
-    fields = dict(name="test-tvm", backend="tvm", threads=1, warmup_s=0.02, min_runs=20, repeats=2, max_cv=1.0,
-                  max_remeasure=0, target={"kind": "llvm"})
-    return HardwareProfile(**{**fields, **overrides})
+def tvm_profile(**options) -> HardwareProfile:
+    """The tests' TVM profile with a short protocol; ``options`` are TvmOptions fields (the ``tvm:`` section)."""
+    return HardwareProfile(name="test-tvm", backend="tvm", threads=1, warmup_s=0.02, min_runs=20, repeats=2, max_cv=1.0,
+                           max_remeasure=0, options=TvmOptions(**{"target": {"kind": "llvm"}, **options}))
 
 
 def test_untuned_local_measurement_says_so() -> None:
@@ -76,6 +77,7 @@ def test_tuning_records_are_kept_per_target(tmp_path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # MetaSchedule tuning: 160 s here when the machine is idle
 def test_tune_further_searches_every_task_again_and_keeps_the_best(tmp_path) -> None:
     from tvm.s_tir import meta_schedule as ms
 
@@ -291,7 +293,8 @@ def test_board_runner_times_on_the_server_reports_failures_and_reconnects(rpc_se
         monkeypatch.setattr(rpc_runner, "default_upload_module", cut_before_the_first_upload)
         results = run(good, good)
         assert [r.error_msg for r in results] == [None, None] and len(uploads) == 3  # retried once, reconnected
-        assert rpc_server.loaded("autoprune-candidate-")[-2:] == ["autoprune-candidate-5.so", "autoprune-candidate-6.so"]
+        assert rpc_server.loaded("autoprune-candidate-")[-2:] == ["autoprune-candidate-5.so",
+                                                                  "autoprune-candidate-6.so"]
 
         proxy.kill()
         proxy.wait()

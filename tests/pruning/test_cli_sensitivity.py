@@ -6,8 +6,8 @@ import json
 import pytest
 
 from autoprune.cli import main
-from autoprune.config import SearchSpace
-from autoprune.pruning.sensitivity import parse_ratios, sensitivity
+from autoprune.config import SearchSpace, pruner_settings
+from autoprune.search.sensitivity import parse_ratios, sensitivity
 from tests.conftest import ROOT
 
 TASK = "tests.tiny_task:tiny_task"
@@ -36,8 +36,8 @@ def test_bad_flags_are_one_line_exit_2(args, message, capsys) -> None:
 
 def test_sensitivity_measures_each_group(tiny, fast_profile) -> None:
     rows = []
-    report = sensitivity(tiny, fast_profile, SearchSpace(name="t", min_channels=4), parse_ratios("0.5"),
-                         on_row=rows.append)
+    settings = pruner_settings(SearchSpace(name="t", min_channels=4), fast_profile)
+    report = sensitivity(tiny, fast_profile, settings, parse_ratios("0.5"), on_row=rows.append)
     assert len(report.rows) == 4 == len(rows)
     for row in report.rows:
         assert row.channels[1] < row.channels[0] and 0 < row.macs_ratio < 1 and row.speedup > 0
@@ -49,23 +49,31 @@ def test_runner_keeps_masks_through_fine_tuning_and_saves_a_reloadable_trial(tin
     import torch
 
     from autoprune.config import SearchConfig
-    from autoprune.execution.record import COMPLETE
     from autoprune.execution.runner import TrialRunner
-    from autoprune.hardware.protocol import LatencyMeter
+    from autoprune.hardware.meter import LatencyMeter
     from autoprune.plan import GroupPlan, PruningPlan
     from autoprune.pruning.saving import load_pruned
+    from autoprune.records import DenseReference, TrialState
+    from autoprune.results.run import RunFolder, RunWriter
+    from autoprune.testing.fakes import stats
 
     config = SearchConfig(task=TASK, profile=fast_profile, min_speedup=0.0,
                           space=SearchSpace(name="t", min_channels=4, structures=("channel", "unstructured"),
                                             importance="taylor"))
     dense = tiny.build_model()
-    runner = TrialRunner(task=tiny, config=config, dense=dense, meter=LatencyMeter(fast_profile, dense, tiny.example_input),
-                         trials_dir=tmp_path)
-    plan = PruningPlan.of({"stem.0": GroupPlan(ratio=0.5), "block1.conv1": GroupPlan(ratio=0.7, structure="unstructured")})
-    record = runner.run(0, plan)
-    assert record.state == COMPLETE, record.reason
-    model = load_pruned(tmp_path / "0000", tiny.build_model, tiny.example_input)
+    runner = TrialRunner(task=tiny, config=config, dense=dense, meter=LatencyMeter(fast_profile, dense,
+                                                                                   tiny.example_input))
+    plan = PruningPlan.of({"stem.0": GroupPlan(ratio=0.5), "block1.conv1": GroupPlan(ratio=0.7,
+                                                                                     structure="unstructured")})
+    screened = runner.screen(0, plan)
+    assert screened.state == TrialState.SCREENED, screened.reason
+    candidate = runner.finetune(screened)
+    assert candidate.record.state == TrialState.COMPLETE, candidate.record.reason
+    reference = DenseReference(accuracy=1.0, latency=stats(1.0), macs=1, params=1, groups=[])
+    record = RunWriter(run=RunFolder(tmp_path), config=config, dense=reference, screening={}).save_candidate(candidate)
+    assert record.model_path == str(tmp_path / "trials/0000/model.pt")
+    model = load_pruned(tmp_path / "trials/0000", tiny)
     weight = model.block1.conv1.weight
     assert float((weight == 0).float().mean()) >= 0.7 - 1e-3  # still sparse after fine-tuning
-    assert json.loads((tmp_path / "0000/plan.json").read_text())["sparsity"]["block1.conv1"] >= 0.69
+    assert json.loads((tmp_path / "trials/0000/plan.json").read_text())["sparsity"]["block1.conv1"] >= 0.69
     assert model.stem[0].out_channels == 8 and torch.isfinite(model(tiny.example_input)).all()

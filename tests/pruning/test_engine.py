@@ -9,12 +9,14 @@ from torch.utils.data import TensorDataset
 
 from autoprune.config import SearchSpace
 from autoprune.errors import ConfigError, PlanError
-from autoprune.plan import GroupPlan, PruningPlan
-from autoprune.pruning import IMPORTANCES, apply_plan, discover
+from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
+from autoprune.pruning import apply_plan, discover
 from autoprune.pruning.importance import make_importance
+from autoprune.registry import IMPORTANCES
 from autoprune.task import FineTuneRecipe
+from autoprune.testing.models import TINY, Bert, RegNet, Swin, ViT
+from autoprune.testing.suites import ImportanceSuite
 from autoprune.training import fine_tune
-from tests.models import TINY, Bert, RegNet, Swin, ViT
 
 
 def _model(name: str):
@@ -72,7 +74,7 @@ def test_vit_width_attribute_follows_the_residual_stream() -> None:
     torch.manual_seed(0)
     model, x = ViT().eval(), TINY["vit_attrs"][1]
     stream = max(discover(model, x).groups, key=lambda g: len(g.layers))
-    result = apply_plan(model, x, PruningPlan.of({stream.name: GroupPlan(ratio=0.5)}), round_to=8)
+    result = apply_plan(model, x, PruningPlan.of({stream.name: GroupPlan(ratio=0.5)}), PrunerSettings(round_to=8))
     assert result.channels[stream.name] == (32, 16)
     assert model.hidden_dim == 16 and model.pos_embedding.shape[-1] == 16 and model(x).shape == (1, 10)
 
@@ -82,8 +84,8 @@ def test_grouped_conv_keeps_equal_groups_and_round_to() -> None:
     model, x = RegNet(widths=(32, 64), group_width=4).eval(), TINY["regnet"][1]
     groups = {g.name: g for g in discover(model, x).groups}
     assert groups["blocks.1.a.0"].channel_groups == 16 and "grouped conv" in groups["blocks.1.a.0"].couplings
-    result = apply_plan(model, x, PruningPlan.of({"blocks.1.a.0": GroupPlan(ratio=0.4), "blocks.1.b.0": GroupPlan(ratio=0.6)}),
-                        round_to=8, min_channels=8)
+    plan = PruningPlan.of({"blocks.1.a.0": GroupPlan(ratio=0.4), "blocks.1.b.0": GroupPlan(ratio=0.6)})
+    result = apply_plan(model, x, plan, PrunerSettings(round_to=8, min_channels=8))
     conv = model.blocks[1].b[0]
     assert result.channels["blocks.1.a.0"] == (64, 32)  # 38.4 kept -> multiple of lcm(8, 16 groups) = 16
     assert conv.groups == 16 and conv.in_channels == 32 and conv.out_channels == 32
@@ -93,7 +95,7 @@ def test_grouped_conv_keeps_equal_groups_and_round_to() -> None:
 def test_min_channels_never_empties_a_layer() -> None:
     model, x = _model("resnet_basic")
     names = [g.name for g in discover(model, x).groups]
-    result = apply_plan(model, x, PruningPlan.uniform(names, 0.95), round_to=1, min_channels=3)
+    result = apply_plan(model, x, PruningPlan.uniform(names, 0.95), PrunerSettings(round_to=1, min_channels=3))
     assert all(after >= min(3, before) for before, after in result.channels.values())
 
 
@@ -131,20 +133,21 @@ def test_masks_stay_enforced_through_fine_tuning() -> None:
 def test_global_mask_scope_ranks_across_the_group() -> None:
     model, x = _model("resnet_basic")
     result = apply_plan(model, x, PruningPlan.of({"stem.0.0": GroupPlan(ratio=0.5, structure="unstructured")}),
-                        mask_scope="group")
+                        PrunerSettings(mask_scope="group"))
     zeros = sum(int((~m).sum()) for m in result.masks.values())
     total = sum(m.numel() for m in result.masks.values())
     assert abs(zeros / total - 0.5) < 0.01 and len(set(result.sparsity.values())) > 1
 
 
-@pytest.mark.parametrize("name", ["l1", "l2", "bn_scale", "taylor", "wanda", "random"])
-def test_every_criterion_prunes_and_ranks(name: str) -> None:
-    model, x = _model("bert")
-    batches = [(torch.randn(8, 6, 12), torch.randint(0, 5, (8,))) for _ in range(2)]
-    result = apply_plan(model, x, PruningPlan.of({"layers.0.mlp.fc1": GroupPlan(ratio=0.5)}), importance=name,
-                        calibration=batches)
-    assert result.channels["layers.0.mlp.fc1"] == (64, 32) and model(x).shape == (1, 5)
-    assert all(p.grad is None for p in model.parameters())  # calibration gradients are cleared
+@pytest.fixture(params=IMPORTANCES.names())
+def importance_name(request) -> str:
+    return request.param
+
+
+class TestEveryCriterion(ImportanceSuite):
+    @pytest.fixture(autouse=True)
+    def _name(self, importance_name: str) -> None:
+        self.name = importance_name
 
 
 def test_wanda_keeps_channels_fed_by_large_activations() -> None:
@@ -179,4 +182,4 @@ def test_bad_input_names_the_group_or_layer() -> None:
     with pytest.raises(PlanError, match="model Bert cannot be traced for pruning"):
         apply_plan(Bert(), torch.randn(1, 3, 16, 16), PruningPlan.of({}))
     with pytest.raises(ConfigError, match="unknown importance 'nope'"):
-        apply_plan(model, x, PruningPlan.of({}), importance="nope")
+        make_importance("nope")

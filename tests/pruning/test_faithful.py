@@ -11,10 +11,10 @@ import copy
 import pytest
 import torch
 
-from autoprune.plan import GroupPlan, PruningPlan
+from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
 from autoprune.pruning import apply_plan
 from autoprune.pruning.graph import analyse, trace
-from tests.models import TINY
+from autoprune.testing.models import TINY
 
 CNNS = ["resnet_basic", "resnet_bottleneck", "mobilenetv2", "efficientnet", "densenet", "shufflenet", "regnet"]
 
@@ -46,7 +46,8 @@ def test_pruning_equals_cutting_the_dropped_channels(name: str) -> None:
     names = {m: n for n, m in dense.named_modules()}
     for info in infos:
         pruned = copy.deepcopy(dense)
-        dropped = apply_plan(pruned, x, PruningPlan.of({info.name: GroupPlan(ratio=0.5)}), round_to=1).removed[info.name]
+        dropped = apply_plan(pruned, x, PruningPlan.of({info.name: GroupPlan(ratio=0.5)}),
+                             PrunerSettings(round_to=1)).removed[info.name]
         assert dropped, info.name
         cut = copy.deepcopy(dense)
         group = traced.graph.get_pruning_group(info.root, info.group[0].dep.handler, dropped)

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from autoprune.hardware.onnxruntime_backend import export_onnx_bytes
-from autoprune.plan import GroupPlan, PruningPlan
+from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
 from autoprune.pruning import apply_plan, discover, model_stats
-from autoprune.pruning.saving import PruneSettings, load_pruned, save_pruned
-from tests.models import TINY
+from autoprune.pruning.saving import load_pruned, save_pruned
+from autoprune.testing.models import TINY, model_task
 
 ROUND_TO, MIN_CHANNELS = 4, 4
 
@@ -52,7 +52,7 @@ def test_random_plan_prunes_runs_exports_and_reloads(name: str, structure: str, 
     groups = discover(model, x).groups
     plan = random_plan(groups, structure, seed=zlib.crc32(f"{name}/{structure}".encode()))
     assert plan.groups, "the random plan must prune something"
-    result = apply_plan(model, x, plan, round_to=ROUND_TO, min_channels=MIN_CHANNELS)
+    result = apply_plan(model, x, plan, PrunerSettings(round_to=ROUND_TO, min_channels=MIN_CHANNELS))
 
     with torch.no_grad():
         out = model(x)
@@ -80,9 +80,10 @@ def test_random_plan_prunes_runs_exports_and_reloads(name: str, structure: str, 
 
     np.testing.assert_allclose(onnx_output(model, x), out.numpy(), atol=1e-4, rtol=1e-4)
 
-    save_pruned(tmp_path, plan, model.state_dict(), settings=PruneSettings(round_to=ROUND_TO, min_channels=MIN_CHANNELS),
-                result=result)
+    save_pruned(tmp_path, plan, model.state_dict(), settings=PrunerSettings(round_to=ROUND_TO,
+                                                                            min_channels=MIN_CHANNELS),
+                channels=result.channels, sparsity=result.sparsity)
     torch.manual_seed(123)  # the rebuilt model starts from other random weights: only the saved ones may count
-    reloaded = load_pruned(tmp_path, build, x)
+    reloaded = load_pruned(tmp_path, model_task(build, x))
     with torch.no_grad():
         assert torch.equal(reloaded(x), out)

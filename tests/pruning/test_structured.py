@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autoprune.errors import PlanError
-from autoprune.plan import GroupPlan, PruningPlan
+from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
 from autoprune.pruning import apply_plan, discover_groups, kept_channels, model_stats
 from autoprune.tasks.digits import DigitsResNet
 
@@ -38,7 +38,7 @@ def test_ratio_zero_is_identity(resnet) -> None:
 def test_physically_removes_channels_and_macs_fall_as_planned(resnet) -> None:
     dense = model_stats(resnet, X[:1])
     names = [g.name for g in discover_groups(resnet, X[:1])]
-    result = apply_plan(resnet, X[:1], PruningPlan.uniform(names, 0.5), round_to=8, min_channels=8)
+    result = apply_plan(resnet, X[:1], PruningPlan.uniform(names, 0.5), PrunerSettings(round_to=8, min_channels=8))
     assert result.channels["stem.0"] == (16, 8) and result.channels["stages.2.conv1"] == (64, 32)
     assert resnet.stages[2].conv1.out_channels == 32 and resnet.stages[2].conv2.in_channels == 32
     assert resnet(X).shape == (2, 10)
@@ -47,7 +47,8 @@ def test_physically_removes_channels_and_macs_fall_as_planned(resnet) -> None:
 
 
 def test_only_listed_groups_change(resnet) -> None:
-    result = apply_plan(resnet, X[:1], PruningPlan.of({"stages.1.conv1": GroupPlan(ratio=0.75)}), round_to=4)
+    result = apply_plan(resnet, X[:1], PruningPlan.of({"stages.1.conv1": GroupPlan(ratio=0.75)}),
+                        PrunerSettings(round_to=4))
     assert result.channels["stages.1.conv1"] == (32, 8)
     assert all(before == after for name, (before, after) in result.channels.items() if name != "stages.1.conv1")
 

@@ -18,7 +18,7 @@ def _profile(**overrides):
 
 def make_run(out: Path, trials: int, profile=None) -> Path:
     from autoprune.config import SearchConfig, SearchSpace
-    from autoprune.execution.driver import run_search
+    from autoprune.results.search import run_search
 
     config = SearchConfig(task=TASK, profile=profile or _profile(), space=SearchSpace(name="t", min_channels=4),
                           agent="random", trials=trials, seed=3, min_speedup=0.0)

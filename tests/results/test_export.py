@@ -61,7 +61,7 @@ def pruned_outputs(run: Path, trial: int, inputs: np.ndarray) -> np.ndarray:
 
     data = load_run(run)
     task = tiny_task()
-    model = load_pruned(data.run.trial_weights(trial).parent, task.build_model, task.example_input)
+    model = load_pruned(data.run.trial_folder(trial), task)
     with torch.no_grad():
         return model(torch.from_numpy(inputs)).numpy()
 
@@ -142,15 +142,17 @@ def test_a_mismatching_export_fails_loudly_and_writes_nothing(tiny_run: Path, tm
 def test_an_off_front_trial_needs_force_and_gets_a_warning(tiny_run: Path, tmp_path: Path, capsys) -> None:
     import optuna
 
-    from autoprune.execution.record import COMPLETE, TrialRecord
-    from autoprune.results.run import RECORD_ATTR, RunFolder, open_study
+    from autoprune.records import TrialRecord, TrialState
+    from autoprune.results.run import RunFolder
+    from autoprune.search.study import RECORD_ATTR, open_study
+    from autoprune.testing.fakes import stats
 
     run = tmp_path / "run"
     shutil.copytree(tiny_run, run)
     # a hand-made trial that dominates every real one pushes them all off the front
     study = open_study(RunFolder(run).storage_url(), ["maximize", "minimize"], create=False)
-    best = TrialRecord(number=len(study.trials), plan={}, state=COMPLETE, accuracy=1.0,
-                       latency={"median_ms": 1e-6, "p90_ms": 1e-6}, speedup=1e4, macs=1, params=1)
+    best = TrialRecord(number=len(study.trials), plan={}, state=TrialState.COMPLETE, accuracy=1.0,
+                       latency=stats(1e-6, p90_ms=1e-6), speedup=1e4, macs=1, params=1)
     study.add_trial(optuna.trial.create_trial(values=[1.0, 1e-6], user_attrs={RECORD_ATTR: best.to_dict()}))
     trial = load_run(tiny_run).front[0].number
     args = ["export", str(run), "--trial", str(trial), "--format", "torch", "--out", str(tmp_path / "out")]
@@ -209,7 +211,9 @@ def _tvm_export():
 @pytest.mark.skipif(_tvm_export() is None,
                     reason="autoprune.hardware.tvm_backend.export_tvm_library is not in this tree (TVM branch)")
 def test_tvm_export_reloads_in_a_fresh_process(tmp_path: Path) -> None:
-    profile = _profile(name="test-tvm", backend="tvm", target={"kind": "llvm"}, min_runs=4, repeats=1)
+    from autoprune.hardware.tvm_backend import TvmOptions
+
+    profile = _profile(name="test-tvm", backend="tvm", options=TvmOptions(target={"kind": "llvm"}), min_runs=4, repeats=1)
     run = make_run(tmp_path / "run", trials=1, profile=profile)
     trial = load_run(run).front[0].number
     assert main(["export", str(run), "--trial", str(trial), "--format", "tvm", "--out", str(tmp_path / "out")]) == 0
@@ -220,7 +224,7 @@ def test_tvm_export_reloads_in_a_fresh_process(tmp_path: Path) -> None:
 
 
 def test_an_exporter_crash_is_one_error_and_leaves_nothing(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
-    def broken(self, model, example_input, profile, rebuild, folder):
+    def broken(self, model, example_input, profile, recipe, folder):
         (folder / "model.onnx").write_bytes(b"half")
         raise RuntimeError("Exporting the operator 'aten::foo' is not supported")
 

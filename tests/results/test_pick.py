@@ -3,14 +3,15 @@ from __future__ import annotations
 import pytest
 
 from autoprune.errors import ConfigError
-from autoprune.execution.record import COMPLETE, TrialRecord
-from autoprune.results.front import hypervolume, hypervolume_history, knee_index
+from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.results.pick import choice_table, pick
+from autoprune.search.pareto import knee_index
+from autoprune.testing.fakes import stats
 
 
 def rec(number: int, latency_ms: float, accuracy: float) -> TrialRecord:
-    lat = {"median_ms": latency_ms, "p90_ms": latency_ms * 1.1, "cv": 0.01}
-    return TrialRecord(number=number, plan={}, state=COMPLETE, accuracy=accuracy, latency=lat, dense_latency=lat,
+    lat = stats(latency_ms)
+    return TrialRecord(number=number, plan={}, state=TrialState.COMPLETE, accuracy=accuracy, latency=lat, dense_latency=lat,
                        speedup=2.0 / latency_ms, macs=1000 * number, params=100 * number)
 
 
@@ -58,19 +59,8 @@ def test_impossible_or_ambiguous_requests_are_user_errors(kwargs, message) -> No
 def test_choice_table_shows_the_neighbours_numbers() -> None:
     from rich.console import Console
 
-    class Dense:
-        accuracy, macs, params = 0.97, 10_000, 1000
-        latency = {"median_ms": 5.0, "p90_ms": 5.5}
-
+    dense = DenseReference(accuracy=0.97, latency=stats(5.0), macs=10_000, params=1000, groups=[])
     console = Console(width=120, record=True)
-    console.print(choice_table(pick(FRONT, max_latency_ms=1.2), Dense()))
+    console.print(choice_table(pick(FRONT, max_latency_ms=1.2), dense))
     text = console.export_text()
     assert "PICKED" in text and "90.00" in text and "60.00" in text and "93.00" in text and "97.00" in text
-
-
-def test_hypervolume_of_hand_made_points() -> None:
-    # reference (latency 4, accuracy 0): point (1, 0.5) dominates 3 x 0.5; (2, 0.8) adds 2 x 0.3
-    assert hypervolume([(1.0, 0.5), (2.0, 0.8)], (4.0, 0.0)) == pytest.approx(1.5 + 0.6)
-    assert hypervolume([(5.0, 0.9)], (4.0, 0.0)) == 0.0  # slower than the reference adds nothing
-    history = hypervolume_history([FRONT[4], FRONT[0], FRONT[1]], (5.0, 0.5))
-    assert [n for n, _ in history] == [3, 7, 9] and history[0][1] < history[1][1] < history[2][1]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from autoprune.cli import main
-from autoprune.execution.record import FAILED, REJECTED, TrialRecord
+from autoprune.records import TrialRecord, TrialState
 from autoprune.results.report import FRONT_COLOUR, write_report
 from autoprune.results.run import load_run
 
@@ -32,9 +32,9 @@ def test_report_is_one_offline_file_with_plots_and_tables(tiny_run: Path, capsys
 def test_rejected_and_failed_trials_are_shown_apart(tiny_run: Path, tmp_path: Path) -> None:
     data = load_run(tiny_run)
     lat = data.records[0].latency
-    rejected = TrialRecord(number=90, plan={}, state=REJECTED, reason="not faster than dense: speed-up 0.90x",
+    rejected = TrialRecord(number=90, plan={}, state=TrialState.REJECTED, reason="not faster than dense: speed-up 0.90x",
                            latency=lat, dense_latency=lat, speedup=0.9)
-    failed = TrialRecord(number=91, plan={}, state=FAILED, reason="PlanError: group 'x' is broken")
+    failed = TrialRecord(number=91, plan={}, state=TrialState.FAILED, reason="PlanError: group 'x' is broken")
     run = dataclasses.replace(data.run, path=tmp_path)
     report = write_report(dataclasses.replace(data, run=run, records=data.records + [rejected, failed]))
     page = report.html.read_text()
@@ -42,6 +42,7 @@ def test_rejected_and_failed_trials_are_shown_apart(tiny_run: Path, tmp_path: Pa
     assert "<td>90</td><td class=\"l\">rejected</td>" in page and "PlanError: group &#x27;x&#x27; is broken" in page
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="Debian's chromium is not installed (make chromium)")
 def test_report_renders_in_headless_chromium(tiny_run: Path, tmp_path: Path) -> None:
     import numpy as np

@@ -1,87 +1,58 @@
-"""The shared suite every registered agent passes, plus agent-specific behaviour."""
+"""The shared agent suite over every registered agent, plus agent-specific behaviour."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from autoprune.config import SearchSpace
-from autoprune.search.agent import AGENTS, agent_sampler, make_agent
-from autoprune.search.optuna_agents import sweep_order
+from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
+from autoprune.registry import AGENTS
 from autoprune.search.rl import CURVE_FILE
-from tests.search.toy import SCORING, TARGETS, drive, new_study, toy_space
+from autoprune.search.uniform import sweep_order
+from autoprune.testing.suites import AgentSuite
+from autoprune.testing.toy import SCORING, TARGETS, drive, new_study, toy_space
 
-AGENT_NAMES = AGENTS.names()
+
+@pytest.fixture(params=AGENTS.names())
+def agent_name(request) -> str:
+    return request.param
 
 
-def _plans(name: str, seed: int, trials: int, space=None, log_dir: Path | None = None) -> list[dict]:
-    space = space or toy_space()
-    study = new_study(name, seed)
-    agent = make_agent(name, study, space, seed, scoring=SCORING, log_dir=log_dir)
-    return [r.plan for r in drive(agent, study, space, trials)]
+class TestEveryAgent(AgentSuite):
+    @pytest.fixture(autouse=True)
+    def _name(self, agent_name: str) -> None:
+        self.name = agent_name
 
 
 def test_every_issue_agent_is_registered() -> None:
-    assert {"tpe", "nsga2", "random", "uniform", "rl"} <= set(AGENT_NAMES)
+    assert {"tpe", "nsga2", "random", "uniform", "rl"} <= set(AGENTS.names())
 
 
-@pytest.mark.parametrize("name", AGENT_NAMES)
-def test_ask_tell_contract(name: str) -> None:
-    space = toy_space()
-    study = new_study(name, 0)
-    agent = make_agent(name, study, space, 0, scoring=SCORING)
-    dists = space.distributions()
-    records = drive(agent, study, space, 7)
-    trials = study.get_trials(deepcopy=False)
-    assert [t.number for t in trials] == [r.number for r in records] == list(range(7))  # every proposal is a study trial
-    assert all(t.state.name == "COMPLETE" for t in trials)
-    grid = set(space.ratio_grid)
-    for trial in trials:
-        assert set(trial.params) == set(dists)
-        plan = space.plan_from_params(trial.params)
-        assert {n for n, _ in plan.groups} == set(TARGETS)
-        assert all(g.ratio in grid for _, g in plan.groups)
-
-
-@pytest.mark.parametrize("name", AGENT_NAMES)
-def test_same_seed_same_plans(name: str) -> None:
-    assert _plans(name, 3, 7) == _plans(name, 3, 7)
-
-
-@pytest.mark.parametrize("name", AGENT_NAMES)
-def test_resume_from_the_study(name: str, tmp_path: Path) -> None:
-    """A new agent on the same study (as after a restart) continues it; rl and uniform exactly as if uninterrupted."""
-    space = toy_space()
+@pytest.mark.parametrize("name", ["rl", "uniform"])
+def test_plan_agents_resume_exactly_as_if_uninterrupted(name: str, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    study = new_study(name, 5, storage)
-    first = drive(make_agent(name, study, space, 5, scoring=SCORING), study, space, 6)
-    reloaded = new_study(name, 5, storage)
-    reloaded.sampler = agent_sampler(name, 5 + 6) or reloaded.sampler  # the driver's seed offset
-    resumed = drive(make_agent(name, reloaded, space, 5, scoring=SCORING), reloaded, space, 3)
-    assert [r.number for r in resumed] == [6, 7, 8] and len(reloaded.trials) == 9
-    if name in ("rl", "uniform"):
-        assert [r.plan for r in first + resumed] == _plans(name, 5, 9)
+    space = toy_space()
+    first = drive(name, new_study(storage), space, 6, seed=5)
+    resumed = drive(name, new_study(storage), space, 3, seed=5)
+    assert [r.plan for r in first + resumed] == [r.plan for r in drive(name, new_study(), space, 9, seed=5)]
 
 
-@pytest.mark.parametrize("name", AGENT_NAMES)
-def test_only_allowed_structures_are_proposed(name: str) -> None:
-    """Conv groups may take channel/nm/none, Linear unstructured/channel; the target runs channel and unstructured fast."""
+@pytest.mark.parametrize("name", ["random", "tpe", "nsga2"])
+def test_samplers_explore_the_structure_choice(name: str) -> None:
     space = toy_space(SearchSpace(name="s", structures=("channel",), layer_structures={
         "Conv2d": ("channel", "nm", "none"), "Linear": ("unstructured", "channel")}), fast=("channel", "unstructured"))
-    assert space.group_structures["conv1"] == ("channel", "none") and space.group_structures["fc1"] == ("unstructured", "channel")
-    seen = set()
-    for plan in _plans(name, 0, 10, space):
-        for group, spec in plan.items():
-            assert spec["structure"] in space.group_structures[group]
-            seen.add((group.startswith("fc"), spec["structure"]))
-    assert (True, "nm") not in seen and (False, "nm") not in seen and (False, "unstructured") not in seen
-    if name in ("random", "tpe", "nsga2"):  # samplers explore the categorical choice
-        assert len(seen) >= 3
+    assert space.group_structures["conv1"] == ("channel",
+                                               "none") and space.group_structures["fc1"] == ("unstructured", "channel")
+    seen = {(group.startswith("fc"), spec["structure"]) for r in drive(name, new_study(), space, 10)
+            for group, spec in r.plan.items()}
+    assert len(seen) >= 3
 
 
 def test_uniform_sweeps_one_global_ratio_coarse_to_fine() -> None:
-    plans = _plans("uniform", 0, 5)
+    plans = [r.plan for r in drive("uniform", new_study(), toy_space(), 5)]
     ratios = [{g["ratio"] for g in p.values()} for p in plans]
     assert all(len(r) == 1 for r in ratios)  # one global ratio per plan
     values = [r.pop() for r in ratios]
@@ -93,10 +64,8 @@ def test_rl_learns_the_toy_optimum(tmp_path: Path) -> None:
     """The toy reward peaks (at 0) when every ratio equals its target; RL must move towards it."""
     rewards = []
     for seed in (0, 1):
-        space = toy_space()
-        study = new_study("rl", seed)
-        agent = make_agent("rl", study, space, seed, scoring=SCORING, log_dir=tmp_path)
-        scores = [SCORING.score(r) for r in drive(agent, study, space, 30)]
+        records = drive("rl", new_study(), toy_space(), 30, seed=seed, log_dir=tmp_path)
+        scores = [SCORING.score(r) for r in records]
         rewards.append((sum(scores[:6]) / 6, sum(scores[-6:]) / 6))
     for warmup, final in rewards:
         assert final > warmup + 0.1, rewards  # reward of the explored start vs the learned policy
@@ -107,13 +76,8 @@ def test_rl_learns_the_toy_optimum(tmp_path: Path) -> None:
 
 def test_rl_enforces_the_latency_budget() -> None:
     """With a budget of 40% of dense latency, every plan's estimated latency meets it."""
-    from dataclasses import replace
-
     space = toy_space()
-    scoring = replace(SCORING, max_latency_ms=0.4)
-    study = new_study("rl", 0)
-    agent = make_agent("rl", study, space, 0, scoring=scoring)
-    for record in drive(agent, study, space, 8):
+    for record in drive("rl", new_study(), space, 8, scoring=replace(SCORING, max_latency_ms=0.4)):
         keep = {n: 1 - g["ratio"] for n, g in record.plan.items()}
         assert space.mac_fraction(keep) <= 0.4 + 1e-9
 
@@ -131,10 +95,8 @@ def test_mixed_structures_space_on_a_cpu_profile() -> None:
 
 
 def test_canonical_plans_merge_after_channel_rounding() -> None:
-    from autoprune.plan import GroupPlan, PruningPlan
-
     space = toy_space()
-    space = type(space).build(list(space.groups), space.space, ("channel",), macs=space.macs, round_to=16, min_channels=8)
+    space = replace(space, settings=PrunerSettings(round_to=16, min_channels=8))
     a = PruningPlan.of({n: GroupPlan(ratio=0.3) for n in TARGETS})   # 64 * 0.7 = 44.8 -> 48 kept
     b = PruningPlan.of({n: GroupPlan(ratio=0.25) for n in TARGETS})  # 64 * 0.75 = 48 kept
     c = PruningPlan.of({n: GroupPlan(ratio=0.5) for n in TARGETS})   # 32 kept

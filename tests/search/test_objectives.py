@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 
 from autoprune.config import SearchConfig, SearchSpace
-from autoprune.execution.record import COMPLETE, REJECTED, TrialRecord
+from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.search.fidelity import promotion_refusal, spearman
 from autoprune.search.objectives import Scoring
 from autoprune.search.pareto import hypervolume, pareto_front
+from autoprune.testing.fakes import stats
 
 
 def test_pareto_front_hand_computed() -> None:
@@ -29,9 +30,10 @@ def test_hypervolume_3d_hand_computed() -> None:
     assert hypervolume(points, [False, False, False], [2.0, 2.0, 2.0]) == pytest.approx(1.25)
 
 
-def _record(n: int, acc: float, lat: float, params: int = 100, state: str = COMPLETE, dup: int | None = None):
-    return TrialRecord(number=n, plan={}, state=state, accuracy=acc if state == COMPLETE else None,
-                       latency={"median_ms": lat, "p90_ms": lat * 1.1}, params=params, macs=10, duplicate_of=dup)
+def _record(n: int, acc: float, lat: float, params: int = 100, state: str = TrialState.COMPLETE,
+            dup: int | None = None):
+    return TrialRecord(number=n, plan={}, state=state, accuracy=acc if state == TrialState.COMPLETE else None,
+                       latency=stats(lat), params=params, macs=10, duplicate_of=dup)
 
 
 def _scoring(**kwargs) -> Scoring:
@@ -39,14 +41,15 @@ def _scoring(**kwargs) -> Scoring:
 
     config = SearchConfig(task="t", profile=HardwareProfile(name="p", backend="torch"), space=SearchSpace(name="s"),
                           **kwargs)
-    return Scoring.from_config(config, {"accuracy": 0.95, "latency": 2.0, "params": 200})
+    return Scoring.from_config(config, DenseReference(accuracy=0.95, latency=stats(2.0), params=200, macs=10,
+                                                      groups=[]))
 
 
 def test_scoring_front_and_hypervolume_use_feasible_trials_only() -> None:
     scoring = _scoring(max_latency_ms=1.5, min_accuracy=0.6, reference={"accuracy": 0.5})
     records = [_record(0, 0.9, 1.0), _record(1, 0.8, 0.4), _record(2, 0.95, 1.8),  # 2 too slow
-               _record(3, 0.55, 0.2), _record(4, 0.9, 1.0, dup=0), _record(5, 0.99, 0.1, state=REJECTED)]
-    assert [r.number for r in scoring.front(records)] == [0, 1]
+               _record(3, 0.55, 0.2), _record(4, 0.9, 1.0, dup=0), _record(5, 0.99, 0.1, state=TrialState.REJECTED)]
+    assert [r.number for r in scoring.front(records)] == [1, 0]  # sorted by latency
     assert scoring.violations(records[2]) == ["latency 1.800 ms > 1.5 ms"]
     assert scoring.constraint_values(records[3])[1] == pytest.approx(0.05)
     # normalised: (0.9, 0.5) and (0.8, 0.2) against (0.5, 1.0): 0.3 x 0.8 + 0.1 x 0.5
@@ -55,10 +58,11 @@ def test_scoring_front_and_hypervolume_use_feasible_trials_only() -> None:
 
 def test_a_trial_rejected_on_its_prediction_is_judged_by_it_and_never_feasible() -> None:
     scoring = _scoring(max_latency_ms=1.5)
-    screened = TrialRecord(number=0, plan={}, state=REJECTED, reason="predicted", predicted_ms=3.0, params=100, macs=10)
+    screened = TrialRecord(number=0, plan={}, state=TrialState.REJECTED, reason="predicted", predicted_ms=3.0,
+                           params=100, macs=10)
     assert screened.screened_unmeasured and not scoring.feasible(screened) and not scoring.front([screened])
     assert scoring.constraint_values(screened) == [pytest.approx(1.0), 0.0, 0.0]  # 3.0 / 1.5 - 1: the samplers see it
-    measured = TrialRecord(number=1, plan={}, state=COMPLETE, accuracy=0.9, latency={"median_ms": 1.2, "p90_ms": 1.3},
+    measured = TrialRecord(number=1, plan={}, state=TrialState.COMPLETE, accuracy=0.9, latency=stats(1.2, p90_ms=1.3),
                            predicted_ms=3.0, params=100, macs=10)
     assert scoring.constraint_values(measured)[0] == pytest.approx(1.2 / 1.5 - 1)  # a measurement wins
     assert scoring.hypervolume_history([screened, measured]) == [0.0, pytest.approx(scoring.hypervolume([measured]))]
@@ -70,7 +74,8 @@ def test_score_weights_and_penalties() -> None:
     assert scoring.score(ok) == pytest.approx(0.9 - 0.5 * 0.5 - 100 / 200)
     too_big = _record(1, 0.9, 1.0, params=180)
     assert scoring.score(too_big) < scoring.score(_record(2, 0.2, 1.0, params=100))  # infeasible ranks last
-    assert scoring.score(_record(3, 0.0, 1.0, state=REJECTED), accuracy=0.9) == pytest.approx(scoring.score(ok))
+    assert scoring.score(_record(3, 0.0, 1.0, state=TrialState.REJECTED),
+                         accuracy=0.9) == pytest.approx(scoring.score(ok))
 
 
 def test_scoring_reference_defaults() -> None:

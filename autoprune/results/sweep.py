@@ -14,16 +14,17 @@ from __future__ import annotations
 import datetime as dt
 import html
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from autoprune.config import SearchConfig, SweepConfig, load_sweep
+from autoprune.config import ExecutionConfig, SearchConfig, SweepConfig, load_sweep
 from autoprune.errors import ConfigError
-from autoprune.execution.driver import SearchOutcome, run_search
-from autoprune.execution.record import COMPLETE, REJECTED, TrialRecord
-from autoprune.results.files import atomic_write_json, atomic_write_text
+from autoprune.execution.driver import EventSink
+from autoprune.execution.ray_executor import connect_ray
+from autoprune.files import atomic_write_json, atomic_write_text
+from autoprune.records import TrialRecord, TrialState
+from autoprune.results.search import SearchOutcome, run_search
 
 
 def parse_until(text: str, now: dt.datetime | None = None) -> float:
@@ -48,8 +49,8 @@ class SweepOutcome:
     report: Path
 
 
-def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = None, execution=None,
-              on_event: Callable[[str, Any], None] | None = None) -> SweepOutcome:
+def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = None,
+              execution: ExecutionConfig | None = None, on_event: EventSink | None = None) -> SweepOutcome:
     """Run every search of the sweep file ``path`` into ``out`` and write the report.
 
     Args:
@@ -60,18 +61,12 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
     Raises:
         ConfigError: the sweep file, a profile or space file it names, or an agent is invalid.
     """
-    from autoprune.search.agent import AGENTS
-
     sweep, configs = load_sweep(path)
-    for entry in sweep.searches:
-        AGENTS.get(entry.agent, where=f"{path}: searches ({entry.name}): agent")
     execution = execution or sweep.execution
     notify = on_event or (lambda kind, payload: None)
     out = Path(out)
     owns_ray = False
     if execution.uses_ray:
-        from autoprune.execution.ray_executor import connect_ray
-
         owns_ray = connect_ray(execution, sorted({c.profile.name for c in configs}))
     outcomes = []
     try:
@@ -124,13 +119,14 @@ def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str],
     sections = [("Recommended model per profile", notes, RECOMMEND_HEAD, rec_rows)]
     for name, config, outcome in outcomes:
         recs = outcome.records
-        counts = (f"{len(recs)} of {config.trials} trials finished: {sum(r.state == COMPLETE for r in recs)} complete, "
-                  f"{sum(r.state == REJECTED for r in recs)} rejected before fine-tuning, "
-                  f"{len(recs) - sum(r.state in (COMPLETE, REJECTED) for r in recs)} failed")
+        complete = sum(r.state == TrialState.COMPLETE for r in recs)
+        rejected = sum(r.state == TrialState.REJECTED for r in recs)
+        counts = (f"{len(recs)} of {config.trials} trials finished: {complete} complete, "
+                  f"{rejected} rejected before fine-tuning, {len(recs) - complete - rejected} failed")
         dense = outcome.dense
         lines = [f"task `{config.task}`, profile `{config.profile.name}`, space `{config.space.name}`, "
                  f"agent `{config.agent}`, run folder `{outcome.run.path}`", counts,
-                 f"dense: accuracy {100 * dense.accuracy:.2f}%, p50 {dense.latency['median_ms']:.3f} ms"]
+                 f"dense: accuracy {100 * dense.accuracy:.2f}%, p50 {dense.latency.median_ms:.3f} ms"]
         sections.append((f"Search {name}: Pareto front", lines, FRONT_HEAD, _front_rows(outcome.front, dense.accuracy)))
     return sections
 

@@ -6,15 +6,19 @@ hardware profile. Users read it to see where pruning pays; agents may use it as 
 """
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from autoprune.config import HardwareProfile, SearchSpace
+from autoprune.config import HardwareProfile
 from autoprune.errors import ConfigError
-from autoprune.plan import GroupPlan, PruningPlan
+from autoprune.hardware.meter import LatencyMeter
+from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
+from autoprune.pruning import discover_groups, model_stats
+from autoprune.pruning.saving import rebuild
 from autoprune.task import Task
+from autoprune.training import evaluate
+from autoprune.training.finetune import recalibrate_batchnorm
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,29 +58,21 @@ def parse_ratios(text: str) -> tuple[float, ...]:
     return ratios
 
 
-def sensitivity(task: Task, profile: HardwareProfile, space: SearchSpace, ratios: Sequence[float],
+def sensitivity(task: Task, profile: HardwareProfile, settings: PrunerSettings, ratios: Sequence[float],
                 on_row: Callable[[SensitivityRow], None] | None = None) -> SensitivityReport:
-    """Prune every discovered group alone at each ratio and measure what it costs and gains."""
-    from autoprune.hardware.protocol import LatencyMeter
-    from autoprune.pruning import apply_plan, discover_groups, model_stats
-    from autoprune.pruning.importance import IMPORTANCES, calibration_batches
-    from autoprune.training import evaluate
-    from autoprune.training.finetune import recalibrate_batchnorm
-
+    """Prune every discovered group alone at each ratio (with the search's ``settings``) and measure
+    what it costs and gains."""
     dense = task.build_model()
     x = task.example_input
-    groups = discover_groups(dense, x, space.ignore)
+    groups = discover_groups(dense, x, settings.ignore)
     dense_macs = model_stats(dense, x).macs
     dense_accuracy = evaluate(dense, task.val_set, task.metric)
     meter = LatencyMeter(profile, dense, x)
-    calibration = calibration_batches(task.train_set) if IMPORTANCES.get(space.importance).needs_data else None
     rows, dense_ms = [], []
     for group in groups:
         for ratio in ratios:
-            model = copy.deepcopy(dense)
-            result = apply_plan(model, x, PruningPlan.of({group.name: GroupPlan(ratio=ratio)}),
-                                round_to=space.round_to or profile.round_to, min_channels=space.min_channels,
-                                importance=space.importance, ignore=space.ignore, calibration=calibration)
+            result = rebuild(task, PruningPlan.of({group.name: GroupPlan(ratio=ratio)}), settings, dense=dense)
+            model = result.model
             recalibrate_batchnorm(model, task.train_set)
             accuracy = evaluate(model, task.val_set, task.metric)
             candidate, reference = meter.compare(model)

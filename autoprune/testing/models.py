@@ -7,13 +7,18 @@ coverage benchmark uses realistic ones (ResNet-50, MobileNetV2, EfficientNet-B0 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    from autoprune.task import Task
 
-def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
+
+def conv_bn(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1,
+            act: type[nn.Module] | None = nn.ReLU) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout)]
     if act is not None:
         layers.append(act())
@@ -414,3 +419,14 @@ TINY: dict[str, tuple[Callable[[], nn.Module], torch.Tensor]] = {
     "bert": (lambda: Bert(), torch.randn(1, 6, 12, generator=torch.Generator().manual_seed(0))),
     "swin": (lambda: Swin(), _image()),
 }
+
+
+def model_task(build: Callable[[], nn.Module], example_input: torch.Tensor, name: str = "model") -> Task:
+    """A Task around a model factory for pruning-only tests (rebuild, reload): no data, so only data-free
+    importance criteria apply."""
+    from torch.utils.data import TensorDataset
+
+    from autoprune.task import Task
+
+    empty = TensorDataset(torch.empty(0))
+    return Task(name=name, build_model=build, example_input=example_input, train_set=empty, val_set=empty)

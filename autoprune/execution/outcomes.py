@@ -1,0 +1,26 @@
+"""What the runner's stages return besides a TrialRecord: a probe of the smallest candidate, a fine-tuned candidate."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from autoprune.latency import LatencyStats
+from autoprune.records import TrialRecord
+
+
+@dataclass(frozen=True, kw_only=True)
+class Probe:
+    """What the smallest candidate of a space costs (the driver's feasibility check)."""
+
+    params: int
+    latency: LatencyStats | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """A fine-tuned candidate: its record and what the run folder saves of it."""
+
+    record: TrialRecord
+    weights: dict[str, torch.Tensor] | None = None
+    sparsity: dict[str, float] = field(default_factory=dict)

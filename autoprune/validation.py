@@ -1,0 +1,37 @@
+"""The field checks every validated dataclass uses; each raises a ConfigError naming the field and what is valid.
+
+Callers prefix the file (``build`` in ``config.py``), so a message reads
+``hw_profiles/pi4.yaml: `threads` must be an integer >= 1, got 0``.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from autoprune.errors import ConfigError
+
+
+def require(ok: bool, message: str) -> None:
+    """ConfigError(``message``) unless ``ok``."""
+    if not ok:
+        raise ConfigError(message)
+
+
+def is_number(value: Any) -> bool:
+    """An int or float that is not a bool (YAML's ``yes`` must not pass as 1)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, minimum: int) -> None:
+    require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+            f"`{name}` must be an integer >= {minimum}, got {value!r}")
+
+
+def check_number(name: str, value: Any, low: float, high: float | None = None) -> None:
+    ok = is_number(value) and value >= low and (high is None or value <= high)
+    bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
+    require(ok, f"`{name}` must be a number {bound}, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
+    require(value in choices, f"`{name}` must be one of {', '.join(choices)}, got {value!r}")
