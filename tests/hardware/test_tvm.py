@@ -26,6 +26,7 @@ from autoprune.config import HardwareProfile
 from autoprune.errors import BackendUnavailable, ConfigError
 from autoprune.hardware.protocol import measure_models
 from autoprune.hardware.tvm_backend import RpcConfig, TvmOptions
+from autoprune.testing.suites import BackendSuite
 
 pytest.importorskip("tvm")
 pytestmark = pytest.mark.tvm
@@ -48,6 +49,10 @@ def tvm_profile(**options) -> HardwareProfile:
     """The tests' TVM profile with a short protocol; ``options`` are TvmOptions fields (the ``tvm:`` section)."""
     return HardwareProfile(name="test-tvm", backend="tvm", threads=1, warmup_s=0.02, min_runs=20, repeats=2, max_cv=1.0,
                            max_remeasure=0, options=TvmOptions(**{"target": {"kind": "llvm"}, **options}))
+
+
+class TestTvmUntuned(BackendSuite):
+    profile = tvm_profile()
 
 
 def test_untuned_local_measurement_says_so() -> None:

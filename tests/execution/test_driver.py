@@ -1,0 +1,86 @@
+"""The driver's loop on formula executors: promotion from the fresh proxy history, every measurement a job."""
+from __future__ import annotations
+
+import pytest
+
+from autoprune.config import SearchConfig, SearchSpace
+from autoprune.errors import ConfigError
+from autoprune.execution.driver import Driver, Search
+from autoprune.execution.executor import LocalExecutor
+from autoprune.execution.jobs import DenseJob, Done, FinetuneJob, Job, ProbeJob, ScreenJob
+from autoprune.plan import PruningPlan
+from autoprune.records import TrialRecord, TrialState
+from autoprune.results.search import run_search
+from autoprune.search.agent import AgentContext, make_agent
+from autoprune.testing.fakes import NullSink, fake_profile, stats
+from autoprune.testing.toy import SCORING, FormulaExecutor, new_study, toy_space
+
+
+def falling_accuracy(number: int, plan: PruningPlan) -> TrialRecord:
+    """Each trial scores lower than the one before it."""
+    return TrialRecord(number=number, plan=plan.to_dict(), state=TrialState.COMPLETE, accuracy=0.9 - 0.1 * number,
+                       latency=stats(0.5), speedup=2.0, macs=1, params=1)
+
+
+class Together(FormulaExecutor):
+    """Two slots; ``wait`` finishes every job in flight at once (parallel trials that end together)."""
+
+    slots = 2
+
+    def wait(self) -> list[Done]:
+        jobs, self._queue = list(self._queue), type(self._queue)()
+        return [Done(job=job, result=self.result(job)) for job in jobs]
+
+
+def _search(executor, **config) -> Search:
+    space = toy_space()
+    study = new_study()
+    study.sampler = make_agent("random", AgentContext(space=space, seed=0, scoring=SCORING))
+    settings = SearchConfig(task="toy", profile=fake_profile(), space=space.space, agent="random", **config)
+    return Search(config=settings, study=study, space=space, scoring=SCORING, executor=executor)
+
+
+def test_promotion_is_decided_on_every_proxy_so_far_including_candidates_still_fine_tuning() -> None:
+    """Trials 0 and 1 are screened together; trial 0 is promoted (warm-up) and still fine-tuning when
+    trial 1 is judged against it: a worker-side snapshot taken at submission would have held no proxy."""
+    executor = Together(falling_accuracy)
+    records = Driver(_search(executor, trials=2, proxy_keep=0.5, proxy_warmup=1), NullSink()).run()
+    first, second = records
+    assert first.state == TrialState.COMPLETE and first.accuracy == pytest.approx(0.9)
+    assert second.state == TrialState.REJECTED and second.reason.startswith("proxy 0.8000 below the top 50% of 1")
+
+
+def test_a_trial_is_a_screen_job_then_a_fine_tune_job() -> None:
+    submitted: list[Job] = []
+
+    class Recording(FormulaExecutor):
+        def submit(self, job: Job) -> None:
+            submitted.append(job)
+            super().submit(job)
+
+    sink = NullSink()
+    records = Driver(_search(Recording(falling_accuracy), trials=2), sink).run()
+    assert [type(j) for j in submitted] == [ScreenJob, FinetuneJob, ScreenJob, FinetuneJob]
+    assert [r.number for r in sink.records] == [0, 1] == [r.number for r in records]
+
+
+def test_the_feasibility_probe_and_the_dense_measurement_run_on_the_executor(tmp_path, tiny) -> None:
+    from autoprune.execution.runner import TrialRunner
+    from autoprune.hardware.meter import LatencyMeter
+
+    profile = fake_profile()
+    space = SearchSpace(name="t", min_channels=4)
+    config = SearchConfig(task="tests.tiny_task:tiny_task", profile=profile, space=space, max_params=10, trials=2)
+    dense = tiny.build_model()
+    ran: list[type] = []
+
+    class Recording(LocalExecutor):
+        def wait(self) -> list[Done]:
+            ran.append(type(self._queue[0]))
+            return super().wait()
+
+    runner = TrialRunner(task=config.trial_task(), config=config, dense=dense,
+                         meter=LatencyMeter(profile, dense, tiny.example_input, cache=None))
+    with pytest.raises(ConfigError, match="max_params 10 is below the smallest candidate"):
+        run_search(config, tmp_path / "run", executor=Recording(runner))
+    assert ran == [DenseJob, ProbeJob]
