@@ -45,10 +45,10 @@ X = torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(0))
 PORTABLE_TARGET = {"kind": "llvm", "mcpu": "x86-64"}
 
 
-def tvm_profile(**options) -> HardwareProfile:
+def tvm_profile(threads: int = 1, **options) -> HardwareProfile:
     """The tests' TVM profile with a short protocol; ``options`` are TvmOptions fields (the ``tvm:`` section)."""
-    return HardwareProfile(name="test-tvm", backend="tvm", threads=1, warmup_s=0.02, min_runs=20, repeats=2, max_cv=1.0,
-                           max_remeasure=0, options=TvmOptions(**{"target": {"kind": "llvm"}, **options}))
+    return HardwareProfile(name="test-tvm", backend="tvm", threads=threads, warmup_s=0.02, min_runs=20, repeats=2,
+                           max_cv=1.0, max_remeasure=0, options=TvmOptions(**{"target": {"kind": "llvm"}, **options}))
 
 
 class TestTvmUntuned(BackendSuite):
