@@ -13,9 +13,8 @@ interrupted mid-way is re-run with the same plan, and the budget counts finished
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from autoprune.config import SearchConfig
@@ -23,13 +22,13 @@ from autoprune.errors import ConfigError
 from autoprune.execution.executor import Executor
 from autoprune.execution.jobs import DenseJob, FinetuneJob, Job, ProbeJob, Result, ScreenJob
 from autoprune.execution.outcomes import Candidate, Probe
+from autoprune.execution.trials import TrialClock, resume, reuse_duplicate, tell
 from autoprune.latency import LatencyStats
-from autoprune.plan import PruningPlan
 from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.search.fidelity import promotion_refusal
 from autoprune.search.objectives import Scoring
 from autoprune.search.space import PlanSpace
-from autoprune.search.study import HYPERVOLUME_ATTR, RECORD_ATTR, finished_records
+from autoprune.search.study import HYPERVOLUME_ATTR, RECORD_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -97,78 +96,6 @@ def check_feasible(config: SearchConfig, dense: DenseReference, space: PlanSpace
     if config.max_latency_ms is not None and min(latency.median_ms, latency.p90_ms) > config.max_latency_ms:
         raise ConfigError(f"constraints cannot be met: max_latency_ms {config.max_latency_ms} is below the "
                           f"smallest candidate of the space (every group at ratio {top}: {latency.median_ms:.3f} ms)")
-
-
-def resume(study: optuna.Study, objectives: Sequence[str]) -> list[TrialRecord]:
-    """The finished trials' records, after closing trials a dead driver left RUNNING.
-
-    A trial that finished but was not told is told now (kept, not repeated); one without a
-    record is failed and its parameters re-queued, so the next ask re-runs its plan.
-    """
-    import optuna
-
-    for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.RUNNING]):
-        data = trial.user_attrs.get(RECORD_ATTR)
-        if data is not None:
-            tell(study, trial.number, TrialRecord.from_dict(data), objectives)
-            continue
-        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, skip_if_exists=False)
-    return finished_records(study)
-
-
-def tell(study: optuna.Study, number: int, record: TrialRecord, objectives: Sequence[str]) -> None:
-    """Tell the study how trial ``number`` ended: objective values, or pruned (rejected), or failed."""
-    import optuna
-
-    if record.state == TrialState.COMPLETE:
-        values = [record.objective(o) for o in objectives]
-        if any(v is None for v in values):
-            raise ValueError(f"trial {number}: objective missing in {dict(zip(objectives, values, strict=True))}")
-        study.tell(number, values)
-    else:
-        rejected = record.state == TrialState.REJECTED
-        study.tell(number, state=optuna.trial.TrialState.PRUNED if rejected else optuna.trial.TrialState.FAIL)
-
-
-def reuse_duplicate(records: Sequence[TrialRecord], space: PlanSpace, number: int,
-                    plan: PruningPlan) -> TrialRecord | None:
-    """The record of an earlier trial that builds the same candidate, re-numbered and marked, or None."""
-    key = space.canonical(plan)
-    for earlier in records:
-        if earlier.duplicate_of is None and space.canonical(PruningPlan.from_dict(earlier.plan)) == key:
-            return dataclasses.replace(earlier, number=number, plan=plan.to_dict(), duplicate_of=earlier.number,
-                                       seconds={})
-    return None
-
-
-@dataclass
-class TrialClock:
-    """Estimates a trial's wall time from finished trials, to stop starting trials before a deadline."""
-
-    deadline: float | None
-    #: wall times of finished trials (seeded with the work earlier sessions recorded)
-    durations: list[float]
-    started: dict[int, float] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, deadline: float | None, records: Sequence[TrialRecord]) -> TrialClock:
-        return cls(deadline=deadline, durations=[sum(r.seconds.values()) for r in records if r.seconds])
-
-    def start(self, number: int) -> None:
-        self.started[number] = time.time()
-
-    def finish(self, number: int) -> None:
-        if number in self.started:
-            self.durations.append(time.time() - self.started.pop(number))
-
-    def allows_another(self) -> bool:
-        if self.deadline is None:
-            return True
-        if not self.durations:  # nothing to estimate from yet: start while there is time left
-            return time.time() < self.deadline
-        recent = sorted(self.durations[-20:])
-        return time.time() + recent[len(recent) // 2] <= self.deadline
 
 
 class Driver:

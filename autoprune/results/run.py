@@ -117,8 +117,9 @@ class RunWriter:
 
     def save_candidate(self, candidate: Candidate) -> TrialRecord:
         record = candidate.record
+        assert candidate.weights is not None, f"trial {record.number}: a complete candidate comes with its weights"
         path = save_pruned(self.run.trial_folder(record.number), PruningPlan.from_dict(record.plan),
-                           candidate.weights or {}, settings=self.config.pruner, channels=record.channels,
+                           candidate.weights, settings=self.config.pruner, channels=record.channels,
                            sparsity=candidate.sparsity)
         return dataclasses.replace(record, model_path=str(path))
 
