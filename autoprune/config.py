@@ -272,16 +272,24 @@ def build(cls: type[C], data: Mapping[str, Any], source: str) -> C:
 def _profile(data: Mapping[str, Any], source: str, *, from_user: bool) -> HardwareProfile:
     """A HardwareProfile from a mapping; the backend's own section (named after it) goes to its ``Options``.
 
-    The section's fields are also read at the top level (the layout before backends owned a
-    section). ``from_user``: the mapping is a user's profile file, so the backend may apply
-    environment overrides (e.g. TVM's RPC address); a recorded profile is rebuilt as recorded.
+    ``from_user``: the mapping is a user's profile file, so the backend may apply environment
+    overrides (e.g. TVM's RPC address); a recorded profile is rebuilt exactly as recorded.
     """
     values = dict(data)
     backend = values.get("backend")
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        return build(HardwareProfile, values, source)  # names the bad backend
-    require("options" not in values, f"{source}: unknown field `options`; a backend's options go in its "
-                                      f"section, `{backend}:`")
+    if isinstance(backend, str) and backend in BACKENDS:
+        require("options" not in values, f"{source}: unknown field `options`; a backend's options go in its "
+                                          f"section, `{backend}:`")
+        values["options"] = _backend_options(values, backend, source, from_user=from_user)
+    return build(HardwareProfile, values, source)  # an unknown backend is named by HardwareProfile's check
+
+
+def _backend_options(values: dict[str, Any], backend: str, source: str, *, from_user: bool) -> Any:
+    """Pop the backend's section from ``values`` and build its ``Options`` (None for a backend without any).
+
+    The section's fields are also taken from the top level (the layout before backends owned a
+    section); a section named after another backend is an error.
+    """
     for other in BACKENDS.names():
         require(other == backend or other not in values,
                 f"{source}: the `{other}` section only applies to `backend: {other}`, not {backend}")
@@ -289,12 +297,12 @@ def _profile(data: Mapping[str, Any], source: str, *, from_user: bool) -> Hardwa
     section = values.pop(backend, None)
     if plugin.Options is None:
         require(section is None, f"{source}: backend {backend} takes no `{backend}` section")
-        return build(HardwareProfile, values, source)
+        return None
     own = {f.name for f in dataclasses.fields(plugin.Options)}
     merged = {**{k: values.pop(k) for k in list(values) if k in own}, **(section or {})}
     if from_user:
-        merged = plugin.user_options(merged, source)
-    return build(HardwareProfile, {**values, "options": build(plugin.Options, merged, f"{source}: {backend}")}, source)
+        merged = dict(plugin.user_options(merged, source))
+    return build(plugin.Options, merged, f"{source}: {backend}")
 
 
 def load_profile(path: str | Path) -> HardwareProfile:
