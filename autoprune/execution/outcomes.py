@@ -22,5 +22,6 @@ class Candidate:
     """A fine-tuned candidate: its record and what the run folder saves of it."""
 
     record: TrialRecord
+    #: the fine-tuned state_dict (None when a formula stands in for the model: benchmarks, tests)
     weights: dict[str, torch.Tensor] | None = None
     sparsity: dict[str, float] = field(default_factory=dict)
