@@ -311,9 +311,19 @@ def load_profile(path: str | Path) -> HardwareProfile:
     return _profile(_read_yaml(path), str(path), from_user=True)
 
 
+#: the TVM keys every profile recorded before backends owned a section held at the top level, and
+#: their values on a profile of another backend (a run folder of an older autoprune)
+LEGACY_UNSET_KEYS = {"target": None, "tuning_trials": 0, "tuning_db": None, "cross_compiler": None, "rpc": None}
+
+
 def profile_from_dict(data: Mapping[str, Any], source: str = "profile") -> HardwareProfile:
-    """Rebuild a recorded profile (``HardwareProfile.to_dict()``) exactly as recorded: no environment override."""
-    return _profile(data, source, from_user=False)
+    """Rebuild a recorded profile (``HardwareProfile.to_dict()``) exactly as recorded: no environment override.
+
+    A profile recorded by an older autoprune holds TVM's keys at the top level; unset on another
+    backend, they are dropped (on a TVM profile they are its section's, as in any profile file).
+    """
+    values = {k: v for k, v in data.items() if data.get("backend") == "tvm" or LEGACY_UNSET_KEYS.get(k, ...) != v}
+    return _profile(values, source, from_user=False)
 
 
 def load_space(path: str | Path) -> SearchSpace:

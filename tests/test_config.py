@@ -112,3 +112,14 @@ def test_predictor_fields_from_yaml_and_config_json(tmp_path: Path) -> None:
     assert again.predictor == "x/p.json" and again.predictor_margin == 0.2
     with pytest.raises(ConfigError, match="config: `predictor_margin` must be a number"):
         search_config_from_dict({**config.to_dict(), "predictor_margin": 2})
+
+
+def test_a_profile_recorded_by_an_older_autoprune_reads_back() -> None:
+    from autoprune.config import profile_from_dict
+
+    profile = load_profile(ROOT / "hw_profiles/cpu-onnxruntime.yaml")
+    legacy = {**profile.to_dict(), "target": None, "tuning_trials": 0, "tuning_db": None, "cross_compiler": None,
+              "rpc": None}  # every profile carried TVM's keys, unset, before backends owned their section
+    assert profile_from_dict(legacy) == profile
+    with pytest.raises(ConfigError, match="unknown field `target`"):
+        profile_from_dict({**profile.to_dict(), "target": {"kind": "llvm"}})  # set: not a legacy leftover

@@ -83,8 +83,9 @@ class RunFolder:
         """ConfigError when the folder holds a search with other identity fields (``IDENTITY_FIELDS``)."""
         if not self.config.is_file():
             return
-        saved = json.loads(self.config.read_text())
-        current = json.loads(json.dumps(config.to_dict()))
+        # both read back the same way, so a record written by an older autoprune compares by meaning
+        saved = _plain(search_config_from_dict(json.loads(self.config.read_text()), str(self.config)).to_dict())
+        current = _plain(config.to_dict())
         for key in IDENTITY_FIELDS:
             if saved.get(key) != current.get(key):
                 raise ConfigError(f"{self.path}: holds a search with a different `{key}`; resume it with the same "
@@ -103,6 +104,11 @@ class RunFolder:
 
     def write_dense(self, dense: DenseReference) -> None:
         atomic_write_json(self.dense, dense.to_dict())
+
+
+def _plain(data: dict[str, Any]) -> Any:
+    """``data`` as JSON holds it (tuples as lists)."""
+    return json.loads(json.dumps(data))
 
 
 @dataclass(frozen=True, kw_only=True)
