@@ -18,7 +18,8 @@ def test_inspect_json_lists_groups_and_left_out(capsys) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == "TinyResNet" and len(report["groups"]) == 4
     assert report["left_out"] == [{"layer": "fc", "type": "Linear",
-                                   "reason": "final classifier (its outputs are the model's outputs)"}]
+                                   "reason": "output layer: its channels are the model's output `output` "
+                                             "(pruning would change its shape)"}]
     assert all({"name", "channels", "layers", "couplings", "macs_share", "params_share"} <= set(g)
                for g in report["groups"])
 
