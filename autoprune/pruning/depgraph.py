@@ -17,6 +17,7 @@ none, so one bad coupling leaves out one group and the rest of the model stays p
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -90,6 +91,7 @@ class GuardedGraph:
             return outs[-1]
 
         graph = tp.DependencyGraph()
+        graph.get_pruner_of_module = _memoized(graph.get_pruner_of_module)  # 100k+ type lookups per model otherwise
         graph.verbose = False
         graph.model = model
         graph._module2name = dict(self.names)
@@ -115,14 +117,17 @@ class GuardedGraph:
     def refresh(self) -> None:
         """Recompute every index mapping (after pruning, concat/split offsets change); failures mark their node."""
         updaters = _updaters()
-        for node in self.graph.module2node.values():
-            update = updaters.get(node.type)
-            if update is None or node in self.unmappable:
-                continue
-            try:
-                update(self.graph, node)
-            except Exception as err:  # noqa: BLE001 - one bad heuristic must not sink the model
-                self.unmappable[node] = f"torch-pruning's index mapping failed at {self.describe(node)} ({_err(err)})"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Maximum recursive depth reached!": a mapping it gives up on, handled
+            for node in self.graph.module2node.values():
+                update = updaters.get(node.type)
+                if update is None or node in self.unmappable:
+                    continue
+                try:
+                    update(self.graph, node)
+                except Exception as err:  # noqa: BLE001 - one bad heuristic must not sink the model
+                    self.unmappable[node] = (f"torch-pruning's index mapping failed at {self.describe(node)} "
+                                             f"({_err(err)})")
         for node in self.graph.module2node.values():
             for dep in node.dependencies:
                 for i, mapping in enumerate(dep.index_mapping):
@@ -153,7 +158,6 @@ class GuardedGraph:
         """
         from torch_pruning import _helpers
         from torch_pruning.dependency.dependency import Dependency
-        from torch_pruning.dependency.group import Group
 
         tp, graph = _tp(), self.graph
         if self._stale:
@@ -161,10 +165,10 @@ class GuardedGraph:
         if isinstance(module, tp.ops.TORCH_CONV) and module.groups == module.out_channels and module.out_channels > 1:
             pruning_fn = tp.prune_depthwise_conv_out_channels
         root = graph.module2node[module]
-        group = Group()
-        group.add_dep(Dependency(pruning_fn, pruning_fn, source=root, target=root),
-                      [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs])
-        visited, stack, steps = set(), [(group[0].dep, group[0].idxs)], 0
+        first = Dependency(pruning_fn, pruning_fn, source=root, target=root)
+        items = [(first, [_helpers._HybridIndex(idx=i, root_idx=i) for i in idxs])]
+        ops = {(id(root), pruning_fn, tuple(items[0][1]))}
+        visited, stack, steps = set(), [items[0]], 0
         while stack:
             steps += 1
             if steps > self.max_steps:
@@ -183,18 +187,31 @@ class GuardedGraph:
                 for mapping in new_dep.index_mapping:
                     if mapping is not None:
                         new_idxs = mapping(new_idxs)
-                if not new_idxs or (new_dep.target in visited and group.has_pruning_op(new_dep, new_idxs)):
+                key = (id(new_dep.target), new_dep.handler, tuple(new_idxs))
+                if not new_idxs or (new_dep.target in visited and key in ops):
                     continue
-                group.add_dep(new_dep, new_idxs)
+                ops.add(key)
+                items.append((new_dep, new_idxs))
                 stack.append((new_dep, new_idxs))
+        return self._merged(items)
+
+    def _merged(self, items: list[tuple[Any, list]]):
+        """One group item per (layer, handler), indices merged by position (torch-pruning's ``add_and_merge``)."""
+        from torch_pruning import _helpers
+        from torch_pruning.dependency.group import Group
+
+        by_op: dict[tuple[int, Any], tuple[Any, list, set[int]]] = {}
+        for dep, dep_idxs in items:
+            _, kept, seen = by_op.setdefault((id(dep.target), dep.handler), (dep, [], set()))
+            for index in dep_idxs:
+                if index.idx not in seen:
+                    seen.add(index.idx)
+                    kept.append(index)
         merged = Group()
-        for dep, dep_idxs in group.items:
-            merged.add_and_merge(dep, dep_idxs)
-        merged._DG = graph
-        for i in range(len(merged)):
-            hybrid = merged[i].idxs
-            merged[i] = _helpers.GroupItem(merged[i].dep, _helpers.to_plain_idxs(hybrid))
-            merged[i].root_idxs = _helpers.to_root_idxs(hybrid)
+        merged._DG = self.graph
+        for dep, kept, _ in by_op.values():
+            merged.add_dep(dep, _helpers.to_plain_idxs(kept))
+            merged[len(merged) - 1].root_idxs = _helpers.to_root_idxs(kept)
         return merged
 
     def groups(self, root_types: tuple[type, ...], ignored: set[nn.Module]) -> Iterator[tuple[nn.Module, Any, str]]:
@@ -226,6 +243,20 @@ class GuardedGraph:
                 yield module, None, f"coupled with the user-ignored layer {self.names.get(blocked[0], '?')}"
                 continue
             yield module, group, ""
+
+
+def _memoized(lookup: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``get_pruner_of_module`` remembered per module: a module's pruner never changes while it is pruned."""
+    cache: dict[int, tuple[Any, Any]] = {}
+
+    def pruner_of(module: Any) -> Any:
+        hit = cache.get(id(module))
+        if hit is None or hit[0] is not module:
+            hit = (module, lookup(module))
+            cache[id(module)] = hit
+        return hit[1]
+
+    return pruner_of
 
 
 def _traceable_outputs(out: Any) -> list[torch.Tensor]:

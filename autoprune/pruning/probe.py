@@ -329,10 +329,9 @@ def _changed(probe: Probe, module: nn.Module, seen: Any, dense: Any) -> torch.Te
 
 
 def _offsets(shape: torch.Size, gen: torch.Generator, dtype: torch.dtype) -> torch.Tensor:
-    """Random marks that cannot vanish by chance: magnitude in [1, 2), random sign."""
-    magnitude = 1.0 + torch.rand(shape, generator=gen)
-    sign = torch.randint(0, 2, shape, generator=gen) * 2 - 1
-    return (magnitude * sign).to(dtype)
+    """Random positive marks in [1, 2): scaled by the tensor's largest magnitude, a marked value stays positive,
+    so a ReLU or a max-pool after the mark cannot hide it."""
+    return (1.0 + torch.rand(shape, generator=gen)).to(dtype)
 
 
 def _mark_output(out: Any, axis: int, positions: list[int], gen: torch.Generator) -> Any:

@@ -240,11 +240,15 @@ class _Shrunk:
 
 def _prune_structures(model: nn.Module, guarded, infos: dict[str, GroupInfo], active: dict, imp: Importance,
                       round_to: int, min_channels: int) -> _Shrunk:
-    """Physically remove the planned channels and heads, group by group, and update what the model records."""
+    """Physically remove the planned channels and heads and update what the model records about its widths.
+
+    Every group's channels are chosen and mapped onto its layers on the dense graph first; then
+    each layer is cut once, with the union of its positions (:func:`_cut_layers`).
+    """
     out = _Shrunk(channels={name: (info.channels, info.channels) for name, info in infos.items()})
     changed: list[tuple[int, int, set[nn.Module]]] = []
-    dropped_heads: dict[nn.Module, list[int]] = {}
-    mha_widths = head_attrs.head_widths(model)
+    heads: list[tuple[GroupInfo, list[int]]] = []
+    cuts = []
     for name, info in infos.items():
         spec = active.get(name)
         if spec is None or spec.structure != "channel":
@@ -255,28 +259,49 @@ def _prune_structures(model: nn.Module, guarded, infos: dict[str, GroupInfo], ac
                 f"ratio {spec.ratio} keeps every unit after rounding to {shrink_step(info, round_to)} channels")
             continue
         if info.is_attention:
-            heads, idxs = _drop_heads(imp, guarded, info, keep)
-            owner = head_attrs.owner(model, guarded.names, info.layers)
-            before_width = info.heads * info.head_dim
-            after_width = (info.heads - len(heads)) * info.head_dim
-            _prune(guarded, info, idxs)
-            head_attrs.update_head_attrs(owner, (info.heads, info.heads - len(heads)), (before_width, after_width))
-            dropped_heads[owner] = heads
-            out.heads[name] = (info.heads, info.heads - len(heads))
+            dropped, idxs = _drop_heads(imp, guarded, info, keep)
+            heads.append((info, dropped))
+            out.heads[name] = (info.heads, info.heads - len(dropped))
         else:
             idxs = _drop_channels(imp, guarded, info, keep)
-            _prune(guarded, info, idxs)
             changed.append((info.channels, keep, set(info.layers)))
+        cuts.append(guarded.get_pruning_group(info.root, info.handler, idxs))
         out.removed[name] = idxs
         out.channels[name] = (info.channels, info.channels - len(idxs))
+    mha_widths = head_attrs.head_widths(model)
+    _cut_layers(guarded, cuts)
     _update_width_attrs(model, changed)
+    dropped_heads = {}
+    for info, dropped in heads:
+        owner = head_attrs.owner(model, guarded.names, info.layers)
+        head_attrs.update_head_attrs(owner, (info.heads, info.heads - len(dropped)),
+                                     (info.heads * info.head_dim, (info.heads - len(dropped)) * info.head_dim))
+        dropped_heads[owner] = dropped
     head_attrs.record_in_configs(model, dropped_heads)
     head_attrs.keep_attention_scale(mha_widths)
     return out
 
 
-def _prune(guarded, info: GroupInfo, idxs: list[int]) -> None:
-    guarded.get_pruning_group(info.root, info.handler, idxs).prune()
+def _cut_layers(guarded, groups: list) -> None:
+    """Apply torch-pruning's handlers once per (layer, handler) with the union of every group's positions.
+
+    Positions are all in the dense layers' coordinates, so no index mapping has to be recomputed
+    between groups (torch-pruning's group-by-group pruning recomputes every mapping after each).
+    """
+    merged: dict[tuple[int, object], tuple[object, set[int]]] = {}
+    for group in groups:
+        for dep, idxs in group:
+            key = (id(dep.target.module), dep.handler)
+            merged.setdefault(key, (dep, set()))[1].update(int(i) for i in idxs)
+    param_names = guarded.graph._param_to_name
+    for dep, idxs in merged.values():
+        target = dep.target.module
+        if isinstance(target, nn.Parameter):  # torch-pruning returns a new Parameter: put it where the old one was
+            name = param_names[target]
+            parent, _, attr = name.rpartition(".")
+            setattr(guarded.model.get_submodule(parent) if parent else guarded.model, attr, dep(sorted(idxs)))
+        else:
+            dep(sorted(idxs))
     guarded.mark_pruned()
 
 
