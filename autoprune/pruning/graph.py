@@ -17,9 +17,7 @@ prunes is reported with its reason: nothing is skipped silently.
 """
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-import io
 import math
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -32,6 +30,7 @@ from autoprune.errors import PlanError
 from autoprune.inputs import Inputs, describe, flatten_outputs, named_tensors, output_signature
 from autoprune.pruning.depgraph import GuardedGraph
 from autoprune.pruning.probe import Member, Probe, check_drops, find_units, members
+from autoprune.pruning.stats import count_macs
 
 ROOT_TYPES = (nn.modules.conv._ConvNd, nn.Linear)
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm)
@@ -383,15 +382,14 @@ def discover(model: nn.Module, example_input: Inputs, ignore: tuple[str, ...] = 
     Raises:
         PlanError: the model cannot be traced.
     """
-    import torch_pruning as tp
 
     from autoprune.pruning.masks import nm_applicable
 
     traced = trace(model, example_input)
     ignored = user_ignored(model, ignore)
     analysis = analyse(model, traced, ignored)
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # its batch-size notes are not ours to print
-        macs, params, layer_macs, layer_params = tp.utils.count_ops_and_params(model, example_input, layer_wise=True)
+    macs, layer_macs = count_macs(model, example_input)
+    params = sum(p.numel() for p in model.parameters())
     names = traced.guarded.names
     groups, unshrinkable = [], []
     for info in analysis.infos:
@@ -400,8 +398,8 @@ def discover(model: nn.Module, example_input: Inputs, ignore: tuple[str, ...] = 
             unshrinkable.append(LeftOut(layer=info.name, type=type(info.root).__name__, reason=why))
             continue
         mods = list(dict.fromkeys(info.layers))
-        group_macs = sum(layer_macs.get(m) or 0 for m in mods)
-        group_params = sum(layer_params.get(m) or 0 for m in mods)
+        group_macs = sum(layer_macs.get(names[m], 0) for m in mods)
+        group_params = sum(p.numel() for m in mods for p in m.parameters(recurse=False))
         producers = [d.target.module for d, _ in info.group
                      if graph_is_out(d.handler) and isinstance(d.target.module, ROOT_TYPES)]
         nm_ok = any(not nm_applicable(m, nm_m) for m in producers)
