@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import PlanError
+from autoprune.inputs import Inputs
 from autoprune.plan import PruningPlan
 from autoprune.pruning.structured import PruneResult, apply_plan
 from autoprune.results.files import atomic_torch_save, atomic_write_json
@@ -66,7 +67,7 @@ def read_meta(folder: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_pruned(folder: str | Path, build_model: Callable[[], nn.Module], example_input: torch.Tensor) -> nn.Module:
+def load_pruned(folder: str | Path, build_model: Callable[[], nn.Module], example_input: Inputs) -> nn.Module:
     """Rebuild a saved pruned model: dense architecture + the plan's structure + the saved weights.
 
     Raises:

@@ -65,7 +65,8 @@ def sensitivity(task: Task, profile: HardwareProfile, space: SearchSpace, ratios
 
     dense = task.build_model()
     x = task.example_input
-    groups = discover_groups(dense, x, space.ignore)
+    round_to = space.round_to or profile.round_to
+    groups = discover_groups(dense, x, space.ignore, round_to=round_to)
     dense_macs = model_stats(dense, x).macs
     dense_accuracy = evaluate(dense, task.val_set, task.metric)
     meter = LatencyMeter(profile, dense, x)
@@ -75,7 +76,7 @@ def sensitivity(task: Task, profile: HardwareProfile, space: SearchSpace, ratios
         for ratio in ratios:
             model = copy.deepcopy(dense)
             result = apply_plan(model, x, PruningPlan.of({group.name: GroupPlan(ratio=ratio)}),
-                                round_to=space.round_to or profile.round_to, min_channels=space.min_channels,
+                                round_to=round_to, min_channels=space.min_channels,
                                 importance=space.importance, ignore=space.ignore, calibration=calibration)
             recalibrate_batchnorm(model, task.train_set)
             accuracy = evaluate(model, task.val_set, task.metric)
