@@ -10,8 +10,10 @@ same model, for comparison.
 
     .venv/bin/python bench/prune_coverage.py [--models resnet18,bert] [--round-to 16] [--repeat 3]
 
-Prints one JSON line per (model, pruner), then a table and the medians. Measure on an idle machine:
-other processes on the cores make the speed-ups noisy (the CV of each measurement is printed).
+Prints one JSON line per (model, pruner), then a table and the medians. Each (model, pruner) runs in
+its own process with a time and memory limit (Torch-Pruning's recipe does not finish on Swin-T: its
+index lists grow without bound). Measure on an idle machine: other processes on the cores make the
+speed-ups noisy (the CV of each measurement and the load average are printed).
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import copy
 import io
 import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -35,11 +39,11 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autoprune.compat import import_torchvision  # noqa: E402
-from autoprune.config import HardwareProfile  # noqa: E402
-from autoprune.inputs import Inputs, call, flatten_outputs, output_signature  # noqa: E402
-from autoprune.plan import PruningPlan  # noqa: E402
-from autoprune.pruning import apply_plan, discover, model_stats  # noqa: E402
+from autoprune.compat import import_torchvision
+from autoprune.config import HardwareProfile
+from autoprune.inputs import Inputs, call, flatten_outputs, output_signature
+from autoprune.plan import PruningPlan
+from autoprune.pruning import apply_plan, discover, model_stats
 
 TORCHVISION = ("resnet18", "resnet50", "mobilenet_v2", "mobilenet_v3_small", "efficientnet_b0", "densenet121",
                "shufflenet_v2_x1_0", "regnet_y_400mf", "convnext_tiny", "vit_b_16", "swin_t")
@@ -190,6 +194,23 @@ def summary(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def run_isolated(name: str, pruner: str, args: argparse.Namespace) -> dict[str, Any]:
+    """One row computed in a child process, killed after ``--timeout`` seconds or above ``--memory-gb``."""
+    command = [sys.executable, __file__, "--one", f"{name}:{pruner}", "--round-to", str(args.round_to),
+               "--repeat", str(args.repeat), "--size", str(args.size), "--seq", str(args.seq),
+               "--memory-gb", str(args.memory_gb)]
+    row: dict[str, Any] = {"model": name, "pruner": pruner, "round_to": args.round_to}
+    try:
+        done = subprocess.run(command, check=False, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {**row, "error": f"did not finish in {args.timeout} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        tail = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        return {**row, "error": f"process failed: {tail[:200]}"}
+    return json.loads(lines[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="", help="comma-separated subset (default: all)")
@@ -198,9 +219,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="image size")
     parser.add_argument("--seq", type=int, default=128, help="BERT sequence length")
     parser.add_argument("--no-torch-pruning", action="store_true", help="skip Torch-Pruning's recipe")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per (model, pruner) before it is stopped")
+    parser.add_argument("--memory-gb", type=float, default=10.0, help="address-space limit per (model, pruner)")
+    parser.add_argument("--one", default="", help=argparse.SUPPRESS)  # MODEL:PRUNER, in the child process
     args = parser.parse_args()
-    torch.set_num_threads(1)
     models = zoo(args.size, args.seq)
+    if args.one:
+        limit = int(args.memory_gb * 2**30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        torch.set_num_threads(1)
+        name, pruner = args.one.split(":")
+        build, inputs = models[name]
+        print(json.dumps(run(name, build, inputs, pruner, args.round_to, args.repeat)), flush=True)
+        return
     wanted = [m for m in args.models.split(",") if m] or list(models)
     unknown = sorted(set(wanted) - set(models))
     if unknown:
@@ -209,9 +240,8 @@ def main() -> None:
     rows = []
     pruners = ["autoprune"] + ([] if args.no_torch_pruning else ["torch-pruning"])
     for name in wanted:
-        build, inputs = models[name]
         for pruner in pruners:
-            rows.append(run(name, build, inputs, pruner, args.round_to, args.repeat))
+            rows.append(run_isolated(name, pruner, args))
             print(json.dumps(rows[-1]), flush=True)
     print()
     print(table(rows))
