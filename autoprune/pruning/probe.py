@@ -179,7 +179,7 @@ class Probe:
                 diff = _changed(self, module, (args, kwargs), (dense_args, dense_kwargs))
                 if diff is not None:
                     changed[module] = diff if module not in changed else changed[module] | diff
-            return dense_args, dense_kwargs
+            return _detach((dense_args, dense_kwargs))  # a copy: a layer may write to its input in place
 
         def post(module: nn.Module, _args: tuple, out: Any):
             positions = marks.outputs.get(module)
@@ -225,7 +225,7 @@ class Probe:
             calls[module] += 1
             if module in consumers:
                 seen[module].extend(list(_float_tensors((args, kwargs)))[:1])
-            return self.recorded[module][i] if i < len(self.recorded[module]) else None
+            return _detach(self.recorded[module][i]) if i < len(self.recorded[module]) else None
 
         def post(module: nn.Module, _args: tuple, out: Any):
             main = out[0] if isinstance(out, tuple) else out
