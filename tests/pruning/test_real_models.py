@@ -48,7 +48,6 @@ def test_shufflenet_v2_is_searchable_with_its_shuffles_left_out() -> None:
     assert call(model, x).shape == (1, 1000)
 
 
-@pytest.mark.slow
 def test_swin_discovery_is_bounded_in_time() -> None:
     """Full-size Swin-T at 32 px: torch-pruning's flatten mapping used to grow past a million indices and never end."""
     torch.manual_seed(0)
