@@ -305,16 +305,23 @@ def _reaches_output(graph, group, outputs: dict) -> str:
 
 
 def _index_error(graph, group, names: dict[nn.Module, str]) -> str:
-    """Why torch-pruning's channel mapping of ``group`` is unusable ('' when every index fits its layer)."""
+    """Why torch-pruning's channel mapping of ``group`` is unusable ('' when every index fits its layer or parameter)."""
     for dep, idxs in group:
-        layer = dep.target.module
-        if not isinstance(layer, nn.Module) or layer not in names or not len(idxs):
+        target = dep.target.module
+        if not len(idxs):
             continue
-        out = graph.is_out_channel_pruning_fn(dep.handler)
-        width = graph.get_out_channels(layer) if out else graph.get_in_channels(layer)
+        if isinstance(target, nn.Parameter):
+            width = target.shape[dep.target.pruning_dim]
+            where = f"parameter {graph._param_to_name.get(target, '?')}"
+        elif isinstance(target, nn.Module) and target in names:
+            out = graph.is_out_channel_pruning_fn(dep.handler)
+            width = graph.get_out_channels(target) if out else graph.get_in_channels(target)
+            where = names[target]
+        else:
+            continue
         if width is not None and max(int(i) for i in idxs) >= width:
-            return (f"unsupported op: channels reach {names[layer]} through a reshape/transpose of the channel axis "
-                    "that torch-pruning maps past the layer's width")
+            return (f"unsupported op: channels reach {where} through a reshape/transpose of the channel axis "
+                    "that torch-pruning maps past its width")
     return ""
 
 

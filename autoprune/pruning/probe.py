@@ -201,38 +201,35 @@ class Probe:
         return changed
 
 
-    def influence(self, groups: dict[str, list[Member]], blocks: dict[str, tuple[nn.Module, list[list[int]]]]
-                  ) -> dict[str, list[set[int]]]:
-        """Per group, per block of positions at its consumer, the root channels that reach the block.
+    @contextlib.contextmanager
+    def _gradient_pass(self, groups: Iterable[list[Member]], observe: Iterable[nn.Module]):
+        """A teacher-forced forward pass in which gradients flow only from the groups' producers to the observed inputs.
 
-        One teacher-forced forward pass with gradients flowing only from producer outputs (a zero
-        offset that requires grad) to consumer inputs; one backward pass per block index serves
-        every group at once (teacher forcing keeps groups apart).
-
-        Args:
-            groups: the members of each group.
-            blocks: per group, the consumer observed and its blocks of input positions.
+        Every producer output gets a zero offset that requires grad; parameters the groups prune
+        require grad; nothing else does. Yields (sources: module or parameter -> tensor whose grad
+        is wanted, seen: observed module -> its incoming input tensors), inside ``enable_grad``.
         """
-        offsets: dict[nn.Module, torch.Tensor] = {}
+        members = [m for g in groups for m in g]
+        producers = {m.target for m in members if m.produces and isinstance(m.target, nn.Module)}
+        params = list({id(m.target): m.target for m in members if isinstance(m.target, nn.Parameter)}.values())
+        observe = set(observe)
+        sources: dict[Any, torch.Tensor] = {p: p for p in params}
         seen: dict[nn.Module, list[torch.Tensor]] = defaultdict(list)
-        producers = {m.target for g in groups.values() for m in g if m.produces and isinstance(m.target, nn.Module)}
-        params = [m.target for g in groups.values() for m in g if isinstance(m.target, nn.Parameter)]
-        consumers = {target for target, _ in blocks.values()}
         calls: dict[nn.Module, int] = defaultdict(int)
 
         def pre(module: nn.Module, args: tuple, kwargs: dict):
             i = calls[module]
             calls[module] += 1
-            if module in consumers:
-                seen[module].extend(list(_float_tensors((args, kwargs)))[:1])
+            if module in observe:
+                seen[module].extend(t for t in _float_tensors((args, kwargs)) if t.requires_grad)
             return _detach(self.recorded[module][i]) if i < len(self.recorded[module]) else None
 
         def post(module: nn.Module, _args: tuple, out: Any):
             main = out[0] if isinstance(out, tuple) else out
             if not isinstance(main, torch.Tensor) or not main.is_floating_point():
                 return None
-            offsets[module] = torch.zeros_like(main, requires_grad=True)
-            main = main + offsets[module]
+            sources[module] = torch.zeros_like(main, requires_grad=True)
+            main = main + sources[module]
             return (main, *out[1:]) if isinstance(out, tuple) else main
 
         grad_state = {p: p.requires_grad for p in self.model.parameters()}
@@ -245,46 +242,80 @@ class Probe:
                 p.requires_grad_(True)
             with torch.enable_grad():
                 call(self.model, self.inputs)
-                return self._block_roots(groups, blocks, offsets, params, seen)
+                yield sources, seen
         finally:
             for h in hooks:
                 h.remove()
             for p, state in grad_state.items():
                 p.requires_grad_(state)
 
-    def _block_roots(self, groups, blocks, offsets, params, seen) -> dict[str, list[set[int]]]:
-        sources = list(offsets.values()) + params
-        keys = list(offsets) + params
+    def _hits(self, member: Member, grads: dict[Any, torch.Tensor | None]) -> set[int]:
+        """The member's positions whose gradient is not zero (they reach what the loss reads)."""
+        grad = grads.get(member.target) if member.produces else None
+        if grad is None:
+            return set()
+        axis = member.param_dim if isinstance(member.target, nn.Parameter) else self.axis(member.target, grad.shape, 1)
+        hit = grad.abs().movedim(axis, 0).reshape(grad.shape[axis], -1).amax(dim=1) > 0
+        return set(torch.nonzero(hit).flatten().tolist()) & set(member.positions)
+
+    def _grads(self, loss: torch.Tensor, sources: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor | None]:
+        keys = list(sources)
+        grads = torch.autograd.grad(loss, [sources[k] for k in keys], retain_graph=True, allow_unused=True)
+        return dict(zip(keys, grads))
+
+    def _read(self, module: nn.Module, seen: dict, positions: list[int], gen: torch.Generator) -> torch.Tensor:
+        """A random weighting of the observed input positions: its gradient reaches whatever feeds them."""
+        loss = torch.zeros(())
+        for x in seen.get(module, []):
+            axis = self.axis(module, x.shape, 0)
+            picked = x.index_select(axis % x.dim(), torch.tensor(sorted(positions)))
+            loss = loss + (picked * torch.rand(picked.shape, generator=gen)).sum()
+        return loss
+
+    def influence(self, groups: dict[str, list[Member]], blocks: dict[str, tuple[nn.Module, list[list[int]]]]
+                  ) -> dict[str, list[set[int]]]:
+        """Per group, per block of positions at its consumer, the root channels that reach the block.
+
+        One gradient pass (:meth:`_gradient_pass`); one backward pass per block index serves every
+        group at once (teacher forcing keeps groups apart).
+
+        Args:
+            groups: the members of each group.
+            blocks: per group, the consumer observed and its blocks of input positions.
+        """
         gen = torch.Generator().manual_seed(self.seed)
         result: dict[str, list[set[int]]] = {name: [] for name in blocks}
-        for k in range(max(len(b) for _, b in blocks.values())):
-            loss = torch.zeros(())
-            for name, (consumer, parts) in blocks.items():
-                if k >= len(parts):
-                    continue
-                for x in seen[consumer]:
-                    if not x.requires_grad:
-                        continue
-                    axis = self.axis(consumer, x.shape, 0)
-                    picked = x.index_select(axis % x.dim(), torch.tensor(parts[k]))
-                    loss = loss + (picked * torch.rand(picked.shape, generator=gen)).sum()
-            if not loss.requires_grad:
-                continue
-            grads = torch.autograd.grad(loss, sources, retain_graph=True, allow_unused=True)
-            by_key = dict(zip(keys, grads))
-            for name in blocks:
-                if k >= len(blocks[name][1]):
-                    continue
-                roots: set[int] = set()
-                for m in groups[name]:
-                    grad = by_key.get(m.target) if m.produces else None
-                    if grad is None:
-                        continue
-                    axis = m.param_dim if isinstance(m.target, nn.Parameter) else self.axis(m.target, grad.shape, 1)
-                    hit = grad.abs().movedim(axis, 0).reshape(grad.shape[axis], -1).amax(dim=1) > 0
-                    roots |= {r for p, r in zip(m.positions, m.roots) if bool(hit[p])}
-                result[name].append(roots)
+        with self._gradient_pass(groups.values(), [c for c, _ in blocks.values()]) as (sources, seen):
+            for k in range(max(len(b) for _, b in blocks.values())):
+                active = {n: b for n, b in blocks.items() if k < len(b[1])}
+                loss = sum((self._read(c, seen, parts[k], gen) for c, parts in active.values()), torch.zeros(()))
+                grads = self._grads(loss, sources) if loss.requires_grad else {}
+                for name in active:
+                    roots: set[int] = set()
+                    for m in groups[name]:
+                        hits = self._hits(m, grads)
+                        roots |= {r for p, r in zip(m.positions, m.roots) if p in hits}
+                    result[name].append(roots)
         return result
+
+    def reaching(self, groups: dict[str, list[Member]], marked: dict[str, set[int]],
+                 sites: dict[nn.Module, set[int]]) -> dict[str, nn.Module]:
+        """Per group whose marked root channels reach some of the given input positions, the first layer reached.
+
+        This attributes a leak seen with every group marked at once to the groups that cause it.
+        """
+        gen = torch.Generator().manual_seed(self.seed)
+        found: dict[str, nn.Module] = {}
+        with self._gradient_pass(groups.values(), sites) as (sources, seen):
+            for layer, positions in sites.items():
+                loss = self._read(layer, seen, sorted(positions), gen)
+                if not loss.requires_grad:
+                    continue
+                grads = self._grads(loss, sources)
+                for name, group in groups.items():
+                    if name not in found and any(self._hits(m, grads) & set(m.at(marked[name])) for m in group):
+                        found[name] = layer
+        return found
 
 
 def _detach(value: Any) -> Any:
@@ -379,64 +410,58 @@ def check_drops(probe: Probe, groups: dict[str, list[Member]], drops: dict[str, 
         drops: per group name, the root channels a plan would drop.
 
     Returns:
-        Per failing group, why (a leak into a kept position, or a dropped position that still
-        carries kept signal). A failure seen with all groups marked together is confirmed on the
-        suspect alone; one that no suspect shows alone is narrowed down by bisection.
+        Per failing group, why: its dropped channels reach an input position the plan keeps (a leak),
+        or its kept channels reach a position the plan removes (an over-claim). A failure is seen
+        with all groups marked at once and attributed by gradients to the groups whose marks cause
+        it; the groups left are checked again until a run is clean.
     """
-    if not groups:
-        return {}
-    failures = _check_together(probe, groups, drops)
-    if not failures:
-        return {}
-    if len(groups) == 1:
-        name = next(iter(groups))
-        return {name: failures.get(name) or next(iter(failures.values()))}
-    confirmed: dict[str, str] = {}
-    for name in (n for n in failures if n in groups):
-        confirmed.update(_check_together(probe, {name: groups[name]}, {name: drops[name]}) and
-                         {name: failures[name]})
-    if not confirmed:
-        names = list(groups)
-        half = len(names) // 2
-        for part in (names[:half], names[half:]):
-            confirmed.update(check_drops(probe, {n: groups[n] for n in part}, {n: drops[n] for n in part}))
-        if not confirmed:  # only the combination fails: refuse every group involved rather than prune wrongly
-            reason = next(iter(failures.values()))
-            return dict.fromkeys(groups, f"{reason} (seen only with other groups pruned)")
-    rest = {n: m for n, m in groups.items() if n not in confirmed}
-    return {**confirmed, **check_drops(probe, rest, {n: drops[n] for n in rest})}
+    failures: dict[str, str] = {}
+    remaining = dict(groups)
+    while remaining:
+        found = _check_together(probe, remaining, {n: drops[n] for n in remaining})
+        if not found:
+            break
+        failures.update(found)
+        remaining = {n: g for n, g in remaining.items() if n not in found}
+    return failures
 
 
 def _check_together(probe: Probe, groups: dict[str, list[Member]], drops: dict[str, set[int]]) -> dict[str, str]:
-    """Failures of one marked run pair; keys are the group owning the position where it showed ('' if none)."""
-    claimed: dict[nn.Module, dict[int, str]] = defaultdict(dict)
-    region: dict[nn.Module, dict[int, str]] = defaultdict(dict)
+    """The groups that fail one marked run pair (dropped channels marked, then kept ones), with the reason."""
+    claimed: dict[nn.Module, set[int]] = defaultdict(set)
     dropped, kept = Marks(), Marks()
+    kept_roots = {}
     for name, group in groups.items():
         roots = drops[name]
+        kept_roots[name] = {r for m in group for r in m.roots} - roots
         for m in group:
             if m.consumes and isinstance(m.target, nn.Module):
-                for p, r in zip(m.positions, m.roots):
-                    region[m.target][p] = name
-                    if r in roots:
-                        claimed[m.target][p] = name
+                claimed[m.target].update(m.at(roots))
             dropped.add(m, m.at(roots))
-            kept.add(m, sorted(set(m.positions) - set(m.at(roots))))
+            kept.add(m, m.at(kept_roots[name]))
     names = probe.model_names
     failures: dict[str, str] = {}
     changed = probe.run(dropped, probe.layers)
-    for layer in changed:
-        for p in sorted(changed_positions(changed, layer) - set(claimed.get(layer, {}))):
-            owner = region.get(layer, {}).get(p, "")
-            failures.setdefault(owner, f"input channel {p} of {names.get(layer, '?')} reads a channel the plan drops "
-                                       "(an op between its layers moves channels in a way torch-pruning's index "
-                                       "mapping does not follow, e.g. a channel shuffle or a channel-last reshape)")
+    leaks = {layer: changed_positions(changed, layer) - claimed.get(layer, set()) for layer in changed}
+    leaks = {layer: p for layer, p in leaks.items() if p}
+    if leaks:
+        for name, layer in probe.reaching(groups, drops, leaks).items():
+            failures[name] = (f"dropping its channels does not remove what reaches input channel {min(leaks[layer])} "
+                              f"of {names.get(layer, '?')}: an op between its layers moves channels in a way "
+                              "torch-pruning's index mapping does not follow (e.g. a channel shuffle or a "
+                              "channel-last reshape)")
     changed = probe.run(kept, claimed.keys())
-    for layer, owners in claimed.items():
-        for p in sorted(changed_positions(changed, layer) & set(owners)):
-            failures.setdefault(owners[p], f"input channel {p} of {names.get(layer, '?')} would be removed but "
-                                           "carries channels the plan keeps (torch-pruning maps the group onto the "
-                                           "wrong positions)")
+    over = {layer: changed_positions(changed, layer) & positions for layer, positions in claimed.items()}
+    over = {layer: p for layer, p in over.items() if p}
+    if over:
+        for name, layer in probe.reaching(groups, kept_roots, over).items():
+            failures.setdefault(name, f"input channel {min(over[layer])} of {names.get(layer, '?')} would be removed "
+                                      "but carries channels the plan keeps (torch-pruning maps the group onto the "
+                                      "wrong positions)")
+    if (leaks or over) and not failures:  # seen but not attributable (no gradient path): refuse them all
+        where = next(iter(leaks or over))
+        failures = dict.fromkeys(groups, f"marks of its channels reach {names.get(where, '?')} in a way the numeric "
+                                         "check cannot attribute to one group")
     return failures
 
 
@@ -467,9 +492,7 @@ def find_units(probe: Probe, groups: dict[str, list[Member]], channels: dict[str
             if len(reached) <= len(m.at({0})):
                 continue
             parts = _blocks(reached, sorted(set(m.positions)))
-            if isinstance(parts, str):
-                result[name] = parts
-            elif len(parts) == 1:
+            if len(parts) == 1:
                 result[name] = "every channel mixes with every other (an op between its layers combines channels)"
             else:
                 blocks[name] = (m.target, parts)
@@ -481,12 +504,18 @@ def find_units(probe: Probe, groups: dict[str, list[Member]], channels: dict[str
     return result
 
 
-def _blocks(reached: list[int], positions: list[int]) -> list[list[int]] | str:
-    """The consumer's positions split into aligned blocks the size of the one root channel 0 reached."""
-    size = len(reached)
-    if reached != list(range(reached[0], reached[0] + size)) or reached[0] % size or len(positions) % size:
-        return f"its channels mix in blocks of {size} that do not tile its consumer's input (not whole heads)"
-    return [positions[i:i + size] for i in range(0, len(positions), size)]
+def _blocks(reached: list[int], positions: list[int]) -> list[list[int]]:
+    """The consumer's positions split into aligned blocks: the smallest block size dividing the width whose
+    block holds every position root channel 0 reached.
+
+    A head's output positions need not all show a mark (a value channel that is constant over tokens does not
+    change when the attention weights do), so the reached set may have gaps at either end; the blocks are
+    then checked by the unit partition and by dropping whole heads.
+    """
+    width = len(positions)
+    lo, hi = positions.index(reached[0]), positions.index(reached[-1])
+    size = next(b for b in range(hi - lo + 1, width + 1) if width % b == 0 and lo // b == hi // b)
+    return [positions[i:i + size] for i in range(0, width, size)]
 
 
 def _as_units(units: list[set[int]], channels: int, consumer: str) -> list[list[int]] | str:
