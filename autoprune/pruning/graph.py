@@ -167,7 +167,8 @@ class Analysis:
     """The groups that can be pruned, and every root/producer layer left out with its reason."""
 
     infos: list[GroupInfo]
-    rejected: dict[nn.Module, str]
+    #: root and producer layers (and parameters) of the groups left out, with the reason
+    rejected: dict[nn.Module | nn.Parameter, str]
 
 
 def analyse(model: nn.Module, traced: Traced, ignored: list[nn.Module]) -> Analysis:
@@ -179,14 +180,15 @@ def analyse(model: nn.Module, traced: Traced, ignored: list[nn.Module]) -> Analy
     ignored_set = set(ignored) | {m for i in ignored for m in i.modules()}
     outputs = {t.grad_fn: name for name, t in flatten_outputs(guarded.output) if t.grad_fn is not None}
     infos: list[GroupInfo] = []
-    rejected: dict[nn.Module, str] = {}
+    rejected: dict[nn.Module | nn.Parameter, str] = {}
 
     def reject(group, root: nn.Module, why: str) -> None:
         rejected.setdefault(root, why)
         for dep, _ in group or ():
-            if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, (*ROOT_TYPES,
-                                                                                                 nn.Embedding)):
-                rejected.setdefault(dep.target.module, why)
+            target = dep.target.module
+            if isinstance(target, nn.Parameter) or (graph.is_out_channel_pruning_fn(dep.handler)
+                                                    and isinstance(target, (*ROOT_TYPES, nn.Embedding))):
+                rejected.setdefault(target, why)
 
     for root, group, why in guarded.groups(ROOT_TYPES, ignored_set):
         why = why or _reaches_output(graph, group, outputs) or _index_error(graph, group, names)
@@ -453,11 +455,15 @@ def _left_out(model: nn.Module, traced: Traced, analysis: Analysis, ignored: lis
             continue  # norms and embeddings follow their producer's group; a producer left out is reported above
         else:
             own = [(n, p) for n, p in module.named_parameters(recurse=False)]
-            unpruned = [n for n, p in own if id(p) not in pruned]
+            unpruned = [(n, p) for n, p in own if id(p) not in pruned]
             if not unpruned:
                 continue  # e.g. layer_scale, pos_embedding: pruned with the group they scale or shift
-            reason = (f"parameter(s) {', '.join(unpruned)} of {kind} are in no prunable group (torch-pruning has no "
-                      "handler that maps them)")
+            group_reason = next((analysis.rejected[p] for _, p in unpruned if p in analysis.rejected), None)
+            if group_reason is not None:  # in a group left out, e.g. the stream a model returns
+                left.append(LeftOut(layer=name, type=kind, reason=group_reason))
+                continue
+            reason = (f"parameter(s) {', '.join(n for n, _ in unpruned)} of {kind} are in no prunable group "
+                      "(torch-pruning has no handler that maps them)")
         left.append(LeftOut(layer=name, type=kind, reason=reason))
     return left
 

@@ -87,6 +87,14 @@ def hf_bert() -> nn.Module:
     return transformers.BertModel(config)
 
 
+def hf_distilbert() -> nn.Module:
+    """A random-init Hugging Face DistilBertModel (q_lin/k_lin/v_lin/out_lin in one module, ``n_heads``)."""
+    transformers = _transformers()
+    config = transformers.DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                           max_position_embeddings=32)
+    return transformers.DistilBertModel(config)
+
+
 def hf_bert_inputs(seq: int = 16) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(0)
     return {"input_ids": torch.randint(0, 100, (1, seq), generator=gen),
@@ -106,4 +114,5 @@ REAL: dict[str, tuple[Callable[[], nn.Module], Any]] = {
     "timm_vit": (timm_vit, _image()),
     "timm_mobilenetv3": (timm_mobilenetv3, _image()),
     "hf_bert": (hf_bert, hf_bert_inputs()),
+    "hf_distilbert": (hf_distilbert, hf_bert_inputs()),
 }

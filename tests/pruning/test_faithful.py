@@ -18,7 +18,7 @@ from tests.models.real import REAL
 from tests.pruning.reference import assert_same_outputs, cut_reference, scramble
 
 #: families whose attention groups must be pruned as whole heads
-WITH_HEADS = {"bert", "vit_attrs", "swin", "timm_vit", "hf_bert"}
+WITH_HEADS = {"bert", "vit_attrs", "swin", "timm_vit", "hf_bert", "hf_distilbert"}
 FAMILIES = {**TINY, **REAL}
 
 
