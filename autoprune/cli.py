@@ -201,7 +201,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     space = load_space(args.space)
     task = resolve_task(args.task)
-    report = discover(task.build_model(), task.example_input, space.ignore)
+    round_to = args.round_to or space.round_to or 1
+    report = discover(task.build_model(), task.example_input, space.ignore, round_to=round_to)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
@@ -246,6 +247,8 @@ def _add_inspect(sub) -> None:
                                    "channels or heads, share of MACs/params) and every layer left out, with why.")
     _add_target_args(p)
     p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML, for `ignore` (default: {DEFAULT_SPACE})")
+    p.add_argument("--round-to", type=int, default=None,
+                   help="report groups that cannot shrink to multiples of this (default: the space's round_to, else 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_inspect)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,9 @@ from torch import nn
 from autoprune.registry import IMPORTANCES
 
 WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
-Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+#: a calibration batch: (inputs, targets), (inputs, None), or bare inputs (a tensor or a dict of tensors);
+#: inputs may be a tensor, a tuple or a dict of tensors (see :mod:`autoprune.inputs`)
+Batch = Any
 
 
 class Importance(ABC):
@@ -26,7 +29,7 @@ class Importance(ABC):
     #: whether ``calibrate`` must see real batches (otherwise the example input is enough)
     needs_data: bool = False
 
-    def calibrate(self, model: nn.Module, batches: Iterable[Batch]) -> None:  # noqa: B027 - optional hook
+    def calibrate(self, model: nn.Module, batches: Iterable[Batch]) -> None:  # noqa: B027 - optional: data-free criteria need nothing
         """Collect what the criterion needs from a few batches (inputs, or (inputs, targets))."""
 
     @abstractmethod
@@ -83,9 +86,12 @@ class BNScaleImportance(Importance):
 
 
 def _forward_batches(model: nn.Module, batches: Iterable[Batch]):
+    """(output, targets) per batch; a 2-tuple or list is (inputs, targets), anything else is inputs alone."""
+    from autoprune.inputs import call
+
     for batch in batches:
-        inputs, targets = batch if isinstance(batch, (tuple, list)) else (batch, None)
-        yield model(inputs), targets
+        inputs, targets = batch if isinstance(batch, (tuple, list)) and len(batch) == 2 else (batch, None)
+        yield call(model, inputs), targets
 
 
 class TaylorImportance(Importance):
@@ -103,11 +109,14 @@ class TaylorImportance(Importance):
         self._imp = tp.importance.GroupTaylorImportance()
 
     def calibrate(self, model: nn.Module, batches: Iterable[Batch]) -> None:
+        from autoprune.inputs import primary_output
+
         model.zero_grad(set_to_none=True)
         was_training = model.training
         model.eval()  # keep BatchNorm statistics untouched
         with torch.enable_grad():
             for out, targets in _forward_batches(model, batches):
+                out = primary_output(out)
                 loss = F.cross_entropy(out, targets) if targets is not None and out.dim() == 2 else out.pow(2).mean()
                 loss.backward()
         model.train(was_training)
@@ -139,6 +148,8 @@ class WandaImportance(Importance):
         sums: dict[nn.Module, torch.Tensor] = {}
 
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], _out) -> None:
+            if not inputs or not isinstance(inputs[0], torch.Tensor):
+                return
             x = inputs[0].detach()
             dims = [d for d in range(x.dim()) if d != (1 if isinstance(module,
                                                                        nn.modules.conv._ConvNd) else x.dim() - 1)]

@@ -4,31 +4,44 @@ Per group, the structure decides what happens:
 
 * ``channel``: units (channels, or whole heads for attention groups) are ranked by the
   importance criterion and removed through torch-pruning, so every coupled layer shrinks.
-  The kept width is rounded to a multiple of ``round_to`` (and of the group's channel grouping:
-  grouped convs, equal splits, heads) and never falls below ``min_channels`` nor empties a layer.
-  Attributes a model keeps about its widths (``num_heads``, ``hidden_dim``...) are updated.
+  The kept width is a multiple of ``round_to`` and of the group's channel grouping (grouped
+  convs, equal splits, heads) and never falls below ``min_channels`` nor empties a layer; a
+  planned group that no allowed width can shrink is reported in ``PruneResult.unshrinkable``.
+  Attributes a model keeps about its widths (``num_heads``, ``all_head_size``, ``hidden_dim``...)
+  are updated, and ``nn.MultiheadAttention`` keeps its dense softmax scale.
 * ``unstructured`` / ``nm``: the Conv/Linear layers producing the group's channels get a
   magnitude (or N:M) mask; the ratio is the share of weights removed (N:M fixes it at 1 - N/M).
 * ``none`` or ratio 0: untouched.
 
-The pruned model is checked with one forward pass: its output shape must not change.
+The pruned model is checked with one forward pass: every output tensor (tensor, tuple, dict or
+Hugging Face ``ModelOutput``) must keep its shape.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from autoprune.errors import PlanError
+from autoprune.inputs import Inputs, call, output_signature
 from autoprune.plan import PrunerSettings, PruningPlan
-from autoprune.pruning.graph import ROOT_TYPES, GroupInfo, analyse, graph_is_out, trace, user_ignored
+from autoprune.pruning import heads as head_attrs
+from autoprune.pruning.graph import (
+    ROOT_TYPES,
+    GroupInfo,
+    analyse,
+    cannot_shrink,
+    graph_is_out,
+    shrink_step,
+    trace,
+    user_ignored,
+)
 from autoprune.pruning.importance import Batch, Importance, make_importance
 from autoprune.pruning.masks import apply_masks, layer_sparsity, magnitude_masks, mask_reapplier, nm_applicable, nm_mask
 
 #: attribute names under which models store a width that pruning changes
-WIDTH_ATTRS = ("hidden_dim", "embed_dim", "hidden_size", "d_model", "dim", "width", "all_head_size")
+WIDTH_ATTRS = ("hidden_dim", "embed_dim", "hidden_size", "d_model", "dim", "width")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +57,7 @@ class PruneResult:
         sparsity: per masked layer, the achieved share of zero weights.
         masked_groups: per masked layer, the group whose plan masked it.
         skipped: per layer of a masked group that could not take the structure, why.
+        unshrinkable: per planned group that keeps its width, why no allowed width is smaller.
     """
 
     model: nn.Module
@@ -54,6 +68,7 @@ class PruneResult:
     sparsity: dict[str, float] = field(default_factory=dict)
     masked_groups: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    unshrinkable: dict[str, str] = field(default_factory=dict)
 
     def reapply_masks(self, model: nn.Module) -> None:
         """Re-zero the masked weights of ``model`` (pass as ``fine_tune(after_step=...)``)."""
@@ -61,64 +76,53 @@ class PruneResult:
 
 
 def kept_channels(channels: int, ratio: float, round_to: int, min_channels: int) -> int:
-    """How many of ``channels`` survive removing ``ratio`` of them, rounded to ``round_to``."""
+    """How many of ``channels`` survive removing ``ratio`` of them: a multiple of ``round_to``, at least
+    ``min_channels`` (rounded up to a multiple), never more than ``channels`` (then nothing is removed)."""
     if ratio <= 0.0:
         return channels
-    floor = min(channels, max(min_channels, round_to))
+    floor = -(-max(min_channels, round_to) // round_to) * round_to
     keep = round((1.0 - ratio) * channels / round_to) * round_to
     return int(min(channels, max(floor, keep)))
 
 
 def kept_units(info: GroupInfo, ratio: float, round_to: int, min_channels: int) -> int:
-    """Channels the group keeps: a multiple of lcm(round_to, channel groups) when it fits, never empty."""
-    groups = info.channel_groups
-    step = math.lcm(round_to, groups)
-    if step > info.channels:
-        step = groups
-    keep = kept_channels(info.channels, ratio, step, min_channels)
-    return max(groups, keep - keep % groups)
+    """Root channels the group keeps: a multiple of :func:`~autoprune.pruning.graph.shrink_step`, or all of them."""
+    step = shrink_step(info, round_to)
+    if step >= info.channels:
+        return info.channels
+    if info.is_attention:  # whole heads; min_channels never removes the last head
+        return kept_channels(info.channels, ratio, step, 1)
+    return kept_channels(info.channels, ratio, step, min_channels)
 
 
-def _fresh_group(graph, info: GroupInfo, idxs: list[int]):
-    return graph.get_pruning_group(info.root, info.group[0].dep.handler, idxs)
-
-
-def _channel_scores(imp: Importance, graph, info: GroupInfo) -> torch.Tensor:
-    scores = imp(_fresh_group(graph, info, list(range(info.channels))))
+def _root_scores(imp: Importance, graph, info: GroupInfo) -> torch.Tensor:
+    scores = imp(graph.get_pruning_group(info.root, info.handler, list(range(info.channels))))
     if scores is None:  # nothing with weights to judge: keep the first channels
         scores = torch.arange(info.channels, 0, -1, dtype=torch.float32)
     return scores.float()
 
 
-def _prune_heads(imp: Importance, graph, info: GroupInfo, ratio: float) -> tuple[int, int, list[int]]:
-    """Remove whole heads; returns heads before, heads after and the removed root channels."""
-    heads, hd = info.heads, info.head_dim
-    keep = max(1, round((1.0 - ratio) * heads))
-    idxs: list[int] = []
-    if keep < heads:
-        slices = info.channels // (heads * hd)  # e.g. 3 for a fused qkv projection laid out (3, heads, head_dim)
-        per_head = _channel_scores(imp, graph, info).view(slices, heads, hd).mean(dim=(0, 2))
-        drop = torch.argsort(per_head)[: heads - keep].tolist()
-        idxs = sorted(s * heads * hd + h * hd + j for s in range(slices) for h in drop for j in range(hd))
-        _fresh_group(graph, info, idxs).prune()
-        setattr(info.owner, info.head_attr, keep)
-    return heads, keep, idxs
+def _drop_heads(imp: Importance, graph, info: GroupInfo, keep: int) -> tuple[list[int], list[int]]:
+    """The least important heads to drop (by mean root-channel score) and the root channels they hold."""
+    heads = info.heads
+    keep_heads = keep * heads // info.channels
+    if keep_heads >= heads:
+        return [], []
+    scores = _root_scores(imp, graph, info)
+    per_head = torch.stack([scores[unit].mean() for unit in info.units])
+    drop = sorted(torch.argsort(per_head)[: heads - keep_heads].tolist())
+    return drop, sorted(r for h in drop for r in info.units[h])
 
 
-def _prune_channels(imp: Importance, graph, info: GroupInfo, ratio: float, round_to: int,
-                    min_channels: int) -> tuple[int, list[int]]:
-    """Remove the least important channels; returns the kept width and the removed root channels."""
-    keep = kept_units(info, ratio, round_to, min_channels)
-    idxs: list[int] = []
-    if keep < info.channels:
-        groups = info.channel_groups
-        per_group = info.channels // groups
-        # grouped layers must lose the same positions in every group: rank positions by mean score
-        position = _channel_scores(imp, graph, info).view(groups, per_group).mean(dim=0)
-        drop = torch.argsort(position)[: (info.channels - keep) // groups].tolist()
-        idxs = sorted(p + g * per_group for g in range(groups) for p in drop)
-        _fresh_group(graph, info, idxs).prune()
-    return keep, idxs
+def _drop_channels(imp: Importance, graph, info: GroupInfo, keep: int) -> list[int]:
+    """The least important channel positions, the same positions in every channel group."""
+    if keep >= info.channels:
+        return []
+    groups = info.channel_groups
+    per_group = info.channels // groups
+    position = _root_scores(imp, graph, info).view(groups, per_group).mean(dim=0)
+    drop = torch.argsort(position)[: (info.channels - keep) // groups].tolist()
+    return sorted(p + g * per_group for g in range(groups) for p in drop)
 
 
 def _update_width_attrs(model: nn.Module, changed: list[tuple[int, int, set[nn.Module]]]) -> None:
@@ -165,7 +169,7 @@ def _mask_group(model: nn.Module, info: GroupInfo, structure: str, ratio: float,
 
 def apply_plan(
     model: nn.Module,
-    example_input: torch.Tensor,
+    example_input: Inputs,
     plan: PruningPlan,
     settings: PrunerSettings = PrunerSettings(),
     *,
@@ -174,49 +178,31 @@ def apply_plan(
     """Prune ``model`` in place according to ``plan``, as ``settings`` say.
 
     Args:
+        example_input: a tensor, tuple or dict of tensors, passed as :func:`autoprune.inputs.call` does.
         settings: rounding and minimum widths, the importance criterion, ignored layers, the
             N:M pattern and the mask scope (``PrunerSettings``).
-        calibration: a few batches (inputs or (inputs, targets)) for data-driven criteria;
+        calibration: a few batches ((inputs, targets) pairs, or inputs) for data-driven criteria;
             the example input is used when none are given.
 
     Raises:
         PlanError: an unknown group, a structure no layer of the group can take, a model that
-            cannot be traced, or a pruned model that no longer runs.
+            cannot be traced, or a pruned model that no longer runs or changed its outputs' shapes.
         ConfigError: an unknown importance criterion.
     """
     imp = make_importance(settings.importance)
     round_to, min_channels = settings.round_to, settings.min_channels
     wanted = plan.as_dict()
     traced = trace(model, example_input)
-    graph = traced.graph
-    infos = {info.name: info for info in analyse(model, graph, traced.outputs + user_ignored(model,
-                                                                                             settings.ignore))[0]}
+    infos = {info.name: info for info in analyse(model, traced, user_ignored(model, settings.ignore)).infos}
     unknown = sorted(set(wanted) - set(infos))
     if unknown:
         raise PlanError(f"group {unknown[0]!r} is not a prunable group of {type(model).__name__}; "
                         f"groups: {', '.join(infos)}")
     active = {name: spec for name, spec in wanted.items() if not spec.is_noop}
     if active and (imp.needs_data or any(s.structure in ("unstructured", "nm") for s in active.values())):
-        imp.calibrate(model, calibration if calibration is not None else [example_input])
+        imp.calibrate(model, calibration if calibration is not None else [(example_input, None)])
 
-    channels = {name: (info.channels, info.channels) for name, info in infos.items()}
-    heads: dict[str, tuple[int, int]] = {}
-    removed: dict[str, list[int]] = {}
-    changed: list[tuple[int, int, set[nn.Module]]] = []
-    for name, info in infos.items():
-        spec = active.get(name)
-        if spec is None or spec.structure != "channel":
-            continue
-        if info.is_attention:
-            before, after, removed[name] = _prune_heads(imp, graph, info, spec.ratio)
-            heads[name] = (before, after)
-            keep = info.channels * after // before
-        else:
-            keep, removed[name] = _prune_channels(imp, graph, info, spec.ratio, round_to, min_channels)
-            changed.append((info.channels, keep, set(info.layers)))
-        channels[name] = (info.channels, keep)
-    _update_width_attrs(model, [c for c in changed if c[0] != c[1]])
-
+    shrunk = _prune_structures(model, traced.guarded, infos, active, imp, round_to, min_channels)
     masks: dict[str, torch.Tensor] = {}
     masked_groups: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -229,18 +215,96 @@ def apply_plan(
             masked_groups.update(dict.fromkeys(group_masks, name))
     apply_masks(model, masks)
     model.zero_grad(set_to_none=True)  # calibration gradients must not leak into fine-tuning
-    _check_runs(model, example_input, traced.output_shape, active)
-    return PruneResult(model=model, channels=channels, heads=heads, removed=removed, masks=masks,
-                       sparsity=layer_sparsity(model, list(masks)), masked_groups=masked_groups,
-                       skipped=skipped)
+    _check_runs(model, example_input, traced.signature, active)
+    return PruneResult(model=model, channels=shrunk.channels, heads=shrunk.heads, removed=shrunk.removed, masks=masks,
+                       sparsity=layer_sparsity(model, list(masks)), masked_groups=masked_groups, skipped=skipped,
+                       unshrinkable=shrunk.unshrinkable)
 
 
-def _check_runs(model: nn.Module, example_input: torch.Tensor, shape: tuple[int, ...] | None, active: dict) -> None:
+@dataclass
+class _Shrunk:
+    channels: dict[str, tuple[int, int]]
+    heads: dict[str, tuple[int, int]] = field(default_factory=dict)
+    removed: dict[str, list[int]] = field(default_factory=dict)
+    unshrinkable: dict[str, str] = field(default_factory=dict)
+
+
+def _prune_structures(model: nn.Module, guarded, infos: dict[str, GroupInfo], active: dict, imp: Importance,
+                      round_to: int, min_channels: int) -> _Shrunk:
+    """Physically remove the planned channels and heads and update what the model records about its widths.
+
+    Every group's channels are chosen and mapped onto its layers on the dense graph first; then
+    each layer is cut once, with the union of its positions (:func:`_cut_layers`).
+    """
+    out = _Shrunk(channels={name: (info.channels, info.channels) for name, info in infos.items()})
+    changed: list[tuple[int, int, set[nn.Module]]] = []
+    heads: list[tuple[GroupInfo, list[int]]] = []
+    cuts = []
+    for name, info in infos.items():
+        spec = active.get(name)
+        if spec is None or spec.structure != "channel":
+            continue
+        keep = kept_units(info, spec.ratio, round_to, min_channels)
+        if keep >= info.channels:
+            out.unshrinkable[name] = cannot_shrink(info, round_to, min_channels) or (
+                f"ratio {spec.ratio} keeps every unit after rounding to {shrink_step(info, round_to)} channels")
+            continue
+        if info.is_attention:
+            dropped, idxs = _drop_heads(imp, guarded, info, keep)
+            heads.append((info, dropped))
+            out.heads[name] = (info.heads, info.heads - len(dropped))
+        else:
+            idxs = _drop_channels(imp, guarded, info, keep)
+            changed.append((info.channels, keep, set(info.layers)))
+        cuts.append(guarded.get_pruning_group(info.root, info.handler, idxs))
+        out.removed[name] = idxs
+        out.channels[name] = (info.channels, info.channels - len(idxs))
+    mha_widths = head_attrs.head_widths(model)
+    _cut_layers(guarded, cuts)
+    _update_width_attrs(model, changed)
+    dropped_heads = {}
+    for info, dropped in heads:
+        owner = head_attrs.owner(model, guarded.names, info.layers)
+        head_attrs.update_head_attrs(owner, (info.heads, info.heads - len(dropped)),
+                                     (info.heads * info.head_dim, (info.heads - len(dropped)) * info.head_dim))
+        dropped_heads[owner] = dropped
+    head_attrs.record_in_configs(model, dropped_heads)
+    head_attrs.keep_attention_scale(mha_widths)
+    return out
+
+
+def _cut_layers(guarded, groups: list) -> None:
+    """Apply torch-pruning's handlers once per (layer, handler) with the union of every group's positions.
+
+    Positions are all in the dense layers' coordinates, so no index mapping has to be recomputed
+    between groups (torch-pruning's group-by-group pruning recomputes every mapping after each).
+    """
+    merged: dict[tuple[int, object], tuple[object, set[int]]] = {}
+    for group in groups:
+        for dep, idxs in group:
+            key = (id(dep.target.module), dep.handler)
+            merged.setdefault(key, (dep, set()))[1].update(int(i) for i in idxs)
+    param_names = guarded.graph._param_to_name
+    for dep, idxs in merged.values():
+        target = dep.target.module
+        if isinstance(target, nn.Parameter):  # torch-pruning returns a new Parameter: put it where the old one was
+            name = param_names[target]
+            parent, _, attr = name.rpartition(".")
+            setattr(guarded.model.get_submodule(parent) if parent else guarded.model, attr, dep(sorted(idxs)))
+        else:
+            dep(sorted(idxs))
+    guarded.mark_pruned()
+
+
+def _check_runs(model: nn.Module, example_input: Inputs, signature: tuple, active: dict) -> None:
+    """One forward pass: the pruned model must run and return outputs of the dense shapes."""
     try:
         with torch.no_grad():
-            out = model(example_input)
+            out = call(model, example_input)
     except Exception as err:  # noqa: BLE001 - the user's forward meets a shape it did not expect
         raise PlanError(f"after pruning groups {', '.join(sorted(active))} the model no longer runs: "
-                        f"{type(err).__name__}: {str(err).splitlines()[0]}") from None
-    if isinstance(out, torch.Tensor) and tuple(out.shape) != shape:
-        raise PlanError(f"pruning changed the output shape from {shape} to {tuple(out.shape)}")
+                        f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    now = output_signature(out)
+    if now != signature:
+        diff = next(((a, b) for a, b in zip(signature, now, strict=False) if a != b), (signature, now))
+        raise PlanError(f"pruning changed the output shape from {diff[0]} to {diff[1]}")

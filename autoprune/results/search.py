@@ -72,7 +72,7 @@ def run_search(
     screening = screening_info(choice, config.predictor_margin)
     run.start(config)
     dense_model = task.build_model()
-    groups = discover_groups(dense_model, task.example_input, config.pruner.ignore)
+    groups = discover_groups(dense_model, task.example_input, config.pruner.ignore, round_to=config.pruner.round_to)
     with executor or make_executor(execution or ExecutionConfig(), config, task, dense_model, choice.predictor) as jobs:
         dense = run.read_dense() or _measure_dense(run, task, dense_model, groups, jobs)
         notify("dense", dense)

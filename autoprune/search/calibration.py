@@ -50,7 +50,7 @@ def calibrate(task: Task, profile: HardwareProfile, settings: PrunerSettings, *,
     """
     start = time.perf_counter()
     dense = task.build_model()
-    names = [g.name for g in discover_groups(dense, task.example_input, settings.ignore)]
+    names = [g.name for g in discover_groups(dense, task.example_input, settings.ignore, round_to=settings.round_to)]
     plans = random_plans(names, fit + holdout, seed)
     predictor = LatencyPredictor.for_profile(profile)
     sums, measured = [], []

@@ -64,7 +64,7 @@ def sensitivity(task: Task, profile: HardwareProfile, settings: PrunerSettings, 
     what it costs and gains."""
     dense = task.build_model()
     x = task.example_input
-    groups = discover_groups(dense, x, settings.ignore)
+    groups = discover_groups(dense, x, settings.ignore, round_to=settings.round_to)
     dense_macs = model_stats(dense, x).macs
     dense_accuracy = evaluate(dense, task.val_set, task.metric)
     meter = LatencyMeter(profile, dense, x)

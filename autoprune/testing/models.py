@@ -215,6 +215,28 @@ class ShuffleNet(nn.Module):
         return self.head(self.last(self.blocks(self.stem(x))))
 
 
+class GroupShuffle(nn.Module):
+    """ShuffleNet v1 style: grouped 1x1 conv -> ``view``/``transpose`` channel shuffle -> grouped 3x3 conv.
+
+    torch-pruning maps the shuffle as the identity, so pruning the first conv's channels would
+    cut the wrong inputs of the second: the engine must leave that coupling out.
+    """
+
+    def __init__(self, width: int = 16, groups: int = 4, classes: int = 10) -> None:
+        super().__init__()
+        self.groups = groups
+        self.stem = conv_bn(3, width, 3, 2)
+        self.conv1 = conv_bn(width, width, 1, groups=groups)
+        self.conv2 = conv_bn(width, width, 3, groups=groups)
+        self.head = Head(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv1(self.stem(x))
+        b, c, h, w = x.shape
+        x = x.view(b, self.groups, c // self.groups, h, w).transpose(1, 2).contiguous().view(b, c, h, w)
+        return self.head(self.conv2(x))
+
+
 # ---------------------------------------------------------------- RegNet (grouped convolutions)
 class RegNetBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, group_width: int) -> None:
@@ -413,6 +435,7 @@ TINY: dict[str, tuple[Callable[[], nn.Module], torch.Tensor]] = {
     "efficientnet": (lambda: MobileNet(((1, 8, 1, 1, 3), (6, 16, 2, 2, 5)), stem=8, last=32, se=True), _image()),
     "densenet": (lambda: DenseNet(), _image()),
     "shufflenet": (lambda: ShuffleNet(), _image()),
+    "group_shuffle": (lambda: GroupShuffle(), _image()),
     "regnet": (lambda: RegNet(), _image()),
     "vit_mha": (lambda: ViT(attention=TorchMHA), _image()),
     "vit_attrs": (lambda: ViT(), _image()),

@@ -18,9 +18,19 @@ def test_inspect_json_lists_groups_and_left_out(capsys) -> None:
     report = json.loads(capsys.readouterr().out)
     assert report["model"] == "TinyResNet" and len(report["groups"]) == 4
     assert report["left_out"] == [{"layer": "fc", "type": "Linear",
-                                   "reason": "final classifier (its outputs are the model's outputs)"}]
+                                   "reason": "output layer: its channels are the model's output `output` "
+                                             "(pruning would change its shape)"}]
     assert all({"name", "channels", "layers", "couplings", "macs_share", "params_share"} <= set(g)
                for g in report["groups"])
+
+
+def test_inspect_reports_groups_that_cannot_shrink_at_round_to(capsys) -> None:
+    assert main(["inspect", "--task", TASK, "--json", "--round-to", "16"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    cannot = {o["layer"]: o["reason"] for o in report["left_out"] if o["reason"].startswith("cannot shrink")}
+    assert {g["name"] for g in report["groups"]} == {"block2.conv1", "block2.shortcut.0"}  # 32 channels
+    assert set(cannot) == {"stem.0", "block1.conv1"}  # 16 channels: no multiple of 16 below 16
+    assert all("round_to 16" in r for r in cannot.values())
 
 
 @pytest.mark.parametrize("args, message", [

@@ -103,7 +103,7 @@ def test_discovery_reports_left_out_layers_with_reasons() -> None:
     model, x = _model("vit_mha")
     report = discover(model, x, ignore=("layers.1.mlp.fc1",))
     reasons = {o.layer: o.reason for o in report.left_out}
-    assert reasons["classifier"].startswith("final classifier")
+    assert reasons["classifier"].startswith("output layer: its channels are the model's output `output`")
     assert reasons["layers.1.mlp.fc1"].startswith("user-ignored")
     assert "nn.MultiheadAttention" in reasons["layers.0.attn.attn"]
     stream = max(report.groups, key=lambda g: len(g.layers))

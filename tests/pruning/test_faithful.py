@@ -1,8 +1,8 @@
-"""Physically pruned == dense with the dropped channels cut off, for every CNN group of every family.
+"""Physically pruned == dense with the removed channels and heads cut out, for every model family in the tests.
 
-If torch-pruning's index mapping were wrong anywhere (concat offsets, splits, depthwise, grouped
-convs), the pruned model would compute something else than the dense model without those
-channels; zeroing every consumer's input weights for the dropped channels is that model.
+This is the test that catches wrong index mappings: a channel shuffle, a channel-last reshape, a
+head mixed with another, a concat offset or a grouped conv pruned at the wrong positions all give
+a model that runs but computes something else than the cut reference (see ``reference.py``).
 """
 from __future__ import annotations
 
@@ -11,47 +11,41 @@ import copy
 import pytest
 import torch
 
-from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
-from autoprune.pruning import apply_plan
-from autoprune.pruning.graph import analyse, trace
+from autoprune.plan import PruningPlan
+from autoprune.pruning import apply_plan, discover
 from autoprune.testing.models import TINY
+from autoprune.testing.real import REAL
+from tests.pruning.reference import assert_same_outputs, cut_reference, scramble
 
-CNNS = ["resnet_basic", "resnet_bottleneck", "mobilenetv2", "efficientnet", "densenet", "shufflenet", "regnet"]
+#: families whose attention groups must be pruned as whole heads
+WITH_HEADS = {"bert", "vit_attrs", "swin", "timm_vit", "hf_bert", "hf_distilbert"}
+FAMILIES = {**TINY, **REAL}
 
 
-def _cut_inputs(layer: torch.nn.Module, idxs: list[int]) -> None:
-    """Zero the weights that read input channels ``idxs`` (grouped convs: within each channel's group)."""
-    if isinstance(layer, torch.nn.Conv2d) and layer.groups > 1:
-        in_pg, out_pg = layer.in_channels // layer.groups, layer.out_channels // layer.groups
-        for i in idxs:
-            g = i // in_pg
-            layer.weight[g * out_pg:(g + 1) * out_pg, i % in_pg] = 0
-    else:
-        layer.weight[:, idxs] = 0
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_pruned_model_equals_the_dense_model_with_the_same_channels_cut(name: str) -> None:
+    build, x = FAMILIES[name]
+    torch.manual_seed(0)
+    dense = scramble(build())
+    report = discover(copy.deepcopy(dense), x)
+    assert report.groups, f"{name}: nothing prunable"
+    pruned = copy.deepcopy(dense)
+    result = apply_plan(pruned, x, PruningPlan.uniform([g.name for g in report.groups], 0.5))
+    assert any(result.removed.values()), f"{name}: the plan removed nothing"
+    if name in WITH_HEADS:
+        assert result.heads and all(after < before for before, after in result.heads.values()), name
+    assert_same_outputs(pruned, cut_reference(dense, x, result.removed), x, msg=name)
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("name", CNNS)
-def test_pruning_equals_cutting_the_dropped_channels(name: str) -> None:
-    import torch_pruning as tp
-
-    build, x = TINY[name]
+def test_the_reference_catches_a_wrong_mapping() -> None:
+    """The check can fail: cutting other channels than the ones pruned gives a different model."""
+    build, x = TINY["resnet_basic"]
     torch.manual_seed(0)
-    dense = build().eval()
-    for bn in (m for m in dense.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.running_mean.normal_(0, 0.5)  # non-trivial BN so a wrong channel would show
-        bn.running_var.uniform_(0.5, 2.0)
-    traced = trace(dense, x)
-    infos, _ = analyse(dense, traced.graph, traced.outputs)
-    names = {m: n for n, m in dense.named_modules()}
-    for info in infos:
-        pruned = copy.deepcopy(dense)
-        dropped = apply_plan(pruned, x, PruningPlan.of({info.name: GroupPlan(ratio=0.5)}),
-                             PrunerSettings(round_to=1)).removed[info.name]
-        assert dropped, info.name
-        cut = copy.deepcopy(dense)
-        group = traced.graph.get_pruning_group(info.root, info.group[0].dep.handler, dropped)
-        for dep, idxs in group:
-            if dep.handler in (tp.prune_conv_in_channels, tp.prune_linear_in_channels):
-                _cut_inputs(cut.get_submodule(names[dep.target.module]), list(idxs))
-        torch.testing.assert_close(pruned(x), cut(x), rtol=1e-4, atol=1e-5, msg=f"{name}: group {info.name}")
+    dense = scramble(build())
+    group = discover(copy.deepcopy(dense), x).groups[0]
+    pruned = copy.deepcopy(dense)
+    removed = apply_plan(pruned, x, PruningPlan.uniform([group.name], 0.5)).removed
+    wrong = {group.name: sorted(set(range(group.channels)) - set(removed[group.name]))}
+    with pytest.raises(AssertionError):
+        assert_same_outputs(pruned, cut_reference(dense, x, wrong), x)

@@ -22,9 +22,12 @@ ROUND_TO, MIN_CHANNELS = 4, 4
 def random_plan(groups, structure: str, seed: int) -> PruningPlan:
     rng = random.Random(seed)
     chosen = {}
-    for g in groups:
-        if structure in g.structures and rng.random() < 0.8:
+    eligible = [g for g in groups if structure in g.structures]
+    for g in eligible:
+        if rng.random() < 0.8:
             chosen[g.name] = GroupPlan(ratio=rng.choice([0.25, 0.5, 0.75]), structure=structure)
+    if not chosen and eligible:  # a small model's dice may skip every group: prune one anyway
+        chosen[eligible[0].name] = GroupPlan(ratio=0.5, structure=structure)
     return PruningPlan.of(chosen)
 
 
