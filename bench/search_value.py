@@ -21,6 +21,9 @@ standard deviation over seeds of:
 * best test score at each latency budget (``--budgets``, default 0.3x, 0.5x, 0.7x of dense);
 * full fine-tunes spent, trials run, wall time.
 
+``--agents`` may also name ``tpe+warm`` and ``nsga2+warm``: an experiment (see ``warm_started``), the
+first ``--warm`` trials taken from the ``uniform`` sweep.
+
 Writes ``OUT/search_value.json`` (every run and the summary) and ``OUT/search_value.png`` (every
 agent's fronts on one plot), prints one JSON line per run and a table. Check it runs with:
 
@@ -68,6 +71,69 @@ def bench_task():
     train = task.train_set
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     return replace(task, train_set=Subset(train, order[: max(1, int(fraction * len(train)))].tolist()))
+
+
+def warm_started(base: str, count: int):
+    """An agent factory: the first ``count`` trials take the ``uniform`` sweep's first plans, then the
+    ``base`` agent's sampler proposes (TPE with no random start-up trials beyond the warm ones).
+
+    An experiment for issue 14 (does a warm start help TPE / NSGA-II?), registered by ``--warm`` as
+    ``<base>+warm``; not in autoprune's registry until this benchmark shows that it helps.
+    """
+    import optuna
+
+    from autoprune.search.optuna_agents import NSGA2_POPULATION
+    from autoprune.search.uniform import sweep_order
+
+    class WarmStartSampler(optuna.samplers.BaseSampler):
+        def __init__(self, context) -> None:
+            space = context.space
+            grid = [r for r in space.ratio_grid if r > 0] or space.ratio_grid
+            self.space = space
+            self.plans = [space.uniform_plan(grid[i]) for i in sweep_order(len(grid))[:count]]
+            if base == "tpe":
+                self.base = optuna.samplers.TPESampler(seed=context.session_seed, multivariate=True,
+                                                       n_startup_trials=count)
+            else:
+                self.base = optuna.samplers.NSGAIISampler(seed=context.session_seed,
+                                                          population_size=NSGA2_POPULATION)
+
+        def _warm(self, trial) -> bool:
+            return trial.number < len(self.plans)
+
+        def infer_relative_search_space(self, study, trial):
+            if self._warm(trial):
+                return self.space.distributions()
+            return self.base.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            if self._warm(trial):
+                return self.space.params_from_plan(self.plans[trial.number])
+            return self.base.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.base.sample_independent(study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial) -> None:
+            self.base.before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self.base.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.base.reseed_rng()
+
+    return WarmStartSampler
+
+
+def register_warm(names: list[str], count: int) -> None:
+    """Register ``<base>+warm`` for each such name asked for (base ``tpe`` or ``nsga2``)."""
+    from autoprune.registry import AGENTS as REGISTRY
+
+    for name in names:
+        base, _, suffix = name.partition("+")
+        if suffix == "warm" and base in ("tpe", "nsga2") and name not in REGISTRY:
+            REGISTRY.register(name)(warm_started(base, count))
 
 
 def held_out(task):
@@ -259,6 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-fraction", type=float, default=0.25, help="share of the training set fine-tuned on")
     parser.add_argument("--budgets", default="0.3,0.5,0.7", help="latency budgets as shares of dense")
     parser.add_argument("--reference", type=float, default=0.5, help="hypervolume reference score (all agents)")
+    parser.add_argument("--warm", type=int, default=4,
+                        help="trials of the uniform sweep that warm-start the experimental tpe+warm / nsga2+warm")
     parser.add_argument("--hw", default=str(ROOT / "hw_profiles/cpu-onnxruntime.yaml"))
     parser.add_argument("--space", default=str(ROOT / "search_spaces/default.yaml"))
     parser.add_argument("--out", default=None, help="default: results/bench-search-value/<task>")
@@ -266,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[BASE_TASK_ENV] = args.task
     os.environ[FRACTION_ENV] = str(args.train_fraction)
     budgets = [float(b) for b in args.budgets.split(",")]
+    register_warm(args.agents.split(","), args.warm)
     out = Path(args.out or ROOT / "results/bench-search-value" / args.task.replace(":", "-").replace("/", "-"))
     out.mkdir(parents=True, exist_ok=True)
 
