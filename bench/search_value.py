@@ -184,7 +184,8 @@ def run_agent(agent: str, seed: int, finetunes: int, args, out: Path) -> Run:
 
     finetune = {"epochs": args.epochs, **({"lr": args.lr} if args.lr else {})}
     profile, space = load_profile(args.hw), load_space(args.space)
-    folder = out / f"{agent}-f{finetunes}-s{seed}"
+    # the recipe is in the name: a run folder resumes only with its own recipe (it is not an identity field)
+    folder = out / f"{agent}-f{finetunes}-e{args.epochs}-t{args.train_fraction:g}-lr{args.lr or 'task'}-s{seed}"
     trials, cap = finetunes, finetunes * args.max_trials_factor
     start = time.perf_counter()
     while True:
