@@ -284,10 +284,12 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 
     data = load_run(args.run)
     if args.json:
-        print(json.dumps({"dense": {"accuracy": data.dense.accuracy, "latency_ms": data.dense.latency.median_ms,
+        print(json.dumps({"dense": {"accuracy": data.dense.accuracy, "test_accuracy": data.dense.test_accuracy,
+                                    "latency_ms": data.dense.latency.median_ms,
                                     "latency_p90_ms": data.dense.latency.p90_ms, "macs": data.dense.macs,
                                     "params": data.dense.params},
-                          "front": [{"trial": r.number, "accuracy": r.accuracy, "latency_ms": r.latency_ms,
+                          "front": [{"trial": r.number, "accuracy": r.accuracy, "test_accuracy": r.test_accuracy,
+                                     "latency_ms": r.latency_ms,
                                      "latency_p90_ms": r.latency_p90_ms, "speedup": r.speedup, "macs": r.macs,
                                      "params": r.params, "plan": r.plan} for r in data.front]}, indent=2))
         return 0

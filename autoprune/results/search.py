@@ -24,7 +24,7 @@ from autoprune.search.agent import AgentContext, make_agent
 from autoprune.search.objectives import Scoring
 from autoprune.search.space import PlanSpace, layer_macs
 from autoprune.search.study import finished_records, open_study
-from autoprune.training import evaluate
+from autoprune.training import evaluate, test_score
 
 if TYPE_CHECKING:
     from torch import nn
@@ -89,7 +89,8 @@ def _measure_dense(run: RunFolder, task: Task, model: nn.Module, groups: list[Pr
     """The dense reference, its latency measured where candidates are measured; kept in the run folder."""
     stats = model_stats(model, task.example_input)
     dense = DenseReference(accuracy=evaluate(model, task.val_set, task.metric), latency=measure_dense(executor),
-                           macs=stats.macs, params=stats.params, groups=[dataclasses.asdict(g) for g in groups])
+                           macs=stats.macs, params=stats.params, groups=[dataclasses.asdict(g) for g in groups],
+                           test_accuracy=test_score(task, model))
     run.write_dense(dense)
     return dense
 
