@@ -17,7 +17,9 @@ from autoprune.execution.executor import Executor
 from autoprune.execution.placement import make_executor
 from autoprune.hardware.predictor import choose_predictor
 from autoprune.pruning import discover_groups, model_stats
+from autoprune.pruning.ranking import task_unit_scores
 from autoprune.records import DenseReference, TrialRecord
+from autoprune.registry import AGENTS
 from autoprune.results.pareto_file import screening_info, write_pareto
 from autoprune.results.run import RunFolder, RunWriter
 from autoprune.search.agent import AgentContext, make_agent
@@ -100,8 +102,10 @@ def _open_search(config: SearchConfig, run: RunFolder, storage: str | None, dens
     """The study (its sampler the agent), plan space and scoring; on a fresh run, the feasibility check."""
     scoring = Scoring.from_config(config, dense)
     study = open_study(storage or run.storage_url(), [OBJECTIVES[o] for o in config.objectives])
+    ranks = getattr(AGENTS.get(config.agent, where="--agent"), "needs_unit_scores", False)
     space = PlanSpace.build(groups, config.space, config.pruner, config.profile.fast_structures,
-                            macs=layer_macs(model, task.example_input))
+                            macs=layer_macs(model, task.example_input),
+                            unit_scores=task_unit_scores(task, config.pruner, model) if ranks else None)
     context = AgentContext(space=space, seed=config.seed, scoring=scoring, log_dir=run.path,
                            resumed_trials=len(study.get_trials(deepcopy=False)))
     study.sampler = make_agent(config.agent, context)
