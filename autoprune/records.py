@@ -77,6 +77,9 @@ class TrialRecord:
     #: the latency predictor's estimate (ms) when one screened the candidate, kept on measured
     #: trials too so the prediction error can be audited
     predicted_ms: float | None = None
+    #: the score on the task's held-out test split (None when the task has none): reported, never
+    #: used by the search
+    test_accuracy: float | None = None
 
     @property
     def screened_unmeasured(self) -> bool:
@@ -114,6 +117,14 @@ class DenseReference:
     params: int
     #: the prunable groups as ``PrunableGroup`` dicts, in graph order
     groups: list[dict[str, Any]]
+    #: the score on the task's held-out test split (None when the task has none)
+    test_accuracy: float | None = None
+
+    def speedup_of(self, latency_ms: float) -> float:
+        """The speed-up every front view shows: this dense p50 over a candidate's p50, the numbers the front is
+        built from (so a faster model always shows the larger speed-up; ``TrialRecord.speedup`` keeps the
+        ratio measured interleaved with the dense model, which the screen uses)."""
+        return self.latency.median_ms / latency_ms
 
     def objective(self, name: str) -> float | None:
         """The dense model's value of a named objective (None when the profile does not measure it)."""

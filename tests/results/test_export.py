@@ -95,7 +95,11 @@ def test_model_card_numbers_are_the_runs_records(tiny_run: Path, tmp_path: Path)
     card = json.loads((tmp_path / "card/model_card.json").read_text())
     assert card == json.loads(json.dumps(result.card))
     assert card["accuracy"]["pruned"] == record.accuracy and card["accuracy"]["dense"] == data.dense.accuracy
-    assert abs(card["accuracy"]["pruned_at_export"] - record.accuracy) <= 1 / 360
+    assert abs(card["accuracy"]["pruned_at_export"] - record.accuracy) <= 1 / 180
+    # the held-out test split is reported for the dense and the pruned model, and the card says so
+    assert card["accuracy"]["test"] == {"dense": data.dense.test_accuracy, "pruned": record.test_accuracy}
+    assert 0.0 < record.test_accuracy <= 1.0 and 0.0 < data.dense.test_accuracy <= 1.0
+    assert "test: held out" in (tmp_path / "card/model_card.md").read_text()
     assert card["params"] == {"dense": data.dense.params, "pruned": record.params}
     assert card["macs"] == {"dense": data.dense.macs, "pruned": record.macs}
     assert card["plan"] == record.plan and card["model"]["trial"] == record.number and card["model"]["on_pareto_front"]
@@ -105,7 +109,8 @@ def test_model_card_numbers_are_the_runs_records(tiny_run: Path, tmp_path: Path)
     assert now["pruned"]["runs"] >= data.config.profile.min_runs and now["profile"] == data.config.profile.name
     assert now["speedup"] == pytest.approx(now["dense_p50_ms"] / now["pruned_p50_ms"])
     assert card["seeds"] == {"search": data.config.seed, "fine_tune": data.config.seed + record.number}
-    assert card["data"]["validation_samples"] == 360 and card["data"]["task"] == data.config.task
+    assert (card["data"]["validation_samples"], card["data"]["test_samples"]) == (180, 180)
+    assert card["data"]["task"] == data.config.task
     assert card["versions"]["search"] == data.environment["versions"] and "torch" in card["versions"]["export"]
     assert card["machine"]["search"] == data.environment["machine"] and card["machine"]["export"]["id"]
     groups = {g["group"]: g for g in card["sparsity"]["groups"]}
@@ -232,3 +237,26 @@ def test_an_exporter_crash_is_one_error_and_leaves_nothing(tiny_run: Path, tmp_p
     with pytest.raises(ExportError, match="exporting or reloading trial .* failed: RuntimeError: Exporting the operator"):
         export_trial(tiny_run, load_run(tiny_run).front[0].number, "onnx", tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_exports_serve_batches_unless_static(tiny_run: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    trial = load_run(tiny_run).front[0].number
+    inputs = validation_inputs(8)
+    expected = pruned_outputs(tiny_run, trial, inputs)
+    dynamic = export_trial(tiny_run, trial, "onnx", tmp_path / "dynamic")
+    assert dynamic.card["verification"]["batch_sizes"] == [1, 8] and dynamic.card["verification"]["passed"]
+    session = ort.InferenceSession(str(tmp_path / "dynamic/model.onnx"), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for batch in (inputs[:1], inputs):  # batch 1 and batch 8 from the same file
+        got = session.run(None, {name: batch})[0]
+        np.testing.assert_allclose(got, expected[: len(batch)], rtol=1e-4, atol=1e-5)
+    assert json.loads((tmp_path / "dynamic/export.json").read_text())["batch"] == "dynamic"
+
+    static = export_trial(tiny_run, trial, "onnx", tmp_path / "static", dynamic_batch=False)
+    assert static.card["verification"]["batch_sizes"] == [1]
+    session = ort.InferenceSession(str(tmp_path / "static/model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {name: inputs[:1]})[0], expected[:1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="Expected: 1"):
+        session.run(None, {name: inputs})
