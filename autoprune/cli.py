@@ -462,6 +462,9 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
         if kind == "search":
             name, i, n = payload
             console.print(f"[bold]search {i + 1}/{n}: {name}")
+        elif kind == "skipped":
+            name, i, n = payload
+            console.print(f"search {i + 1}/{n}: {name} skipped: the --until deadline has passed")
         elif kind == "screening":
             console.print("  " + screening_line(payload), highlight=False)
         elif kind == "trial":

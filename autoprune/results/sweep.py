@@ -72,9 +72,15 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
     outcomes = []
     try:
         for i, (entry, config) in enumerate(zip(sweep.searches, configs)):
+            if deadline is not None and time.time() >= deadline:
+                notify("skipped", (entry.name, i, len(configs)))  # no time left even to set it up
+                continue
             notify("search", (entry.name, i, len(configs)))
             share = None if deadline is None else time.time() + (deadline - time.time()) / (len(configs) - i)
-            outcome = run_search(config, out / entry.name, execution=execution, deadline=share, on_event=on_event)
+            prior = [sum(r.seconds.values()) for _, c, o in outcomes for r in o.records
+                     if r.seconds and r.duplicate_of is None and (c.task, c.profile) == (config.task, config.profile)]
+            outcome = run_search(config, out / entry.name, execution=execution, deadline=share, on_event=on_event,
+                                 prior_durations=prior)
             outcomes.append((entry.name, config, outcome))
     finally:
         if owns_ray:
