@@ -480,8 +480,11 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
 
     from autoprune.config import load_sweep
     from autoprune.execution.ray_jobs import submit_sweep
+    from autoprune.results.sweep import parse_until
 
     sweep, _ = load_sweep(args.file)
+    if args.until:
+        parse_until(args.until)  # a bad time is refused here, not on the cluster
     out = args.out or str((Path("results/sweeps") / sweep.name).resolve())
     print(submit_sweep(args.address, args.file, out=out, until=args.until, python=args.python))
     return 0
