@@ -117,6 +117,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     task = resolve_task(args.task)
     stats = measure_models(profile, [task.build_model()], task.example_input)[0]
     Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
+    if stats.cv > profile.max_cv:
+        print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:g}% "
+              f"even after {profile.max_remeasure} re-measurement(s): other work shares the device, so these figures "
+              "are unreliable; measure on an idle machine", file=sys.stderr)
     return 0
 
 
