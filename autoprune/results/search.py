@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,12 +57,14 @@ def run_search(
     execution: ExecutionConfig | None = None,
     executor: Executor | None = None,
     deadline: float | None = None,
+    prior_durations: Sequence[float] = (),
 ) -> SearchOutcome:
     """Run (or resume) a search into ``out``; ``on_event(kind, payload)`` feeds a progress display.
 
     Jobs run on ``executor`` (default: built from ``execution``: in-process for one worker, Ray for
     more). With a ``deadline`` (a ``time.time()`` value) no trial is started that would, by the
-    median duration of finished trials, end after it. Candidates are screened by predicted latency
+    median duration of finished trials (before there are any: of ``prior_durations``, trial
+    durations of earlier searches; with neither, one trial at a time), end after it. Candidates are screened by predicted latency
     when ``config.predictor`` resolves to a predictor (a bad one raises ConfigError before
     anything is written).
 
@@ -91,7 +94,8 @@ def run_search(
             search = _open_search(config, run, study, dense, groups, dense_model, task, jobs)
             setup.commit()
             writer = RunWriter(run=run, config=config, dense=dense, screening=screening)
-            records = Driver(search, writer, deadline=deadline, on_event=notify).run()
+            records = Driver(search, writer, deadline=deadline, on_event=notify,
+                             prior_durations=prior_durations).run()
     front = write_pareto(run.pareto, config, dense, records, screening)
     return SearchOutcome(run=run, dense=dense, records=records, front=front)
 
