@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +35,13 @@ if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.config import HardwareProfile, SearchConfig
+    from autoprune.inputs import Inputs
     from autoprune.task import Task
 
 MANIFEST = "export.json"
-Predictor = Callable[["np.ndarray"], "np.ndarray"]
+#: one input batch as numpy arrays, shaped like the task's example input (an array, a tuple or a dict of arrays)
+NumpyInputs = Any
+Predictor = Callable[[NumpyInputs], "np.ndarray"]
 
 
 class ExportError(AutopruneError):
@@ -79,13 +82,14 @@ class Exporter(ABC):
         """Raise a user error when this format cannot be produced for ``profile``."""
 
     @abstractmethod
-    def write(self, model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile, recipe: Rebuild,
+    def write(self, model: nn.Module, example_input: Inputs, profile: HardwareProfile, recipe: Rebuild,
               folder: Path) -> list[Path]:
         """Write the model's files into ``folder``; return them."""
 
     @abstractmethod
     def load(self, folder: Path) -> Predictor:
-        """A function from one input batch (numpy) to the model's output (numpy), from ``folder`` alone."""
+        """A function from one input batch (numpy: an array, a tuple or a dict of arrays, as the task's example
+        input) to the model's (primary) output (numpy), from ``folder`` alone."""
 
 
 class OnnxExporter(Exporter):
@@ -100,8 +104,8 @@ class OnnxExporter(Exporter):
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        wanted = {i.name for i in session.get_inputs()}  # inputs the exporter folded away are not fed
+        return lambda x: session.run(None, {k: v for k, v in _named_arrays(x) if k in wanted})[0]
 
 
 class TorchExporter(Exporter):
@@ -121,8 +125,10 @@ class TorchExporter(Exporter):
         model = load_torch_export(folder)
 
         def predict(x):
+            from autoprune.inputs import call, primary_output
+
             with torch.no_grad():
-                return model(torch.from_numpy(x)).numpy()
+                return primary_output(call(model, _to_torch(x))).numpy()
 
         return predict
 
@@ -172,10 +178,44 @@ class TvmExporter(Exporter):
         vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(folder / name)), tvm.cpu())
 
         def predict(x):
-            out = vm["main"](tvm.runtime.tensor(x))
+            out = vm["main"](*[tvm.runtime.tensor(v) for _, v in _named_arrays(x)])
             return (out if hasattr(out, "numpy") else out[0]).numpy()
 
         return predict
+
+
+def _named_arrays(x: NumpyInputs) -> list[tuple[str, np.ndarray]]:
+    """Numpy inputs in calling order, named as :func:`autoprune.inputs.named_tensors` names tensors (the ONNX
+    graph's input names)."""
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        return [("input", x)]
+    if isinstance(x, Mapping):
+        return list(x.items())
+    return [(f"input{i}", v) for i, v in enumerate(x)]
+
+
+def _to_torch(x: NumpyInputs) -> Inputs:
+    import numpy as np
+    import torch
+
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, Mapping):
+        return {k: torch.from_numpy(v) for k, v in x.items()}
+    return tuple(torch.from_numpy(v) for v in x)
+
+
+def numpy_inputs(inputs: Inputs) -> NumpyInputs:
+    """A tensor, tuple or dict of tensors as the same structure of numpy arrays."""
+    import torch
+
+    if isinstance(inputs, torch.Tensor):
+        return inputs.detach().cpu().numpy()
+    if isinstance(inputs, Mapping):
+        return {k: v.detach().cpu().numpy() for k, v in inputs.items()}
+    return tuple(v.detach().cpu().numpy() for v in inputs)
 
 
 def load_export(folder: str | Path) -> Predictor:
@@ -197,16 +237,20 @@ class Verification:
     passed: bool
 
 
-def verify(model: nn.Module, predictor: Predictor, inputs: list[np.ndarray], tolerance: tuple[float, float]) -> Verification:
-    """Run ``inputs`` through both and compare element-wise (``|a - b| <= atol + rtol * |b|``) and by top-1."""
+def verify(model: nn.Module, predictor: Predictor, inputs: list[NumpyInputs],
+           tolerance: tuple[float, float]) -> Verification:
+    """Run ``inputs`` through both and compare the (primary) outputs element-wise (``|a - b| <= atol + rtol * |b|``)
+    and by top-1 (the arg-max over the last axis)."""
     import numpy as np
     import torch
+
+    from autoprune.inputs import call, primary_output
 
     rtol, atol = tolerance
     worst, agree, passed = 0.0, 0, True
     with torch.no_grad():
         for x in inputs:
-            expected = model(torch.from_numpy(x)).numpy()
+            expected = primary_output(call(model, _to_torch(x))).numpy()
             got = np.asarray(predictor(x))
             if got.shape != expected.shape:
                 return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=float("inf"),
@@ -216,6 +260,20 @@ def verify(model: nn.Module, predictor: Predictor, inputs: list[np.ndarray], tol
             agree += int(np.array_equal(got.argmax(-1), expected.argmax(-1)))
     return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=worst,
                         top1_agreement=agree / max(len(inputs), 1), passed=passed and agree == len(inputs))
+
+
+def _input_manifest(example: Inputs) -> dict[str, Any]:
+    """The graph's inputs for ``export.json``: name, shape and dtype of each (``input_shape``/``input_dtype`` too
+    when the model takes one tensor)."""
+    import torch
+
+    from autoprune.inputs import named_tensors
+
+    inputs = [{"name": name, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+              for name, t in named_tensors(example)]
+    if isinstance(example, torch.Tensor):
+        return {"input_shape": inputs[0]["shape"], "input_dtype": inputs[0]["dtype"], "inputs": inputs}
+    return {"inputs": inputs}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,6 +310,7 @@ def export_trial(
         ExportError: the rebuilt model does not match its record, or the export does not match it.
     """
     from autoprune.hardware.protocol import measure_models
+    from autoprune.inputs import map_tensors
     from autoprune.pruning import model_stats
     from autoprune.results.model_card import build_card, card_markdown
     from autoprune.results.run import load_run
@@ -296,12 +355,11 @@ def export_trial(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         n = min(samples, len(task.val_set))
-        inputs = [task.val_set[i][0].unsqueeze(0).numpy() for i in range(n)]
+        inputs = [numpy_inputs(map_tensors(task.val_set[i][0], lambda t: t.unsqueeze(0))) for i in range(n)]
         try:  # exporters and runtimes (torch.onnx, TVM) report what they cannot convert as RuntimeError
             files = exporter.write(model, task.example_input, profile, recipe, staging)
             atomic_write_json(staging / MANIFEST, {"format": fmt, "files": [f.name for f in files], "trial": trial,
-                                                   "input_shape": list(task.example_input.shape),
-                                                   "input_dtype": str(task.example_input.dtype).replace("torch.", "")})
+                                                   **_input_manifest(task.example_input)})
             check = verify(model, exporter.load(staging), inputs, exporter.tolerance)
         except RuntimeError as err:
             raise ExportError(f"--format {fmt}: exporting or reloading trial {trial} failed: {type(err).__name__}: "
