@@ -156,3 +156,28 @@ def test_heads_and_mlp_of_the_real_minilm_prune_keep_the_width_and_export_to_onn
     assert want.shape == (1, 384)
     session = ort.InferenceSession(export_onnx_bytes(model, x), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(session.run(None, onnx_feed(session, x))[0], want.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_dropping_a_layer_of_the_real_minilm_keeps_the_width_and_exports_to_onnx(encoder, tokenizer) -> None:
+    import onnxruntime as ort
+
+    from autoprune.hardware.onnxruntime_backend import export_onnx_bytes, onnx_feed
+    from autoprune.pruning import discover
+
+    x = minilm.example_input(tokenizer, ["The quick brown fox jumps over the lazy dog."] * 4, 16)
+    blocks = discover(copy.deepcopy(encoder), x).blocks
+    assert [b.name for b in blocks] == [f"encoder.encoder.layer.{i}" for i in range(6)]
+    assert {b.root_type for b in blocks} == {"BertLayer"}
+    reference = copy.deepcopy(encoder)
+    reference.encoder.encoder.layer[3].register_forward_hook(lambda _m, args, _out: args[0])
+    model, _, result = _pruned(encoder, x, lambda _gs: PruningPlan.of(
+        {"encoder.encoder.layer.3": GroupPlan(ratio=0.0, structure="drop")}))
+    assert result.dropped == ("encoder.encoder.layer.3",)
+    assert len(model.encoder.encoder.layer) == model.encoder.config.num_hidden_layers == 5
+    assert encoder.encoder.config.num_hidden_layers == 6  # the dense model's config is its own
+    with torch.no_grad():
+        want = call(model, x)
+        torch.testing.assert_close(want, call(reference, x), atol=1e-6, rtol=1e-5)  # identity in its place
+    assert want.shape == (1, 384)
+    session = ort.InferenceSession(export_onnx_bytes(model, x), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, onnx_feed(session, x))[0], want.numpy(), atol=1e-4, rtol=1e-4)
