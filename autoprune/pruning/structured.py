@@ -222,7 +222,8 @@ def apply_plan(
             masked_groups.update(dict.fromkeys(group_masks, name))
     apply_masks(model, masks)
     model.zero_grad(set_to_none=True)  # calibration gradients must not leak into fine-tuning
-    dropped = [blocks[name] for name, spec in active.items() if spec.structure == "drop"]
+    dropped = _keep_one_per_stack(model, [blocks[name] for name, spec in active.items() if spec.structure == "drop"],
+                                  shrunk.unshrinkable)
     if dropped:
         before = dict(model.named_modules())
         drop_blocks(model, dropped)
@@ -236,6 +237,21 @@ def apply_plan(
     return PruneResult(model=model, channels=shrunk.channels, heads=shrunk.heads, removed=shrunk.removed, masks=masks,
                        sparsity=layer_sparsity(model, list(masks)), masked_groups=masked_groups, skipped=skipped,
                        unshrinkable=shrunk.unshrinkable, dropped=tuple(sorted(b.name for b in dropped)))
+
+
+def _keep_one_per_stack(model: nn.Module, dropped: list[BlockInfo], unshrinkable: dict[str, str]) -> list[BlockInfo]:
+    """``dropped`` less the last block of any stack it would empty (a model keeps some depth, as a layer keeps some
+    width); the kept block is reported in ``unshrinkable``."""
+    names = {m: n for n, m in model.named_modules()}
+    keep = []
+    for block in dropped:
+        planned = [b for b in dropped if b.stack is block.stack]
+        if len(planned) == len(block.stack) and block is planned[-1]:
+            unshrinkable[block.name] = (f"kept: dropping every block of `{names[block.stack]}` would leave it empty "
+                                        "(a stack keeps at least one block)")
+            continue
+        keep.append(block)
+    return keep
 
 
 def _planned_blocks(model: nn.Module, example_input: Inputs, wanted: dict, infos: dict) -> dict[str, BlockInfo]:

@@ -135,7 +135,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         _row("params", f"{card['params']['dense']:,}", f"{card['params']['pruned']:,}",
              f"{100 * card['sparsity']['params_removed']:.1f}% removed"),
         _row("MACs", f"{card['macs']['dense']:,}", f"{card['macs']['pruned']:,}",
-             f"{card['macs']['dense'] / card['macs']['pruned']:.2f}x fewer"),
+             f"{card['macs']['dense'] / card['macs']['pruned']:.2f}x fewer" if card["macs"]["pruned"] else "all removed"),
         "",
         f"Accuracy re-evaluated on the rebuilt model at export: {100 * acc['pruned_at_export']:.2f}%. Latency at export "
         "was measured interleaved with the dense model in one process (median of "

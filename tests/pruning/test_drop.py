@@ -117,3 +117,14 @@ def test_the_space_offers_drop_only_where_it_is_allowed() -> None:
         apply_plan(copy.deepcopy(model), x[:1], plan)  # the proposed plan builds
     with torch.no_grad():
         assert call(model, x).shape == (2, 10)
+
+
+def test_a_stack_keeps_one_block() -> None:
+    from autoprune.testing.real import hf_bert, hf_bert_inputs
+
+    torch.manual_seed(0)
+    model, x = hf_bert().eval(), hf_bert_inputs()
+    plan = PruningPlan.of({f"encoder.layer.{i}": GroupPlan(ratio=0.0, structure="drop") for i in range(2)})
+    result = apply_plan(model, x, plan)
+    assert result.dropped == ("encoder.layer.0",) and "would leave it empty" in result.unshrinkable["encoder.layer.1"]
+    assert len(model.encoder.layer) == model.config.num_hidden_layers == 1
