@@ -192,11 +192,13 @@ def test_a_two_trial_minilm_search_completes(tmp_path, monkeypatch) -> None:
     from tests.results.conftest import _profile
 
     monkeypatch.setenv(minilm.SEQ_LEN_ENV, "32")
-    config = SearchConfig(task="minilm", profile=_profile(round_to=16), space=load_space(ROOT / "search_spaces/minilm.yaml"),
-                          agent="random", trials=2, seed=1, min_speedup=0.0, finetune={"epochs": 1, "batch_size": 64})
+    config = SearchConfig(task="minilm", profile=_profile(round_to=16),
+                          space=load_space(ROOT / "search_spaces/minilm.yaml"), agent="random", trials=2, seed=1,
+                          min_speedup=0.0, finetune={"epochs": 1, "batch_size": 64})
     outcome = run_search(config, tmp_path / "run")
     assert outcome.dense.accuracy == 1.0 and outcome.dense.test_accuracy == 1.0
     assert len(outcome.records) == 2 and all(r.state == "complete" for r in outcome.records), outcome.records
-    assert all(any(spec["structure"] == "drop" or spec["structure"] == "none" for name, spec in r.plan.items()
-                   if name.endswith(tuple(f"layer.{i}" for i in range(6)))) for r in outcome.records)
+    blocks = {f"encoder.encoder.layer.{i}" for i in range(6)}
+    assert all(blocks <= set(r.plan) and {r.plan[b]["structure"] for b in blocks} <= {"drop", "none"}
+               for r in outcome.records)
     assert all(0.0 <= r.accuracy < 1.0 and r.test_accuracy is not None for r in outcome.records)
