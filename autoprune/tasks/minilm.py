@@ -29,6 +29,7 @@ import importlib.util
 import json
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -191,8 +192,10 @@ def corpus() -> list[str]:
     from pydoc_data.topics import topics
 
     texts = [topics[key] for key in sorted(topics)]
-    for name in DOC_MODULES:
-        texts.extend(_docstrings(name))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # typing.io, typing.re: deprecated aliases met on the way
+        for name in DOC_MODULES:
+            texts.extend(_docstrings(name))
     seen: set[str] = set()
     out = []
     for text in texts:

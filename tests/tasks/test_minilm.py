@@ -184,6 +184,7 @@ def test_dropping_a_layer_of_the_real_minilm_keeps_the_width_and_exports_to_onnx
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the dense targets at length 32 once (~1-3 min), discovery, 2 trials, dense scoring
 def test_a_two_trial_minilm_search_completes(tmp_path, monkeypatch) -> None:
     """The real task end to end (sequence length 32, one short epoch): width and depth in one space."""
     from autoprune.config import SearchConfig, load_space
