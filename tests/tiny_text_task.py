@@ -37,7 +37,7 @@ def _sentences(n: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor
 
 
 def tiny_text_task() -> Task:
-    from autoprune.tasks.minilm import EmbeddingDataset, cosine_distillation, embed, search_agreement
+    from autoprune.tasks.minilm import EmbeddingDataset, cosine_distillation, embed, mean_cosine, search_agreement
 
     dense = _dense()
     gen = torch.Generator().manual_seed(0)
@@ -48,5 +48,5 @@ def tiny_text_task() -> Task:
     example = {"input_ids": torch.randint(1, 100, (1, SEQ), generator=gen), "attention_mask": torch.ones(1, SEQ).long()}
     return Task(name="tiny-text", build_model=lambda: copy.deepcopy(dense).eval(), example_input=example,
                 train_set=sets[0], val_set=sets[1], test_set=sets[2], metric=search_agreement,
-                metric_name="agreement@10", loss=cosine_distillation,
+                metric_name="agreement@10", loss=cosine_distillation, extra_metrics={"mean cosine": mean_cosine},
                 recipe=FineTuneRecipe(epochs=1, lr=1e-3, batch_size=16, threads=1))

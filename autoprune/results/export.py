@@ -276,6 +276,32 @@ def _input_manifest(example: Inputs) -> dict[str, Any]:
     return {"inputs": inputs}
 
 
+def extra_scores(task: Task, dense: nn.Module, model: nn.Module) -> dict[str, dict[str, dict[str, float]]]:
+    """The task's ``extra_metrics`` of the dense and the pruned model on validation and test:
+    ``{name: {"validation": {"dense": ..., "pruned": ...}, "test": {...}}}`` (empty when the task has none)."""
+    if not task.extra_metrics:
+        return {}
+    import torch
+    from torch.utils.data import DataLoader
+
+    from autoprune.inputs import call, primary_output
+
+    @torch.no_grad()
+    def outputs(net: nn.Module, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        net.eval()
+        outs, targets = [], []
+        for inputs, target in DataLoader(dataset, batch_size=512):
+            outs.append(primary_output(call(net, inputs)))
+            targets.append(target)
+        return torch.cat(outs), torch.cat(targets)
+
+    splits = {"validation": task.val_set, **({"test": task.test_set} if task.test_set is not None else {})}
+    gathered = {(split, who): outputs(net, dataset) for split, dataset in splits.items()
+                for who, net in (("dense", dense), ("pruned", model))}
+    return {name: {split: {who: float(fn(*gathered[(split, who)])) for who in ("dense", "pruned")}
+                   for split in splits} for name, fn in task.extra_metrics.items()}
+
+
 @dataclass(frozen=True, kw_only=True)
 class ExportResult:
     out: Path
@@ -373,7 +399,8 @@ def export_trial(
         card = build_card(data=data, record=record, task=task, fmt=fmt, files=files, on_front=on_front,
                           dense_model=dense_model, model=model, accuracy_at_export=accuracy,
                           latency={"dense": dense_stats, "pruned": pruned_stats},
-                          verification=asdict(check), rebuild=recipe.to_dict())
+                          verification=asdict(check), rebuild=recipe.to_dict(),
+                          extra_metrics=extra_scores(task, dense_model, model))
         atomic_write_json(staging / "model_card.json", card)
         atomic_write_text(staging / "model_card.md", card_markdown(card))
         staging.chmod(umask_mode(0o777))

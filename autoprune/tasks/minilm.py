@@ -369,4 +369,4 @@ def minilm_task() -> Task:
 
     return Task(name="minilm", build_model=build_model, example_input=example, train_set=train_set, val_set=val_set,
                 test_set=test_set, metric=search_agreement, metric_name="agreement@10", loss=cosine_distillation,
-                recipe=FINETUNE_RECIPE)
+                recipe=FINETUNE_RECIPE, extra_metrics={"mean cosine to dense": mean_cosine})

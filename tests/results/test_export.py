@@ -264,6 +264,10 @@ def test_a_dict_input_task_searches_with_drop_and_exports_with_a_card(tmp_path: 
         assert card["accuracy"]["metric"] == "agreement@10" and card["accuracy"]["dense"] == 1.0
         assert card["accuracy"]["test"] == {"dense": data.dense.test_accuracy, "pruned": record.test_accuracy}
         assert data.dense.test_accuracy == 1.0 and 0.0 < record.test_accuracy <= 1.0
+        cosine = card["accuracy"]["extra"]["mean cosine"]
+        assert set(cosine) == {"validation", "test"} and cosine["test"]["dense"] == pytest.approx(1.0)
+        assert 0.0 < cosine["test"]["pruned"] <= 1.0 + 1e-6
+        assert "mean cosine (test, at export)" in (out / "model_card.md").read_text()
         manifest = json.loads((out / "export.json").read_text())
         assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
         task = tiny_text_task()
