@@ -128,3 +128,18 @@ def test_a_stack_keeps_one_block() -> None:
     result = apply_plan(model, x, plan)
     assert result.dropped == ("encoder.layer.0",) and "would leave it empty" in result.unshrinkable["encoder.layer.1"]
     assert len(model.encoder.layer) == model.config.num_hidden_layers == 1
+
+
+def test_inspect_lists_droppable_blocks(capsys) -> None:
+    import json
+
+    pytest.importorskip("transformers")
+    from autoprune.cli import main
+
+    assert main(["inspect", "--task", "tests.tiny_text_task:tiny_text_task", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(b["name"], b["root_type"], b["unit"]) for b in report["blocks"]] == [
+        ("encoder.encoder.layer.0", "BertLayer", "block"), ("encoder.encoder.layer.1", "BertLayer", "block")]
+    assert main(["inspect", "--task", "tests.tiny_text_task:tiny_text_task"]) == 0
+    out = capsys.readouterr().out
+    assert "2 droppable blocks" in out and "BertLayer" in out
