@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from autoprune.registry import AGENTS, BACKENDS, EXPORTERS, TASKS
+from autoprune.registry import AGENTS, BACKENDS, EXPORTERS, TASK_SOURCES, TASKS
 
 DEFAULT_HW = "hw_profiles/cpu-onnxruntime.yaml"
 DEFAULT_SPACE = "search_spaces/default.yaml"
@@ -20,18 +20,47 @@ DEFAULT_SPACE = "search_spaces/default.yaml"
 SEARCH_DEFAULTS = {"task": "digits", "profile": DEFAULT_HW, "space": DEFAULT_SPACE, "agent": "tpe", "trials": 12,
                    "seed": 0}
 #: search flags that map onto SearchConfig fields (``hw`` is the ``profile`` field)
-SEARCH_FLAGS = ("task", "hw", "space", "agent", "trials", "seed", "objectives", "max_latency_ms", "min_accuracy",
+SEARCH_FLAGS = ("task", "data", "model_weights", "input_size", "hw", "space", "agent", "trials", "seed", "objectives",
+                "max_latency_ms", "min_accuracy",
                 "max_params", "proxy_keep", "predictor", "predictor_margin")
 
 
 #: help texts naming what the registries hold
-TASK_HELP = f"registered task ({', '.join(TASKS.names())}) or module:function (default: digits)"
+TASK_HELP = (f"registered task ({', '.join(TASKS.names())}), {' / '.join(f'{s}:MODEL' for s in TASK_SOURCES.names())} "
+             "with --data, or module:function (a module in the current folder is found; default: digits)")
 HW_HELP = f"hardware profile YAML; backends: {', '.join(BACKENDS.names())} (default: {DEFAULT_HW})"
 
 
+def _add_task_options(p) -> None:
+    """--data, --weights, --input-size: the options of a bring-your-own task (README: Bring your own model)."""
+    p.add_argument("--data", default=None,
+                   help="the task's data: an ImageFolder tree with train/ and val/ (torchvision:, timm:), a CSV/JSONL "
+                        "file or folder of text and label (hf:)")
+    p.add_argument("--weights", default=None, dest="model_weights",
+                   help="a checkpoint file, the library's weights name (torchvision: e.g. DEFAULT; timm: pretrained), "
+                        "or none (random init, trained once on --data and cached)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="image side in pixels (default: the first training image's shorter side, at most 224) or text "
+                        "length in tokens (default: 128)")
+
+
+def _task_spec(args: argparse.Namespace):
+    """The TaskSpec of --task, --data, --weights, --input-size (paths made absolute as a search records them)."""
+    from pathlib import Path
+
+    from autoprune.task import TaskSpec
+
+    weights = args.model_weights
+    if weights is not None and Path(weights).expanduser().exists():
+        weights = str(Path(weights).expanduser().absolute())
+    data = None if args.data is None else str(Path(args.data).expanduser().absolute())
+    return TaskSpec(name=args.task, data=data, weights=weights, input_size=args.input_size)
+
+
 def _add_target_args(p, *, hw: bool = False, space: bool = False) -> None:
-    """--task (and --hw, --space) with the shared defaults."""
+    """--task and its options (and --hw, --space) with the shared defaults."""
     p.add_argument("--task", default="digits", help=TASK_HELP)
+    _add_task_options(p)
     if hw:
         p.add_argument("--hw", default=DEFAULT_HW, help=HW_HELP)
     if space:
@@ -53,7 +82,10 @@ def _search_config(args: argparse.Namespace):
     from autoprune.errors import ConfigError
 
     settings = load_search_settings(args.config) if args.config else {}
-    for key in ("profile", "space", "predictor"):  # paths in the config file are relative to it
+    for key in ("profile", "space", "predictor", "data", "model_weights"):  # paths in the config are relative to it
+        if key == "model_weights" and isinstance(settings.get(key), str) \
+                and not (Path(args.config).parent / settings[key]).exists():
+            continue  # a library's weights name, not a path
         if isinstance(settings.get(key), str) and settings[key] not in (PREDICTOR_AUTO, PREDICTOR_OFF) \
                 and not Path(settings[key]).is_absolute():
             settings[key] = str(Path(args.config).parent / settings[key])
@@ -102,7 +134,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from autoprune.task import resolve_task
 
     profile = load_profile(args.hw)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     stats = measure_models(profile, [task.build_model()], task.example_input)[0]
     Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
     return 0
@@ -115,6 +147,7 @@ def _add_search(sub) -> None:
     p.add_argument("--config", default=None,
                    help="search config YAML (SearchConfig fields; `profile`/`space` are YAML paths); flags override it")
     p.add_argument("--task", default=None, help=TASK_HELP)
+    _add_task_options(p)
     p.add_argument("--hw", default=None, help=HW_HELP)
     p.add_argument("--space", default=None, help=f"search space YAML (default: {DEFAULT_SPACE})")
     p.add_argument("--agent", default=None, help=f"search agent: {', '.join(AGENTS.names())} (default: tpe)")
@@ -200,7 +233,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from autoprune.task import resolve_task
 
     space = load_space(args.space)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     round_to = args.round_to or space.round_to or 1
     report = discover(task.build_model(), task.example_input, space.ignore, round_to=round_to)
     if args.json:
@@ -227,7 +260,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     ratios = parse_ratios(args.ratios)
     profile, space = load_profile(args.hw), load_space(args.space)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     console = Console(stderr=args.json)
     with console.status("pruning each group alone, recalibrating BatchNorm, measuring"):
         report = sensitivity(task, profile, pruner_settings(space, profile), ratios)
@@ -384,7 +417,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.fit < 2 or args.holdout < 1:
         raise ConfigError(f"command line: --fit must be >= 2 and --holdout >= 1, got {args.fit}, {args.holdout}")
     profile, space = load_profile(args.hw), load_space(args.space)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     result = calibrate(task, profile, pruner_settings(space, profile), fit=args.fit, holdout=args.holdout,
                        seed=args.seed)
     path = result.predictor.save(args.out or default_predictor_path(profile, args.task))

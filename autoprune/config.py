@@ -18,7 +18,7 @@ from autoprune.registry import AGENTS, BACKENDS
 from autoprune.validation import check_choice, check_int, check_number, is_number, require
 
 if TYPE_CHECKING:
-    from autoprune.task import FineTuneRecipe, Task
+    from autoprune.task import FineTuneRecipe, Task, TaskSpec
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
@@ -132,11 +132,23 @@ class SearchSpace:
 
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig:
-    """One search: which task, profile, space and agent, and its budget."""
+    """One search: which task, profile, space and agent, and its budget.
+
+    ``task`` with ``data``, ``model_weights`` (``--weights``) and ``input_size`` is the task's spec
+    (``task_spec``): a relative ``data`` path, or a ``model_weights`` path that exists, is made
+    absolute here, so a worker or a later ``report``/``export`` in another folder rebuilds the same task.
+    """
 
     task: str
     profile: HardwareProfile
     space: SearchSpace
+    #: the task's data: an ImageFolder tree (images), a CSV/JSONL file or folder (text), or what a
+    #: ``module:function`` task takes as ``data``
+    data: str | None = None
+    #: a checkpoint file, a model library's weights name, or ``none`` (``--weights``)
+    model_weights: str | None = None
+    #: image side in pixels, or text length in tokens (default: the task source's rule)
+    input_size: int | None = None
     agent: str = "tpe"
     trials: int = 12
     seed: int = 0
@@ -168,6 +180,17 @@ class SearchConfig:
     predictor_margin: float = 0.15
 
     def __post_init__(self) -> None:
+        require(isinstance(self.task, str) and bool(self.task), f"`task` must be a non-empty string, got {self.task!r}")
+        for key in ("data", "model_weights"):
+            value = getattr(self, key)
+            require(value is None or (isinstance(value, str) and bool(value)),
+                    f"`{key}` must be a path or name, got {value!r}")
+        if self.data is not None:
+            object.__setattr__(self, "data", str(Path(self.data).expanduser().absolute()))
+        if self.model_weights is not None and Path(self.model_weights).expanduser().exists():
+            object.__setattr__(self, "model_weights", str(Path(self.model_weights).expanduser().absolute()))
+        if self.input_size is not None:
+            check_int("input_size", self.input_size, 1)
         check_choice("agent", self.agent, AGENTS.names())
         check_int("trials", self.trials, 1)
         if self.finetune:
@@ -211,11 +234,18 @@ class SearchConfig:
             return base
         return build(type(base), {**dataclasses.asdict(base), **self.finetune}, "finetune")
 
+    @property
+    def task_spec(self) -> TaskSpec:
+        """What rebuilds the search's task (name, data, weights, input size)."""
+        from autoprune.task import TaskSpec
+
+        return TaskSpec(name=self.task, data=self.data, weights=self.model_weights, input_size=self.input_size)
+
     def trial_task(self) -> Task:
-        """The search's task (resolved by name) with its fine-tune recipe overridden by ``finetune``."""
+        """The search's task (resolved from its spec) with its fine-tune recipe overridden by ``finetune``."""
         from autoprune.task import resolve_task
 
-        task = resolve_task(self.task)
+        task = resolve_task(self.task_spec)
         return dataclasses.replace(task, recipe=self.recipe_for(task.recipe))
 
     def to_dict(self) -> dict[str, Any]:

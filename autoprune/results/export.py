@@ -18,7 +18,7 @@ import sys
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.config import HardwareProfile, SearchConfig
-    from autoprune.task import Task
+    from autoprune.task import Task, TaskSpec
 
 MANIFEST = "export.json"
 Predictor = Callable[["np.ndarray"], "np.ndarray"]
@@ -53,13 +53,22 @@ class Rebuild:
     task: str
     plan: dict[str, dict[str, Any]]
     settings: PrunerSettings
+    #: the task's ``data``/``weights``/``input_size`` when set (``TaskSpec.options``)
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "plan": self.plan, "settings": self.settings.to_dict()}
+        data = {"task": self.task, "plan": self.plan, "settings": self.settings.to_dict()}
+        return {**data, "task_options": dict(self.task_options)} if self.task_options else data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rebuild:
-        return cls(task=data["task"], plan=data["plan"], settings=PrunerSettings.from_dict(data["settings"]))
+        return cls(task=data["task"], plan=data["plan"], settings=PrunerSettings.from_dict(data["settings"]),
+                   task_options=dict(data.get("task_options") or {}))
+
+    def task_spec(self) -> TaskSpec:
+        from autoprune.task import TaskSpec
+
+        return TaskSpec(name=self.task, **self.task_options)
 
     def model(self, task: Task, weights: Path) -> nn.Module:
         """The pruned model with the saved weights (tensors only: ``weights_only=True``)."""
@@ -133,7 +142,7 @@ def load_torch_export(folder: str | Path) -> nn.Module:
 
     folder = Path(folder)
     recipe = Rebuild.from_dict(json.loads((folder / "rebuild.json").read_text()))
-    return recipe.model(resolve_task(recipe.task), folder / "state_dict.pt")
+    return recipe.model(resolve_task(recipe.task_spec()), folder / "state_dict.pt")
 
 
 def _tvm_exporter():
@@ -279,8 +288,9 @@ def export_trial(
     if not weights.is_file():
         raise ConfigError(f"{run_path}: trial {trial} has no saved weights at {weights}")
 
-    task = resolve_task(data.config.task)
-    recipe = Rebuild(task=data.config.task, plan=record.plan, settings=data.config.pruner)
+    task = resolve_task(data.config.task_spec)
+    recipe = Rebuild(task=data.config.task, plan=record.plan, settings=data.config.pruner,
+                     task_options=data.config.task_spec.options())
     dense_model = task.build_model()
     model = recipe.model(task, weights)
     stats = model_stats(model, task.example_input)
