@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 
 from autoprune.registry import AGENTS, BACKENDS, EXPORTERS, TASK_SOURCES, TASKS
 
-DEFAULT_HW = "hw_profiles/cpu-onnxruntime.yaml"
-DEFAULT_SPACE = "search_spaces/default.yaml"
+#: built-in names (the files ship inside the package), so the defaults resolve from any folder
+DEFAULT_HW = "cpu-onnxruntime"
+DEFAULT_SPACE = "default"
 
 
 #: what a search uses when neither --config nor a flag says otherwise
@@ -28,7 +29,18 @@ SEARCH_FLAGS = ("task", "data", "model_weights", "input_size", "hw", "space", "a
 #: help texts naming what the registries hold
 TASK_HELP = (f"registered task ({', '.join(TASKS.names())}), {' / '.join(f'{s}:MODEL' for s in TASK_SOURCES.names())} "
              "with --data, or module:function (a module in the current folder is found; default: digits)")
-HW_HELP = f"hardware profile YAML; backends: {', '.join(BACKENDS.names())} (default: {DEFAULT_HW})"
+
+
+def _builtin(folder: str) -> str:
+    """The built-in names of a package folder (the files' stems), for help texts."""
+    from pathlib import Path
+
+    return ", ".join(sorted(p.stem for p in (Path(__file__).resolve().parent / folder).glob("*.yaml")))
+
+
+HW_HELP = (f"hardware profile: a YAML path or a built-in name ({_builtin('hw_profiles')}); backends: "
+           f"{', '.join(BACKENDS.names())} (default: {DEFAULT_HW})")
+SPACE_HELP = f"search space: a YAML path or a built-in name ({_builtin('search_spaces')}; default: {DEFAULT_SPACE})"
 
 
 def _add_task_options(p) -> None:
@@ -64,7 +76,7 @@ def _add_target_args(p, *, hw: bool = False, space: bool = False) -> None:
     if hw:
         p.add_argument("--hw", default=DEFAULT_HW, help=HW_HELP)
     if space:
-        p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML (default: {DEFAULT_SPACE})")
+        p.add_argument("--space", default=DEFAULT_SPACE, help=SPACE_HELP)
 
 
 def _search_config(args: argparse.Namespace):
@@ -74,7 +86,10 @@ def _search_config(args: argparse.Namespace):
     from autoprune.config import (
         PREDICTOR_AUTO,
         PREDICTOR_OFF,
+        PROFILES_DIR,
+        SPACES_DIR,
         SearchConfig,
+        is_builtin_name,
         load_profile,
         load_search_settings,
         load_space,
@@ -86,6 +101,9 @@ def _search_config(args: argparse.Namespace):
         if key == "model_weights" and isinstance(settings.get(key), str) \
                 and not (Path(args.config).parent / settings[key]).exists():
             continue  # a library's weights name, not a path
+        if key in ("profile", "space") and isinstance(settings.get(key), str) \
+                and is_builtin_name(settings[key], PROFILES_DIR if key == "profile" else SPACES_DIR):
+            continue  # a built-in name
         if isinstance(settings.get(key), str) and settings[key] not in (PREDICTOR_AUTO, PREDICTOR_OFF) \
                 and not Path(settings[key]).is_absolute():
             settings[key] = str(Path(args.config).parent / settings[key])
@@ -149,7 +167,7 @@ def _add_search(sub) -> None:
     p.add_argument("--task", default=None, help=TASK_HELP)
     _add_task_options(p)
     p.add_argument("--hw", default=None, help=HW_HELP)
-    p.add_argument("--space", default=None, help=f"search space YAML (default: {DEFAULT_SPACE})")
+    p.add_argument("--space", default=None, help=SPACE_HELP)
     p.add_argument("--agent", default=None, help=f"search agent: {', '.join(AGENTS.names())} (default: tpe)")
     p.add_argument("--trials", type=int, default=None, help="total trials in the run (default: 12)")
     p.add_argument("--seed", type=int, default=None, help="seed for the agent and fine-tuning (default: 0)")
@@ -279,7 +297,7 @@ def _add_inspect(sub) -> None:
                        description="Trace the task's model and report its prunable groups (coupled layers, "
                                    "channels or heads, share of MACs/params) and every layer left out, with why.")
     _add_target_args(p)
-    p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML, for `ignore` (default: {DEFAULT_SPACE})")
+    p.add_argument("--space", default=DEFAULT_SPACE, help=f"{SPACE_HELP}; for `ignore`")
     p.add_argument("--round-to", type=int, default=None,
                    help="report groups that cannot shrink to multiples of this (default: the space's round_to, else 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -335,9 +335,44 @@ def _backend_options(values: dict[str, Any], backend: str, source: str, *, from_
     return build(plugin.Options, merged, f"{source}: {backend}")
 
 
+#: the built-in profiles and spaces ship inside the package (the repository's folders link here)
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROFILES_DIR, SPACES_DIR = "hw_profiles", "search_spaces"
+
+
+def builtin_names(folder: str) -> list[str]:
+    """The built-in files of ``folder`` (``hw_profiles`` or ``search_spaces``) by name (``cpu-onnxruntime``)."""
+    return sorted(p.stem for p in (PACKAGE_DIR / folder).glob("*.yaml"))
+
+
+def locate(path_or_name: str | Path, folder: str) -> Path:
+    """A YAML file by path, or a built-in one by name from any folder.
+
+    ``cpu-onnxruntime``, ``cpu-onnxruntime.yaml`` and ``hw_profiles/cpu-onnxruntime.yaml`` name the
+    built-in profile when no such file exists here; an existing file always wins.
+
+    Raises:
+        ConfigError: neither a file nor a built-in name (the message lists the built-in names).
+    """
+    path = Path(path_or_name).expanduser()
+    if path.is_file():
+        return path
+    if path.parent in (Path("."), Path(folder)) and path.suffix in ("", ".yaml"):
+        builtin = PACKAGE_DIR / folder / f"{path.stem if path.suffix else path.name}.yaml"
+        if builtin.is_file():
+            return builtin
+    raise ConfigError(f"{path_or_name}: file not found; give a YAML path or a built-in name: "
+                      f"{', '.join(builtin_names(folder))}")
+
+
+def is_builtin_name(value: str, folder: str) -> bool:
+    """``value`` is a bare built-in name (``cpu-onnxruntime``), not a path."""
+    return "/" not in value and Path(value).stem in builtin_names(folder) and not Path(value).is_file()
+
+
 def load_profile(path: str | Path) -> HardwareProfile:
-    """Load and validate a user's hardware profile YAML file (the backend's environment overrides apply)."""
-    path = Path(path)
+    """Load and validate a user's hardware profile (a YAML path or a built-in name; environment overrides apply)."""
+    path = locate(path, PROFILES_DIR)
     return _profile(_read_yaml(path), str(path), from_user=True)
 
 
@@ -357,8 +392,8 @@ def profile_from_dict(data: Mapping[str, Any], source: str = "profile") -> Hardw
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Load and validate a search space YAML file."""
-    path = Path(path)
+    """Load and validate a search space (a YAML path or a built-in name such as ``default``)."""
+    path = locate(path, SPACES_DIR)
     return build(SearchSpace, _read_yaml(path), str(path))
 
 
@@ -440,7 +475,7 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
     """Load a sweep and resolve every search's profile and space files (relative to the current folder).
 
     Each entry of ``searches`` has a ``name``, ``profile`` and ``space`` (YAML paths; space defaults
-    to search_spaces/default.yaml) and any SearchConfig field. Every referenced file is loaded
+    to the built-in ``default``) and any SearchConfig field. Every referenced file is loaded
     here, so a missing or invalid one is rejected, by name, before anything runs.
 
     Returns:
@@ -461,7 +496,7 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
                 if k not in ("name", "profile", "space")}
         try:
             search = build(SearchConfig, {**rest, "profile": load_profile(entry["profile"]),
-                                          "space": load_space(entry.get("space", "search_spaces/default.yaml"))}, where)
+                                          "space": load_space(entry.get("space", "default"))}, where)
             searches.append(SweepEntry(name=entry["name"], search=search))
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}" if not str(err).startswith(where) else str(err)) from None
