@@ -1,0 +1,154 @@
+"""Bring-your-own tasks: torchvision/timm on an ImageFolder tree, Hugging Face on a CSV, ``module:function`` from the
+current folder; every bad input is one line naming what is wrong."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoprune.config import SearchConfig, SearchSpace
+from autoprune.errors import ConfigError
+from autoprune.task import TaskSpec, resolve_task
+from tests.conftest import ROOT
+
+CLASSES = ("cat", "dog")
+COLOURS = {"cat": (200, 40, 40), "dog": (40, 40, 200)}
+
+
+def write_image_folder(root: Path, per_class: dict[str, int], size: tuple[int, int] = (40, 48)) -> Path:
+    """An ImageFolder tree of noisy images whose colour is their class (learnable in a step or two)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in per_class.items():
+        for cls in CLASSES:
+            folder = root / split / cls
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = np.clip(np.array(COLOURS[cls]) + rng.normal(0, 30, (size[1], size[0], 3)), 0, 255)
+                Image.fromarray(pixels.astype("uint8")).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture()
+def images(tmp_path, monkeypatch) -> Path:
+    pytest.importorskip("PIL")
+    from autoprune.compat import import_torchvision
+
+    if import_torchvision() is None:
+        pytest.skip("torchvision is not installed")
+    from autoprune.tasks import vision
+
+    monkeypatch.setenv("AUTOPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(vision, "DENSE_RECIPE", vision.DENSE_RECIPE.__class__(epochs=1, batch_size=8))
+    return write_image_folder(tmp_path / "images", {"train": 4, "val": 2, "test": 2})
+
+
+def test_torchvision_task_from_an_image_folder_trains_its_dense_model_once(images, tmp_path) -> None:
+    task = resolve_task(TaskSpec(name="torchvision:resnet18", data=str(images), weights="none"))
+    assert task.name == "torchvision:resnet18"
+    assert task.example_input.shape == (1, 3, 40, 40)  # the first training image's shorter side
+    assert (len(task.train_set), len(task.val_set), len(task.test_set)) == (8, 4, 4)
+    x, y = task.val_set[0]
+    assert x.shape == (3, 40, 40) and y in (0, 1)
+    model = task.build_model()
+    assert not model.training and model(task.example_input).shape == (1, 2)
+    [cached] = (tmp_path / "cache").glob("torchvision_resnet18-dense-*.pt")
+    stamp = cached.stat().st_mtime_ns
+    again = resolve_task(TaskSpec(name="torchvision:resnet18", data=str(images), weights="none"))
+    assert all(torch.equal(a, b) for a, b in zip(again.build_model().state_dict().values(),
+                                                  model.state_dict().values(), strict=True))
+    assert cached.stat().st_mtime_ns == stamp  # loaded, not trained again
+    sized = resolve_task(TaskSpec(name="torchvision:resnet18", data=str(images), input_size=32))
+    assert sized.example_input.shape == (1, 3, 32, 32)
+
+
+def test_a_checkpoint_is_used_as_is_and_must_fit_the_data(images, tmp_path) -> None:
+    from autoprune.compat import import_torchvision
+
+    tv = import_torchvision()
+    torch.manual_seed(1)
+    mine = tv.models.resnet18(num_classes=2).eval()
+    torch.save({"state_dict": mine.state_dict()}, tmp_path / "mine.pt")
+    task = resolve_task(TaskSpec(name="torchvision:resnet18", data=str(images), weights=str(tmp_path / "mine.pt")))
+    assert all(torch.equal(a, b) for a, b in zip(task.build_model().state_dict().values(),
+                                                  mine.state_dict().values(), strict=True))
+    assert not list((tmp_path / "cache").glob("*.pt"))  # a checkpoint is trained already: nothing trained
+    torch.save(tv.models.resnet18(num_classes=5).state_dict(), tmp_path / "five.pt")
+    with pytest.raises(ConfigError, match=r"five.pt: does not fit torchvision:resnet18 with 2 classes"):
+        resolve_task(TaskSpec(name="torchvision:resnet18", data=str(images), weights=str(tmp_path / "five.pt")))
+
+
+def test_a_timm_model_from_an_image_folder(images) -> None:
+    pytest.importorskip("timm")
+    task = resolve_task(TaskSpec(name="timm:mobilenetv3_small_050", data=str(images), input_size=32))
+    assert task.build_model()(task.example_input).shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_a_torchvision_search_records_its_task_spec_and_resumes_only_with_it(images, tmp_path, fake_profile) -> None:
+    from autoprune.records import TrialState
+    from autoprune.results.export import export_trial
+    from autoprune.results.run import load_run
+    from autoprune.results.search import run_search
+
+    config = SearchConfig(task="torchvision:resnet18", data=str(images), model_weights="none", input_size=32,
+                          profile=fake_profile, space=SearchSpace(name="s", min_channels=8, ratio_max=0.5),
+                          agent="random", trials=2, min_speedup=0.0, finetune={"epochs": 1})
+    outcome = run_search(config, tmp_path / "run")
+    assert [r.state for r in outcome.records] == [TrialState.COMPLETE] * 2
+    recorded = json.loads((tmp_path / "run/config.json").read_text())
+    assert (recorded["task"], recorded["data"], recorded["model_weights"], recorded["input_size"]) == \
+        ("torchvision:resnet18", str(images), "none", 32)
+    data = load_run(tmp_path / "run")
+    assert data.config.task_spec == TaskSpec(name="torchvision:resnet18", data=str(images), weights="none",
+                                             input_size=32)
+    assert data.dense.test_accuracy is not None
+    other = write_image_folder(tmp_path / "other", {"train": 4, "val": 2})
+    with pytest.raises(ConfigError, match="different `data`"):
+        run_search(SearchConfig(**{**config.__dict__, "data": str(other)}), tmp_path / "run")
+    # export rebuilds the task from the recorded spec, from another folder
+    os.chdir(tmp_path)
+    result = export_trial(tmp_path / "run", outcome.front[0].number, "torch", tmp_path / "export")
+    rebuild = json.loads((result.out / "rebuild.json").read_text())
+    assert rebuild["task_options"] == {"data": str(images), "weights": "none", "input_size": 32}
+
+
+@pytest.mark.parametrize("spec, message", [
+    (TaskSpec(name="torchvision:resnet18"), r"^--task torchvision:resnet18: needs --data DIR, an ImageFolder tree"),
+    (TaskSpec(name="torchvision:resnet_nope", data="x"), r"^--task torchvision:resnet_nope: unknown torchvision "
+                                                         r"classifier 'resnet_nope'; valid: .*resnet18"),
+    (TaskSpec(name="torchvision:resnet18", data="/nonexistent"), r"^--data /nonexistent: not a folder"),
+    (TaskSpec(name="torchvision:", data="x"), r"^--task torchvision:: name the model"),
+    (TaskSpec(name="digits", data="x"), r"^--task digits: this task takes no --data"),
+])
+def test_bad_specs_are_one_line_config_errors(spec, message) -> None:
+    from autoprune.compat import import_torchvision
+
+    if import_torchvision() is None:
+        pytest.skip("torchvision is not installed")
+    with pytest.raises(ConfigError, match=message) as err:
+        resolve_task(spec)
+    assert "\n" not in str(err.value)
+
+
+def test_bad_image_folders_and_weights_are_one_line_errors(images, tmp_path) -> None:
+    (tmp_path / "no-val" / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=r"no-val: no val/ folder"):
+        resolve_task(TaskSpec(name="torchvision:resnet18", data=str(tmp_path / "no-val")))
+    odd = write_image_folder(tmp_path / "odd", {"train": 1, "val": 1})
+    (odd / "val" / "dog").rename(odd / "val" / "bird")
+    with pytest.raises(ConfigError, match=r"val/ has classes \['bird', 'cat'\], train/ has \['cat', 'dog'\]"):
+        resolve_task(TaskSpec(name="torchvision:resnet18", data=str(odd)))
+    with pytest.raises(ConfigError, match=r"^--weights IMAGENET9K: no such file, and not a weights name of "
+                                          r"torchvision's resnet18; valid: IMAGENET1K_V1, DEFAULT, none"):
+        resolve_task(TaskSpec(name="torchvision:resnet18", data=str(images), weights="IMAGENET9K"))
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match=r"junk.pt: not a PyTorch checkpoint"):
+        resolve_task(TaskSpec(name="torchvision:resnet18", data=str(images), weights=str(tmp_path / "junk.pt")))
