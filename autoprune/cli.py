@@ -60,13 +60,13 @@ def _task_spec(args: argparse.Namespace):
     """The TaskSpec of --task, --data, --weights, --input-size (paths made absolute as a search records them)."""
     from pathlib import Path
 
-    from autoprune.task import TaskSpec
+    from autoprune.task import TaskSpec, absolute_task_name
 
     weights = args.model_weights
     if weights is not None and Path(weights).expanduser().exists():
         weights = str(Path(weights).expanduser().absolute())
     data = None if args.data is None else str(Path(args.data).expanduser().absolute())
-    return TaskSpec(name=args.task, data=data, weights=weights, input_size=args.input_size)
+    return TaskSpec(name=absolute_task_name(args.task), data=data, weights=weights, input_size=args.input_size)
 
 
 def _add_target_args(p, *, hw: bool = False, space: bool = False) -> None:

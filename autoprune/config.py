@@ -181,6 +181,9 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         require(isinstance(self.task, str) and bool(self.task), f"`task` must be a non-empty string, got {self.task!r}")
+        from autoprune.task import absolute_task_name
+
+        object.__setattr__(self, "task", absolute_task_name(self.task))
         for key in ("data", "model_weights"):
             value = getattr(self, key)
             require(value is None or (isinstance(value, str) and bool(value)),

@@ -145,6 +145,18 @@ class TaskSpec:
         return " ".join([self.name, *(f"--{k.replace('_', '-')} {v}" for k, v in self.options().items())])
 
 
+#: task sources whose model may be a local path (``hf:./my-model``): made absolute at the edge
+PATH_SOURCES = ("hf",)
+
+
+def absolute_task_name(name: str) -> str:
+    """``name`` with a local model path of a ``PATH_SOURCES`` task made absolute (a worker elsewhere finds it)."""
+    prefix, _, rest = name.partition(":")
+    if prefix in PATH_SOURCES and rest and os.path.exists(os.path.expanduser(rest)):
+        return f"{prefix}:{os.path.abspath(os.path.expanduser(rest))}"
+    return name
+
+
 def _import_user_module(spec: str, module_name: str) -> Any:
     """Import a user's task module, the current folder on ``sys.path`` (appended: never shadowing a library)."""
     cwd = os.getcwd()

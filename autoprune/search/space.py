@@ -39,6 +39,8 @@ def layer_macs(model, example_input) -> dict[str, float]:
     import torch
     from torch import nn
 
+    from autoprune.inputs import call
+
     macs: dict[str, float] = {}
 
     def hook(name: str):
@@ -51,7 +53,7 @@ def layer_macs(model, example_input) -> dict[str, float]:
                if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     try:
         with torch.no_grad():
-            model(example_input)
+            call(model, example_input)  # a dict of inputs goes by name (a tensor is never unpacked)
     finally:
         for h in handles:
             h.remove()

@@ -152,3 +152,103 @@ def test_bad_image_folders_and_weights_are_one_line_errors(images, tmp_path) -> 
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(ConfigError, match=r"junk.pt: not a PyTorch checkpoint"):
         resolve_task(TaskSpec(name="torchvision:resnet18", data=str(images), weights=str(tmp_path / "junk.pt")))
+
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "movie", "great", "awful", "the", "is", "a"]
+REVIEWS = [("the movie is good", "pos"), ("a great movie", "pos"), ("good good movie", "pos"),
+           ("the movie is great", "pos"), ("a good movie", "pos"), ("the movie is bad", "neg"),
+           ("an awful movie", "neg"), ("bad bad movie", "neg"), ("the movie is awful", "neg"), ("a bad movie", "neg")]
+
+
+@pytest.fixture()
+def tiny_bert(tmp_path) -> Path:
+    """A random-init two-layer BERT with a word-piece tokenizer built offline from a 13-word vocabulary."""
+    from autoprune.compat import import_torchvision
+
+    import_torchvision()
+    transformers = pytest.importorskip("transformers")
+    (tmp_path / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    tokenizer = transformers.BertTokenizer(vocab_file=str(tmp_path / "vocab.txt"))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64, num_labels=2)
+    folder = tmp_path / "bert"
+    transformers.BertForSequenceClassification(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _csv(path: Path, rows) -> Path:
+    import csv
+
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def test_hf_task_from_a_model_folder_and_one_csv(tiny_bert, tmp_path) -> None:
+    data = _csv(tmp_path / "reviews.csv", REVIEWS)
+    task = resolve_task(TaskSpec(name=f"hf:{tiny_bert}", data=str(data), input_size=8))
+    assert (len(task.train_set), len(task.val_set), len(task.test_set)) == (8, 1, 1)  # 80/10/10, deterministic
+    again = resolve_task(TaskSpec(name=f"hf:{tiny_bert}", data=str(data), input_size=8))
+    assert torch.equal(again.val_set.encoded["input_ids"], task.val_set.encoded["input_ids"])
+    assert set(task.example_input) == {"input_ids", "attention_mask", "token_type_ids"}
+    assert task.example_input["input_ids"].shape == (1, 8)
+    model = task.build_model()  # the saved classifier has 2 labels, as the data: used as is, nothing trained
+    logits = model(**task.example_input)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (1, 2)
+    inputs, label = task.train_set[0]
+    assert inputs["input_ids"].shape == (8,) and label in (0, 1)
+
+
+def test_hf_task_prunes_heads_and_fine_tunes_through_the_runner(tiny_bert, tmp_path, fake_profile) -> None:
+    from autoprune.records import TrialState
+    from autoprune.results.search import run_search
+
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    _csv(folder / "train.csv", REVIEWS)
+    _csv(folder / "val.csv", REVIEWS[:2] + REVIEWS[5:7])
+    config = SearchConfig(task=f"hf:{tiny_bert}", data=str(folder), input_size=8, profile=fake_profile,
+                          space=SearchSpace(name="s", min_channels=4, ratio_min=0.5, ratio_max=0.5), agent="random",
+                          trials=1, min_speedup=0.0)
+    outcome = run_search(config, tmp_path / "run")
+    [record] = outcome.records
+    assert record.state == TrialState.COMPLETE and record.macs < outcome.dense.macs
+    assert outcome.dense.test_accuracy is None  # no test.csv: no test split
+
+
+def test_hf_labels_and_a_new_classifier(tiny_bert, tmp_path, monkeypatch) -> None:
+    from autoprune.tasks import text
+
+    monkeypatch.setenv("AUTOPRUNE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(text, "DENSE_RECIPE", text.DENSE_RECIPE.__class__(epochs=1, batch_size=4))
+    rows = [(t, {"pos": 0, "neg": 2}[label]) for t, label in REVIEWS] + [("the movie", 1)]
+    data = tmp_path / "three.jsonl"
+    data.write_text("".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+    task = resolve_task(TaskSpec(name=f"hf:{tiny_bert}", data=str(data), input_size=8))
+    assert task.build_model()(**task.example_input).shape == (1, 3)  # 3 classes: a new classifier, trained once
+    assert len(list((tmp_path / "cache").glob("*-dense-*.pt"))) == 1
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: p.write_text("words,label\nx,1\n"), r"needs the columns `text` and `label`, has words, label"),
+    (lambda p: p.write_text("text,label\nx,1\ny,1\nz,1\n"), r"1 distinct label; a classifier needs at least 2"),
+    (lambda p: p.write_text("text,label\nx,1\n"), r"1 rows; one file is split into train/val/test"),
+])
+def test_bad_text_data_is_one_line(tiny_bert, tmp_path, write, message) -> None:
+    data = tmp_path / "d.csv"
+    write(data)
+    with pytest.raises(ConfigError, match=message) as err:
+        resolve_task(TaskSpec(name=f"hf:{tiny_bert}", data=str(data)))
+    assert "\n" not in str(err.value)
+
+
+def test_bad_hf_model_is_one_line(tmp_path) -> None:
+    pytest.importorskip("transformers")
+    data = _csv(tmp_path / "reviews.csv", REVIEWS)
+    with pytest.raises(ConfigError, match=r"^--task hf:/nonexistent/model: cannot load a sequence classifier") as err:
+        resolve_task(TaskSpec(name="hf:/nonexistent/model", data=str(data)))
+    assert "\n" not in str(err.value)
