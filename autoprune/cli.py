@@ -566,11 +566,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_own_package() -> None:
+    """ConfigError when ``import autoprune`` finds something else than this package.
+
+    A folder named ``autoprune`` on ``sys.path`` (``PYTHONPATH``, or the current folder under
+    ``python -m``) is imported as a namespace package ahead of an editable install's finder: this
+    command still loads, but ``from autoprune import Task`` in a user's task module would fail.
+    """
+    from pathlib import Path
+
+    from autoprune.errors import ConfigError
+
+    here = Path(__file__).resolve().parent
+    package = sys.modules.get("autoprune")
+    file = getattr(package, "__file__", None)
+    if file is None or Path(file).resolve().parent != here:
+        found = file or ", ".join(str(p) for p in getattr(package, "__path__", [])) or repr(package)
+        raise ConfigError(f"`import autoprune` finds {found}, not the installed package at {here}: a folder named "
+                          "autoprune on sys.path (PYTHONPATH or the current folder) shadows it; rename that folder or "
+                          "take it off PYTHONPATH")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from autoprune.errors import AutopruneError
 
     try:
+        _check_own_package()
         return args.func(args)
     except AutopruneError as err:
         print(f"autoprune: error: {err}", file=sys.stderr)

@@ -252,3 +252,106 @@ def test_bad_hf_model_is_one_line(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"^--task hf:/nonexistent/model: cannot load a sequence classifier") as err:
         resolve_task(TaskSpec(name="hf:/nonexistent/model", data=str(data)))
     assert "\n" not in str(err.value)
+
+
+#: the console script's launcher as pip writes it (``bin/autoprune``): sys.path[0] is its folder, not the current one
+LAUNCHER = """import sys
+{setup}
+from autoprune.cli import main
+sys.exit(main())
+"""
+
+USER_MODULE = """from tests.tiny_task import tiny_task
+
+
+def fn(data=None):
+    task = tiny_task()
+    assert data is None or data.endswith("given")
+    return task
+"""
+
+
+def _launch(tmp_path: Path, cwd: Path, args: list[str], setup: str = "", pythonpath: str | None = None):
+    launcher = tmp_path / "bin" / "autoprune_launcher.py"
+    launcher.parent.mkdir(exist_ok=True)
+    launcher.write_text(LAUNCHER.format(setup=setup))
+    env = {**os.environ, "PYTHONPATH": str(ROOT) if pythonpath is None else pythonpath}
+    return subprocess.run([sys.executable, str(launcher), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=240)
+
+
+@pytest.mark.slow
+def test_a_task_module_in_the_current_folder_is_found(tmp_path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mymodule.py").write_text(USER_MODULE)
+    done = _launch(tmp_path, work, ["inspect", "--task", "mymodule:fn", "--json"])
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["groups"]
+
+
+def test_task_modules_get_their_options_and_bad_ones_are_named(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", os.getcwd())])
+    (tmp_path / "byo_module_a.py").write_text(USER_MODULE)
+    assert resolve_task(TaskSpec(name="byo_module_a:fn", data="given")).name == "tiny"
+    assert str(tmp_path) in sys.path  # appended: a library of the same name still wins
+    with pytest.raises(ConfigError, match=r"this task takes no --weights"):
+        resolve_task(TaskSpec(name="byo_module_a:fn", weights="x"))
+    with pytest.raises(ConfigError, match=rf"module 'byo_module_a' \({tmp_path / 'byo_module_a.py'}\) has no "
+                                          r"callable 'nope'"):
+        resolve_task("byo_module_a:nope")
+    with pytest.raises(ConfigError, match=rf"cannot import module 'no_such_module' \(looked in the current folder "
+                                          rf"{tmp_path} and on sys.path\): ModuleNotFoundError"):
+        resolve_task("no_such_module:fn")
+
+
+#: an editable install's finder (setuptools puts one after the path finder): it maps autoprune.* to the checkout
+EDITABLE = f"""
+import importlib.machinery, importlib.util, pathlib
+class Editable:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] != "autoprune":
+            return None
+        base = pathlib.Path({str(ROOT)!r}).joinpath(*name.split("."))
+        if (base / "__init__.py").is_file():
+            return importlib.util.spec_from_file_location(name, base / "__init__.py",
+                                                          submodule_search_locations=[str(base)])
+        return importlib.util.spec_from_file_location(name, base.with_suffix(".py"))
+# after the path finder, as setuptools installs its own (which this one stands in front of: it maps to /work/main)
+from importlib.machinery import PathFinder
+sys.meta_path.insert(sys.meta_path.index(PathFinder) + 1, Editable())
+"""
+
+
+@pytest.mark.slow
+def test_a_folder_named_autoprune_on_the_path_is_a_one_line_error(tmp_path) -> None:
+    shadow = tmp_path / "shadow"
+    (shadow / "autoprune").mkdir(parents=True)  # e.g. a clone's parent folder, or a results folder, on PYTHONPATH
+    tests_path = tmp_path / "tests_only"
+    tests_path.mkdir()
+    (tests_path / "tests").symlink_to(ROOT / "tests")
+    done = _launch(tmp_path, tmp_path, ["inspect", "--task", "tests.tiny_task:tiny_task"], setup=EDITABLE,
+                   pythonpath=f"{shadow}{os.pathsep}{tests_path}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1
+    assert f"`import autoprune` finds {shadow / 'autoprune'}, not the installed package" in done.stderr
+    assert "a folder named autoprune on sys.path" in done.stderr
+    done = _launch(tmp_path, tmp_path, ["inspect", "--task", "tests.tiny_task:tiny_task", "--json"], setup=EDITABLE,
+                   pythonpath=str(tests_path))
+    assert done.returncode == 0, done.stderr  # the same install without the shadow works
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--task", "torchvision:resnet18", "--data", "/nonexistent"], "--data /nonexistent: not a folder"),
+    (["--task", "digits", "--weights", "x.pt"], "--task digits: this task takes no --weights"),
+    (["--task", "hf:/nonexistent/model"], "--task hf:/nonexistent/model: needs --data"),
+    (["--task", "nope"], "--task: unknown task 'nope'; valid: digits"),
+    (["--space", "nope"], "nope: file not found; give a YAML path or a built-in name: default, mixed-structures"),
+])
+def test_the_cli_prints_bad_task_options_in_one_line(capsys, args, message) -> None:
+    from autoprune.cli import main
+
+    assert main(["inspect", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autoprune: error: ") and message in err and err.count("\n") == 1, err
