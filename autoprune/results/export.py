@@ -13,11 +13,12 @@ files, ``load(folder)`` a predictor from them alone (what a user's deployment do
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,32 @@ if TYPE_CHECKING:
     from autoprune.task import Task, TaskSpec
 
 MANIFEST = "export.json"
-Predictor = Callable[["np.ndarray"], "np.ndarray"]
+#: one input batch (an array for a one-input model; else a dict of arrays named as the graph's
+#: inputs: ``input0``... for several positional inputs, the keywords for a dict) -> the primary output
+Predictor = Callable[[Any], "np.ndarray"]
+POSITIONAL = re.compile(r"input\d+")
+
+
+def torch_inputs(x: Any) -> Any:
+    """A predictor's numpy batch as the model's inputs (tensor, tuple by ``input0``... names, or dict)."""
+    import torch
+
+    if not isinstance(x, Mapping):
+        return torch.from_numpy(x)
+    tensors = {k: torch.from_numpy(v) for k, v in x.items()}
+    if all(POSITIONAL.fullmatch(k) for k in tensors):
+        return tuple(tensors[k] for k in sorted(tensors, key=lambda k: int(k[5:])))
+    return tensors
+
+
+def numpy_batch(sample: Any) -> Any:
+    """One dataset sample's input as a batch of one, in numpy: an array, or a dict named as the graph's inputs."""
+    from autoprune.inputs import map_tensors, named_tensors
+
+    batch = map_tensors(sample, lambda t: t.unsqueeze(0))
+    if not isinstance(batch, Mapping) and not isinstance(batch, (tuple, list)):
+        return batch.numpy()
+    return {name: t.numpy() for name, t in named_tensors(batch)}
 
 
 class ExportError(AutopruneError):
@@ -109,8 +135,13 @@ class OnnxExporter(Exporter):
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        names = [i.name for i in session.get_inputs()]
+
+        def predict(x):
+            feed = x if isinstance(x, Mapping) else {names[0]: x}
+            return session.run(None, {k: v for k, v in feed.items() if k in names})[0]  # folded inputs skipped
+
+        return predict
 
 
 class TorchExporter(Exporter):
@@ -127,11 +158,13 @@ class TorchExporter(Exporter):
     def load(self, folder):
         import torch
 
+        from autoprune.inputs import call, primary_output
+
         model = load_torch_export(folder)
 
         def predict(x):
             with torch.no_grad():
-                return model(torch.from_numpy(x)).numpy()
+                return primary_output(call(model, torch_inputs(x))).numpy()
 
         return predict
 
@@ -181,7 +214,8 @@ class TvmExporter(Exporter):
         vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(folder / name)), tvm.cpu())
 
         def predict(x):
-            out = vm["main"](tvm.runtime.tensor(x))
+            arrays = list(x.values()) if isinstance(x, Mapping) else [x]
+            out = vm["main"](*[tvm.runtime.tensor(a) for a in arrays])
             return (out if hasattr(out, "numpy") else out[0]).numpy()
 
         return predict
@@ -206,16 +240,19 @@ class Verification:
     passed: bool
 
 
-def verify(model: nn.Module, predictor: Predictor, inputs: list[np.ndarray], tolerance: tuple[float, float]) -> Verification:
-    """Run ``inputs`` through both and compare element-wise (``|a - b| <= atol + rtol * |b|``) and by top-1."""
+def verify(model: nn.Module, predictor: Predictor, inputs: list[Any], tolerance: tuple[float, float]) -> Verification:
+    """Run ``inputs`` (numpy batches, see ``Predictor``) through both and compare element-wise
+    (``|a - b| <= atol + rtol * |b|``) and by top-1 of the primary output."""
     import numpy as np
     import torch
+
+    from autoprune.inputs import call, primary_output
 
     rtol, atol = tolerance
     worst, agree, passed = 0.0, 0, True
     with torch.no_grad():
         for x in inputs:
-            expected = model(torch.from_numpy(x)).numpy()
+            expected = primary_output(call(model, torch_inputs(x))).numpy()
             got = np.asarray(predictor(x))
             if got.shape != expected.shape:
                 return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=float("inf"),
@@ -225,6 +262,17 @@ def verify(model: nn.Module, predictor: Predictor, inputs: list[np.ndarray], tol
             agree += int(np.array_equal(got.argmax(-1), expected.argmax(-1)))
     return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=worst,
                         top1_agreement=agree / max(len(inputs), 1), passed=passed and agree == len(inputs))
+
+
+def _input_manifest(example: Any) -> dict[str, Any]:
+    """The export's inputs for ``export.json``: shape and dtype of each (``input_shape``/``input_dtype`` for one)."""
+    from autoprune.inputs import named_tensors
+
+    named = {name: {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+             for name, t in named_tensors(example)}
+    if list(named) == ["input"]:
+        return {"input_shape": named["input"]["shape"], "input_dtype": named["input"]["dtype"], "inputs": named}
+    return {"inputs": named}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -306,12 +354,11 @@ def export_trial(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         n = min(samples, len(task.val_set))
-        inputs = [task.val_set[i][0].unsqueeze(0).numpy() for i in range(n)]
+        inputs = [numpy_batch(task.val_set[i][0]) for i in range(n)]
         try:  # exporters and runtimes (torch.onnx, TVM) report what they cannot convert as RuntimeError
             files = exporter.write(model, task.example_input, profile, recipe, staging)
             atomic_write_json(staging / MANIFEST, {"format": fmt, "files": [f.name for f in files], "trial": trial,
-                                                   "input_shape": list(task.example_input.shape),
-                                                   "input_dtype": str(task.example_input.dtype).replace("torch.", "")})
+                                                   **_input_manifest(task.example_input)})
             check = verify(model, exporter.load(staging), inputs, exporter.tolerance)
         except RuntimeError as err:
             raise ExportError(f"--format {fmt}: exporting or reloading trial {trial} failed: {type(err).__name__}: "

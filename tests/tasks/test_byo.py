@@ -218,6 +218,17 @@ def test_hf_task_prunes_heads_and_fine_tunes_through_the_runner(tiny_bert, tmp_p
     [record] = outcome.records
     assert record.state == TrialState.COMPLETE and record.macs < outcome.dense.macs
     assert outcome.dense.test_accuracy is None  # no test.csv: no test split
+    # export rebuilds the task from the run's spec and verifies on dict inputs (ONNX inputs named as the dict's keys)
+    from autoprune.results.export import export_trial, load_export, numpy_batch
+
+    task = config.trial_task()
+    for fmt in ("onnx", "torch"):
+        result = export_trial(tmp_path / "run", record.number, fmt, tmp_path / fmt, force=True)
+        assert result.card["verification"]["samples"] == len(task.val_set)
+        manifest = json.loads((result.out / "export.json").read_text())
+        assert set(manifest["inputs"]) == {"input_ids", "attention_mask", "token_type_ids"}
+        batch = numpy_batch(task.val_set[0][0])
+        assert load_export(result.out)(batch).shape == (1, 2)
 
 
 def test_hf_labels_and_a_new_classifier(tiny_bert, tmp_path, monkeypatch) -> None:
