@@ -140,10 +140,6 @@ class TaskSpec:
         return {k: v for k, v in (("data", self.data), ("weights", self.weights), ("input_size", self.input_size))
                 if v is not None}
 
-    def describe(self) -> str:
-        """The spec as a user would type it (for messages and titles)."""
-        return " ".join([self.name, *(f"--{k.replace('_', '-')} {v}" for k, v in self.options().items())])
-
 
 #: task sources whose model may be a local path (``hf:./my-model``): made absolute at the edge
 PATH_SOURCES = ("hf",)
