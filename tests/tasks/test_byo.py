@@ -366,3 +366,28 @@ def test_the_cli_prints_bad_task_options_in_one_line(capsys, args, message) -> N
     assert main(["inspect", *args]) == 2
     err = capsys.readouterr().err
     assert err.startswith("autoprune: error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_a_search_config_file_names_data_relative_to_itself_and_built_ins_by_name(tmp_path, monkeypatch) -> None:
+    from autoprune.cli import _search_config, build_parser
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    (folder / "s.yaml").write_text("task: torchvision:resnet18\ndata: ../images\nmodel_weights: DEFAULT\n"
+                                   "input_size: 64\nprofile: cpu-torch\nspace: default\n")
+    monkeypatch.chdir(ROOT.parent)  # anywhere but the config's folder
+    config = _search_config(build_parser().parse_args(["search", "--config", str(folder / "s.yaml"), "--out", "x"]))
+    assert config.data == str((folder / "../images").absolute()) and config.model_weights == "DEFAULT"
+    assert config.input_size == 64 and config.profile.backend == "torch" and config.space.name
+    flags = _search_config(build_parser().parse_args(
+        ["search", "--config", str(folder / "s.yaml"), "--data", "here", "--weights", "none", "--out", "x"]))
+    assert (flags.data, flags.model_weights) == (str(ROOT.parent / "here"), "none")  # flags win, relative to cwd
+
+
+def test_timm_weights_names_are_checked(images) -> None:
+    pytest.importorskip("timm")
+    with pytest.raises(ConfigError, match=r"^--weights nope: no such file, and not pretrained weights of timm's "
+                                          r"mobilenetv3_small_050; valid: pretrained, .*none or a checkpoint file$"):
+        resolve_task(TaskSpec(name="timm:mobilenetv3_small_050", data=str(images), weights="nope"))
+    with pytest.raises(ConfigError, match=r"^--task timm:no_such_net: unknown timm model"):
+        resolve_task(TaskSpec(name="timm:no_such_net", data=str(images)))
