@@ -391,3 +391,23 @@ def test_timm_weights_names_are_checked(images) -> None:
         resolve_task(TaskSpec(name="timm:mobilenetv3_small_050", data=str(images), weights="nope"))
     with pytest.raises(ConfigError, match=r"^--task timm:no_such_net: unknown timm model"):
         resolve_task(TaskSpec(name="timm:no_such_net", data=str(images)))
+
+
+def test_a_worker_in_another_folder_rebuilds_the_same_task_from_the_recorded_config(images, tmp_path, monkeypatch,
+                                                                                     fake_profile) -> None:
+    from autoprune.config import search_config_from_dict
+
+    monkeypatch.chdir(images.parent)
+    config = SearchConfig(task="torchvision:resnet18", data=images.name, model_weights="none", input_size=16,
+                          profile=fake_profile, space=SearchSpace(name="s"))
+    assert config.data == str(images)  # made absolute where the user typed it
+    dense = config.trial_task().build_model()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # what a Ray worker or a later `autoprune export` does: rebuild from config.json
+    again = search_config_from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again.task_spec == config.task_spec
+    task = again.trial_task()
+    assert task.example_input.shape == (1, 3, 16, 16)
+    assert all(torch.equal(a, b) for a, b in zip(task.build_model().state_dict().values(),
+                                                  dense.state_dict().values(), strict=True))
