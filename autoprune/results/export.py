@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprune.errors import AutopruneError, BackendUnavailable, ConfigError
+from autoprune.errors import AutopruneError, BackendUnavailable, ConfigError, PlanError
 from autoprune.files import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, umask_mode
 from autoprune.plan import PrunerSettings, PruningPlan
 from autoprune.pruning.saving import rebuild
@@ -55,6 +55,15 @@ def torch_inputs(x: Any) -> Any:
     if all(POSITIONAL.fullmatch(k) for k in tensors):
         return tuple(tensors[k] for k in sorted(tensors, key=lambda k: int(k[5:])))
     return tensors
+
+
+def concat_batches(batches: list[Any]) -> Any:
+    """Numpy batches (arrays, or dicts of arrays) joined along the batch axis."""
+    import numpy as np
+
+    if isinstance(batches[0], Mapping):
+        return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    return np.concatenate(batches)
 
 
 def numpy_batch(sample: Any) -> Any:
@@ -109,6 +118,12 @@ class Exporter(ABC):
 
     #: (rtol, atol) the reloaded model's outputs must meet against the PyTorch model
     tolerance: tuple[float, float] = (1e-4, 1e-5)
+    #: the format's batch size is open (verified at batch 1 and 8); with ``batch_option`` only when ``dynamic_batch``
+    batch_axis: bool = False
+    #: the format fixes the batch size or leaves it open by choice (``--static-batch``)
+    batch_option: bool = False
+    #: leave the batch size open (set by ``export_trial``; only where ``batch_axis``)
+    dynamic_batch: bool = False
 
     def check(self, profile: HardwareProfile) -> None:
         """Raise a user error when this format cannot be produced for ``profile``."""
@@ -124,12 +139,17 @@ class Exporter(ABC):
 
 
 class OnnxExporter(Exporter):
-    """``model.onnx`` (weights embedded), checked with ONNX Runtime's CPU provider."""
+    """``model.onnx`` (weights embedded), checked with ONNX Runtime's CPU provider; a dynamic batch axis
+    unless ``--static-batch`` (users serve batches)."""
+
+    batch_axis = True
+    batch_option = True
 
     def write(self, model, example_input, profile, recipe, folder):
         from autoprune.hardware.onnxruntime_backend import export_onnx_bytes
 
-        return [atomic_write_bytes(folder / "model.onnx", export_onnx_bytes(model, example_input))]
+        data = export_onnx_bytes(model, example_input, dynamic_batch=self.dynamic_batch)
+        return [atomic_write_bytes(folder / "model.onnx", data)]
 
     def load(self, folder):
         import onnxruntime as ort
@@ -149,6 +169,7 @@ class TorchExporter(Exporter):
     ``weights_only=True``): no pickled module, so it loads with any torch that can rebuild the task."""
 
     tolerance = (0.0, 0.0)  # the same weights in the same architecture: bit-identical
+    batch_axis = True  # a PyTorch module takes any batch
 
     def write(self, model, example_input, profile, recipe, folder):
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -194,6 +215,7 @@ class TvmExporter(Exporter):
     """The compiled library for the profile's TVM target, loaded with TVM's Relax VirtualMachine."""
 
     tolerance = (1e-3, 1e-4)  # TVM's kernels reorder float sums
+    batch_option = True  # compiled for the example's batch (a dynamic batch is not built yet)
 
     def check(self, profile):
         if profile.backend != "tvm":
@@ -238,6 +260,13 @@ class Verification:
     max_abs_diff: float
     top1_agreement: float
     passed: bool
+    #: the batch sizes the export was run at (1, and 8 when its batch axis is open)
+    batch_sizes: list[int]
+
+
+def _rows(x: Any) -> int:
+    """The batch size of a numpy batch (an array, or a dict of arrays)."""
+    return int(next(iter(x.values())).shape[0] if isinstance(x, Mapping) else x.shape[0])
 
 
 def verify(model: nn.Module, predictor: Predictor, inputs: list[Any], tolerance: tuple[float, float]) -> Verification:
@@ -249,19 +278,22 @@ def verify(model: nn.Module, predictor: Predictor, inputs: list[Any], tolerance:
     from autoprune.inputs import call, primary_output
 
     rtol, atol = tolerance
+    samples = sum(_rows(x) == 1 for x in inputs) or len(inputs)
+    batches = sorted({_rows(x) for x in inputs})
     worst, agree, passed = 0.0, 0, True
     with torch.no_grad():
         for x in inputs:
             expected = primary_output(call(model, torch_inputs(x))).numpy()
             got = np.asarray(predictor(x))
             if got.shape != expected.shape:
-                return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=float("inf"),
-                                    top1_agreement=0.0, passed=False)
+                return Verification(samples=samples, rtol=rtol, atol=atol, max_abs_diff=float("inf"),
+                                    top1_agreement=0.0, passed=False, batch_sizes=batches)
             worst = max(worst, float(np.max(np.abs(got - expected))))
             passed = passed and bool(np.all(np.abs(got - expected) <= atol + rtol * np.abs(expected)))
             agree += int(np.array_equal(got.argmax(-1), expected.argmax(-1)))
-    return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=worst,
-                        top1_agreement=agree / max(len(inputs), 1), passed=passed and agree == len(inputs))
+    return Verification(samples=samples, rtol=rtol, atol=atol, max_abs_diff=worst,
+                        top1_agreement=agree / max(len(inputs), 1), passed=passed and agree == len(inputs),
+                        batch_sizes=batches)
 
 
 def _input_manifest(example: Any) -> dict[str, Any]:
@@ -287,8 +319,32 @@ def _warn(message: str) -> None:
 
 
 def _fresh_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    """``out`` is a new (or empty) folder this process can create and write; checked before any work."""
+    from autoprune.files import check_writable_folder
+
+    if out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: already exists and is not empty; choose a new folder or remove it")
+    check_writable_folder(out)
+
+
+def _load_weights(path: Path, recipe: Rebuild, task: Task, trial: int, run_path: str | Path) -> nn.Module:
+    """The trial's model with its saved weights; one-line errors when the file is not a state dict or not this trial's."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise ConfigError(f"{path}: not a readable state dict ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:160]}); re-run the search's trial or restore the file") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{path}: not a state dict (a mapping of parameter names to tensors), got {type(state).__name__}")
+    try:
+        return rebuild(task, PruningPlan.from_dict(recipe.plan), recipe.settings, state).model
+    except PlanError as err:
+        raise ConfigError(f"{path}: the weights do not fit trial {trial} of {run_path} (the file was replaced, or it "
+                          f"comes from another task or plan): {err}") from None
 
 
 def export_trial(
@@ -298,6 +354,7 @@ def export_trial(
     out: str | Path,
     *,
     force: bool = False,
+    dynamic_batch: bool = True,
     samples: int = 32,
     warn: Callable[[str], None] = _warn,
 ) -> ExportResult:
@@ -309,6 +366,7 @@ def export_trial(
         ExportError: the rebuilt model does not match its record, or the export does not match it.
     """
     from autoprune.hardware.protocol import measure_models
+    from autoprune.inputs import batch_size
     from autoprune.pruning import model_stats
     from autoprune.results.model_card import build_card, card_markdown
     from autoprune.results.run import load_run
@@ -328,6 +386,9 @@ def export_trial(
                               "pass --force to export it anyway")
         warn(f"trial {trial} is not on the Pareto front (front: {front}); exporting it because of --force")
     exporter = EXPORTERS.get(fmt, where="--format")()
+    if not dynamic_batch and not exporter.batch_option:
+        raise ConfigError(f"--static-batch applies to onnx and tvm exports, not --format {fmt} (it takes any batch)")
+    exporter.dynamic_batch = dynamic_batch and exporter.batch_axis
     profile = data.config.profile
     exporter.check(profile)
     out = Path(out)
@@ -340,7 +401,7 @@ def export_trial(
     recipe = Rebuild(task=data.config.task, plan=record.plan, settings=data.config.pruner,
                      task_options=data.config.task_spec.options())
     dense_model = task.build_model()
-    model = recipe.model(task, weights)
+    model = _load_weights(weights, recipe, task, trial, run_path)
     stats = model_stats(model, task.example_input)
     if (stats.macs, stats.params) != (record.macs, record.params):
         raise ExportError(f"trial {trial}: the rebuilt model has {stats.macs} MACs / {stats.params} params, its record "
@@ -355,9 +416,13 @@ def export_trial(
     try:
         n = min(samples, len(task.val_set))
         inputs = [numpy_batch(task.val_set[i][0]) for i in range(n)]
+        if exporter.dynamic_batch:  # and a batch of 8 (repeated when there are fewer samples), as users serve
+            inputs.append(concat_batches([inputs[i % n] for i in range(8)]))
         try:  # exporters and runtimes (torch.onnx, TVM) report what they cannot convert as RuntimeError
             files = exporter.write(model, task.example_input, profile, recipe, staging)
             atomic_write_json(staging / MANIFEST, {"format": fmt, "files": [f.name for f in files], "trial": trial,
+                                                   "batch": "dynamic" if exporter.dynamic_batch else
+                                                   batch_size(task.example_input),
                                                    **_input_manifest(task.example_input)})
             check = verify(model, exporter.load(staging), inputs, exporter.tolerance)
         except RuntimeError as err:
