@@ -375,7 +375,7 @@ def locate(path_or_name: str | Path, folder: str) -> Path:
         ConfigError: neither a file nor a built-in name (the message lists the built-in names).
     """
     path = Path(path_or_name).expanduser()
-    if path.is_file():
+    if path.exists():  # a file, or a folder that the reader names as such
         return path
     if path.parent in (Path("."), Path(folder)) and path.suffix in ("", ".yaml"):
         builtin = PACKAGE_DIR / folder / f"{path.stem if path.suffix else path.name}.yaml"
