@@ -56,7 +56,7 @@ def _add_task_options(p) -> None:
     p.add_argument("--data", default=None,
                    help="the task's data: an ImageFolder tree with train/ and val/ (torchvision:, timm:), a CSV/JSONL "
                         "file or folder of text and label (hf:)")
-    p.add_argument("--weights", default=None, dest="model_weights",
+    p.add_argument("--weights", default=None, dest="model_weights", metavar="WEIGHTS",
                    help="a checkpoint file, the library's weights name (torchvision: e.g. DEFAULT; timm: pretrained), "
                         "or none (random init, trained once on --data and cached)")
     p.add_argument("--input-size", type=int, default=None,
