@@ -11,17 +11,19 @@ import errno
 import sys
 from collections.abc import Callable, Sequence
 
-from autoprune.registry import AGENTS, BACKENDS, EXPORTERS, TASKS
+from autoprune.registry import AGENTS, BACKENDS, EXPORTERS, TASK_SOURCES, TASKS
 
-DEFAULT_HW = "hw_profiles/cpu-onnxruntime.yaml"
-DEFAULT_SPACE = "search_spaces/default.yaml"
+#: built-in names (the files ship inside the package), so the defaults resolve from any folder
+DEFAULT_HW = "cpu-onnxruntime"
+DEFAULT_SPACE = "default"
 
 
 #: what a search uses when neither --config nor a flag says otherwise
 SEARCH_DEFAULTS = {"task": "digits", "profile": DEFAULT_HW, "space": DEFAULT_SPACE, "agent": "tpe", "trials": 12,
                    "seed": 0}
 #: search flags that map onto SearchConfig fields (``hw`` is the ``profile`` field)
-SEARCH_FLAGS = ("task", "hw", "space", "agent", "trials", "seed", "objectives", "max_latency_ms", "min_accuracy",
+SEARCH_FLAGS = ("task", "data", "model_weights", "input_size", "hw", "space", "agent", "trials", "seed", "objectives",
+                "max_latency_ms", "min_accuracy",
                 "max_params", "proxy_keep", "predictor", "predictor_margin")
 
 
@@ -33,17 +35,56 @@ class Parser(argparse.ArgumentParser):
 
 
 #: help texts naming what the registries hold
-TASK_HELP = f"registered task ({', '.join(TASKS.names())}) or module:function (default: digits)"
-HW_HELP = f"hardware profile YAML; backends: {', '.join(BACKENDS.names())} (default: {DEFAULT_HW})"
+TASK_HELP = (f"registered task ({', '.join(TASKS.names())}), {' / '.join(f'{s}:MODEL' for s in TASK_SOURCES.names())} "
+             "with --data, or module:function (a module in the current folder is found; default: digits)")
+
+
+def _builtin(folder: str) -> str:
+    """The built-in names of a package folder (the files' stems), for help texts."""
+    from pathlib import Path
+
+    return ", ".join(sorted(p.stem for p in (Path(__file__).resolve().parent / folder).glob("*.yaml")))
+
+
+HW_HELP = (f"hardware profile: a YAML path or a built-in name ({_builtin('hw_profiles')}); backends: "
+           f"{', '.join(BACKENDS.names())} (default: {DEFAULT_HW})")
+SPACE_HELP = f"search space: a YAML path or a built-in name ({_builtin('search_spaces')}; default: {DEFAULT_SPACE})"
+
+
+def _add_task_options(p) -> None:
+    """--data, --weights, --input-size: the options of a bring-your-own task (README: Bring your own model)."""
+    p.add_argument("--data", default=None,
+                   help="the task's data: an ImageFolder tree with train/ and val/ (torchvision:, timm:), a CSV/JSONL "
+                        "file or folder of text and label (hf:)")
+    p.add_argument("--weights", default=None, dest="model_weights", metavar="WEIGHTS",
+                   help="a checkpoint file, the library's weights name (torchvision: e.g. DEFAULT; timm: pretrained), "
+                        "or none (random init, trained once on --data and cached)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="image side in pixels (default: the first training image's shorter side, at most 224) or text "
+                        "length in tokens (default: 128)")
+
+
+def _task_spec(args: argparse.Namespace):
+    """The TaskSpec of --task, --data, --weights, --input-size (paths made absolute as a search records them)."""
+    from pathlib import Path
+
+    from autoprune.task import TaskSpec, absolute_task_name
+
+    weights = args.model_weights
+    if weights is not None and Path(weights).expanduser().exists():
+        weights = str(Path(weights).expanduser().absolute())
+    data = None if args.data is None else str(Path(args.data).expanduser().absolute())
+    return TaskSpec(name=absolute_task_name(args.task), data=data, weights=weights, input_size=args.input_size)
 
 
 def _add_target_args(p, *, hw: bool = False, space: bool = False) -> None:
-    """--task (and --hw, --space) with the shared defaults."""
+    """--task and its options (and --hw, --space) with the shared defaults."""
     p.add_argument("--task", default="digits", help=TASK_HELP)
+    _add_task_options(p)
     if hw:
         p.add_argument("--hw", default=DEFAULT_HW, help=HW_HELP)
     if space:
-        p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML (default: {DEFAULT_SPACE})")
+        p.add_argument("--space", default=DEFAULT_SPACE, help=SPACE_HELP)
 
 
 def _search_config(args: argparse.Namespace):
@@ -53,7 +94,10 @@ def _search_config(args: argparse.Namespace):
     from autoprune.config import (
         PREDICTOR_AUTO,
         PREDICTOR_OFF,
+        PROFILES_DIR,
+        SPACES_DIR,
         SearchConfig,
+        is_builtin_name,
         load_profile,
         load_search_settings,
         load_space,
@@ -61,7 +105,13 @@ def _search_config(args: argparse.Namespace):
     from autoprune.errors import ConfigError
 
     settings = load_search_settings(args.config) if args.config else {}
-    for key in ("profile", "space", "predictor"):  # paths in the config file are relative to it
+    for key in ("profile", "space", "predictor", "data", "model_weights"):  # paths in the config are relative to it
+        if key == "model_weights" and isinstance(settings.get(key), str) \
+                and not (Path(args.config).parent / settings[key]).exists():
+            continue  # a library's weights name, not a path
+        if key in ("profile", "space") and isinstance(settings.get(key), str) \
+                and is_builtin_name(settings[key], PROFILES_DIR if key == "profile" else SPACES_DIR):
+            continue  # a built-in name
         if isinstance(settings.get(key), str) and settings[key] not in (PREDICTOR_AUTO, PREDICTOR_OFF) \
                 and not Path(settings[key]).is_absolute():
             settings[key] = str(Path(args.config).parent / settings[key])
@@ -114,7 +164,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from autoprune.task import resolve_task
 
     profile = load_profile(args.hw)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     stats = measure_models(profile, [task.build_model()], task.example_input)[0]
     Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
     if stats.cv > profile.max_cv:
@@ -131,8 +181,9 @@ def _add_search(sub) -> None:
     p.add_argument("--config", default=None,
                    help="search config YAML (SearchConfig fields; `profile`/`space` are YAML paths); flags override it")
     p.add_argument("--task", default=None, help=TASK_HELP)
+    _add_task_options(p)
     p.add_argument("--hw", default=None, help=HW_HELP)
-    p.add_argument("--space", default=None, help=f"search space YAML (default: {DEFAULT_SPACE})")
+    p.add_argument("--space", default=None, help=SPACE_HELP)
     p.add_argument("--agent", default=None, help=f"search agent: {', '.join(AGENTS.names())} (default: tpe)")
     p.add_argument("--trials", type=int, default=None, help="total trials in the run (default: 12)")
     p.add_argument("--seed", type=int, default=None, help="seed for the agent and fine-tuning (default: 0)")
@@ -219,7 +270,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.round_to is not None and args.round_to < 1:
         raise ConfigError(f"command line: --round-to must be an integer >= 1, got {args.round_to}")
     space = load_space(args.space)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     round_to = args.round_to or space.round_to or 1
     report = discover(task.build_model(), task.example_input, space.ignore, round_to=round_to)
     if args.json:
@@ -246,7 +297,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     ratios = parse_ratios(args.ratios)
     profile, space = load_profile(args.hw), load_space(args.space)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     out = Path(args.out or f"results/sensitivity/{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.name)}-{profile.name}.json")
     check_writable_file(out)  # before the work, not after it
     console = Console(stderr=args.json)
@@ -266,7 +317,7 @@ def _add_inspect(sub) -> None:
                        description="Trace the task's model and report its prunable groups (coupled layers, "
                                    "channels or heads, share of MACs/params) and every layer left out, with why.")
     _add_target_args(p)
-    p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML, for `ignore` (default: {DEFAULT_SPACE})")
+    p.add_argument("--space", default=DEFAULT_SPACE, help=f"{SPACE_HELP}; for `ignore`")
     p.add_argument("--round-to", type=int, default=None,
                    help="report groups that cannot shrink to multiples of this (default: the space's round_to, else 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -416,7 +467,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     profile, space = load_profile(args.hw), load_space(args.space)
     out = args.out or default_predictor_path(profile, args.task)
     check_writable_file(out)  # before the work, not after it
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     result = calibrate(task, profile, pruner_settings(space, profile), fit=args.fit, holdout=args.holdout,
                        seed=args.seed)
     path = result.predictor.save(out)
@@ -555,6 +606,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_own_package() -> None:
+    """ConfigError when ``import autoprune`` finds something else than this package.
+
+    A folder named ``autoprune`` on ``sys.path`` (``PYTHONPATH``, or the current folder under
+    ``python -m``) is imported as a namespace package ahead of an editable install's finder: this
+    command still loads, but ``from autoprune import Task`` in a user's task module would fail.
+    """
+    from pathlib import Path
+
+    from autoprune.errors import ConfigError
+
+    here = Path(__file__).resolve().parent
+    package = sys.modules.get("autoprune")
+    file = getattr(package, "__file__", None)
+    if file is None or Path(file).resolve().parent != here:
+        found = file or ", ".join(str(p) for p in getattr(package, "__path__", [])) or repr(package)
+        raise ConfigError(f"`import autoprune` finds {found}, not the installed package at {here}: a folder named "
+                          "autoprune on sys.path (PYTHONPATH or the current folder) shadows it; rename that folder or "
+                          "take it off PYTHONPATH")
+
+
 #: OSError numbers that mean the machine's storage refused a write, not a bug
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
 
@@ -568,6 +640,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from autoprune.errors import AutopruneError
 
     try:
+        _check_own_package()
         return args.func(args)
     except AutopruneError as err:
         print(f"autoprune: error: {_one_line(str(err))}", file=sys.stderr)

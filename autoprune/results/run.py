@@ -27,7 +27,7 @@ from autoprune.search.objectives import Scoring
 from autoprune.search.study import finished_records, open_study, study_errors
 
 #: fields that must match for a run folder to be resumed with a new command
-IDENTITY_FIELDS = ("task", "agent", "seed", "objectives", "profile", "space")
+IDENTITY_FIELDS = ("task", "data", "model_weights", "input_size", "agent", "seed", "objectives", "profile", "space")
 
 
 @dataclass(frozen=True)
