@@ -23,7 +23,7 @@ from autoprune.results.run import RunFolder, RunWriter
 from autoprune.search.agent import AgentContext, make_agent
 from autoprune.search.objectives import Scoring
 from autoprune.search.space import PlanSpace, layer_macs
-from autoprune.search.study import finished_records, open_study
+from autoprune.search.study import finished_records
 from autoprune.training import evaluate
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ def run_search(
     out: str | Path,
     *,
     storage: str | None = None,
+    study: str | None = None,
     on_event: EventSink | None = None,
     execution: ExecutionConfig | None = None,
     executor: Executor | None = None,
@@ -63,9 +64,14 @@ def run_search(
 
     Events: ``("dense", DenseReference)``, ``("screening", screening_info)``, ``("start", (done, total))``,
     ``("trial", TrialRecord)``.
+
+    ``storage``: the study's SQLAlchemy URL (default: the one the folder recorded, else ``OUT/study.db``);
+    in a database the search is the study ``study`` (default: the folder's name), and a fresh ``out``
+    resumes it from the database alone.
     """
     notify = on_event or (lambda kind, payload: None)
-    run = RunFolder(Path(out))
+    run = RunFolder(Path(out), storage=storage, study=study)
+    run.bind([OBJECTIVES[o] for o in config.objectives])
     run.check_resumable(config)
     task = config.trial_task()
     choice = choose_predictor(config.predictor, config.profile, config.task)
@@ -77,7 +83,7 @@ def run_search(
         dense = run.read_dense() or _measure_dense(run, task, dense_model, groups, jobs)
         notify("dense", dense)
         notify("screening", screening)
-        search = _open_search(config, run, storage, dense, groups, dense_model, task, jobs)
+        search = _open_search(config, run, dense, groups, dense_model, task, jobs)
         writer = RunWriter(run=run, config=config, dense=dense, screening=screening)
         records = Driver(search, writer, deadline=deadline, on_event=notify).run()
     front = write_pareto(run.pareto, config, dense, records, screening)
@@ -94,11 +100,11 @@ def _measure_dense(run: RunFolder, task: Task, model: nn.Module, groups: list[Pr
     return dense
 
 
-def _open_search(config: SearchConfig, run: RunFolder, storage: str | None, dense: DenseReference,
+def _open_search(config: SearchConfig, run: RunFolder, dense: DenseReference,
                  groups: list[PrunableGroup], model: nn.Module, task: Task, executor: Executor) -> Search:
     """The study (its sampler the agent), plan space and scoring; on a fresh run, the feasibility check."""
     scoring = Scoring.from_config(config, dense)
-    study = open_study(storage or run.storage_url(), [OBJECTIVES[o] for o in config.objectives])
+    study = run.open_study([OBJECTIVES[o] for o in config.objectives])
     space = PlanSpace.build(groups, config.space, config.pruner, config.profile.fast_structures,
                             macs=layer_macs(model, task.example_input))
     context = AgentContext(space=space, seed=config.seed, scoring=scoring, log_dir=run.path,

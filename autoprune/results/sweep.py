@@ -50,13 +50,16 @@ class SweepOutcome:
 
 
 def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = None,
-              execution: ExecutionConfig | None = None, on_event: EventSink | None = None) -> SweepOutcome:
+              execution: ExecutionConfig | None = None, on_event: EventSink | None = None,
+              storage: str | None = None) -> SweepOutcome:
     """Run every search of the sweep file ``path`` into ``out`` and write the report.
 
     Args:
         deadline: a ``time.time()`` value the sweep should end by (None: full trial budgets).
         execution: replaces the sweep file's execution settings (e.g. from command-line flags).
         on_event: ``("search", (name, index, count))`` before each search, then the driver's events.
+        storage: a study database (SQLAlchemy URL) for every search, each its study ``SWEEP.SEARCH``;
+            None: each run folder's own ``study.db``.
 
     Raises:
         ConfigError: the sweep file, a profile or space file it names, or an agent is invalid.
@@ -73,7 +76,8 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
         for i, (entry, config) in enumerate(zip(sweep.searches, configs)):
             notify("search", (entry.name, i, len(configs)))
             share = None if deadline is None else time.time() + (deadline - time.time()) / (len(configs) - i)
-            outcome = run_search(config, out / entry.name, execution=execution, deadline=share, on_event=on_event)
+            outcome = run_search(config, out / entry.name, execution=execution, deadline=share, on_event=on_event,
+                                 storage=storage, study=f"{sweep.name}.{entry.name}" if storage else None)
             outcomes.append((entry.name, config, outcome))
     finally:
         if owns_ray:

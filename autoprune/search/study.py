@@ -3,13 +3,18 @@
 Every trial of a search, whatever agent proposed it, is one trial of this study; the driver
 stores each finished trial's ``TrialRecord`` under ``RECORD_ATTR``, so agents, resumes, reports
 and ``optuna-dashboard`` all read the same history. Default storage: ``RUN/study.db`` (SQLite);
-any SQLAlchemy URL works (a team database).
+any SQLAlchemy URL Optuna accepts works (a team database, e.g. ``postgresql://host/db``), where each
+search is its own study (``STUDY_NAME`` in a run folder's own ``study.db``, a name derived from the
+run elsewhere). A study also keeps what reads its run back without the folder (``RUN_ATTRS``).
 """
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from autoprune.errors import ConfigError
 from autoprune.records import TrialRecord
 
 if TYPE_CHECKING:
@@ -20,19 +25,59 @@ STUDY_NAME = "autoprune"
 RECORD_ATTR = "record"
 #: trial user attribute: hypervolume of the run's feasible trials up to and including this one
 HYPERVOLUME_ATTR = "hypervolume"
+#: study user attributes: the run folder's ``config.json``, ``environment.json`` and ``dense.json``
+#: (by file stem), so a run can be read back, reported and resumed from its database alone
+RUN_ATTRS = ("config", "environment", "dense")
 
 
 def open_study(storage_url: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler | None = None, *,
-               create: bool = True) -> optuna.Study:
-    """Create or load the run's multi-objective study (``create=False``: it must exist)."""
+               create: bool = True, study_name: str = STUDY_NAME) -> optuna.Study:
+    """Create or load the run's multi-objective study (``create=False``: it must exist).
+
+    Raises:
+        ConfigError: the storage cannot be opened (no driver, unreachable server, bad URL), or
+            ``create=False`` and it holds no study ``study_name`` (the message lists those it holds).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(storage_url)
+    storage = open_storage(storage_url)
     if create:
-        return optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=list(directions),
+        return optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
                                    sampler=sampler, load_if_exists=True)
-    return optuna.load_study(storage=storage, study_name=STUDY_NAME, sampler=sampler)
+    names = [s.study_name for s in storage.get_all_studies()]
+    if study_name not in names:
+        raise ConfigError(f"{public_url(storage_url)}: no study `{study_name}`; studies there: "
+                          f"{', '.join(sorted(names)) or 'none'}")
+    return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler)
+
+
+def public_url(storage_url: str) -> str:
+    """``storage_url`` without its password (safe to print and to keep in a run folder)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(storage_url)
+    except Exception:  # not a URL SQLAlchemy can parse: opening it says so
+        return storage_url.split("@")[-1]
+    # URL.set(password=None) keeps the password; the URL is a named tuple
+    return url._replace(password=None).render_as_string(hide_password=False) if url.password else storage_url
+
+
+def open_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """The RDB storage at ``storage_url``; ConfigError when it cannot be opened.
+
+    A database server's storage is opened once per URL and process (each opens a connection pool
+    and checks the schema); a SQLite file is opened each time (a test or user may replace it).
+    """
+    if storage_url.startswith("sqlite"):
+        return _storage(storage_url)
+    return _server_storage(storage_url)
+
+
+@functools.lru_cache(maxsize=16)
+def _server_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    return _storage(storage_url)
 
 
 def _storage(storage_url: str) -> optuna.storages.RDBStorage:
@@ -43,9 +88,20 @@ def _storage(storage_url: str) -> optuna.storages.RDBStorage:
     stays consistent and loses nothing when the process is killed (only an OS crash or power
     loss can drop the last commits, which a resume re-runs).
     """
-    import optuna
 
-    storage = optuna.storages.RDBStorage(storage_url)
+    try:
+        storage = _create_storage(storage_url)
+    except ImportError:
+        scheme = storage_url.split(":", 1)[0]
+        hint = ("pip install 'autoprune[postgres]' (psycopg2-binary)" if scheme.startswith("postgres")
+                else "install the SQLAlchemy driver this URL names")
+        raise ConfigError(f"--storage {public_url(storage_url)}: no database driver for `{scheme}` is installed; "
+                          f"{hint}") from None
+    except Exception as err:  # SQLAlchemy's errors (bad URL, refused connection, auth) end here
+        if not _is_database_error(err):
+            raise
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise ConfigError(f"--storage {public_url(storage_url)}: cannot open the study database: {first}") from None
     if storage_url.startswith("sqlite"):
         from sqlalchemy import event
 
@@ -58,6 +114,49 @@ def _storage(storage_url: str) -> optuna.storages.RDBStorage:
         event.listen(storage.engine, "connect", pragmas)
         storage.engine.dispose()  # pooled connections were opened before the listener
     return storage
+
+
+def _create_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """``RDBStorage(storage_url)``, retried when another process created the schema at the same moment
+    (two searches starting on an empty team database race in PostgreSQL's catalog)."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    url = _with_installed_driver(storage_url)
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def _with_installed_driver(storage_url: str) -> str:
+    """A plain ``postgresql://`` URL with the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; the ``postgres`` extra installs psycopg2
+    (``psycopg2-binary``), so a URL that names no driver uses whichever of the two is present.
+    """
+    import importlib.util
+
+    scheme, sep, rest = storage_url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep or importlib.util.find_spec("psycopg") is not None:
+        return storage_url
+    return f"postgresql+psycopg2://{rest}" if importlib.util.find_spec("psycopg2") is not None else storage_url
+
+
+def _is_database_error(err: Exception) -> bool:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(err, SQLAlchemyError)
+
+
+def run_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The run's files kept in the study (``RUN_ATTRS``), those it holds."""
+    attrs = study.user_attrs
+    return {key: attrs[key] for key in RUN_ATTRS if key in attrs}
 
 
 def records_of(trials: Iterable[optuna.trial.FrozenTrial]) -> list[TrialRecord]:
