@@ -106,6 +106,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     task = resolve_task(args.task)
     stats = measure_models(profile, [task.build_model()], task.example_input)[0]
     Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
+    if stats.cv > profile.max_cv:
+        load = "unknown" if stats.other_cpu is None else f"{stats.other_cpu:.2f} cores"
+        print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:.1f}% "
+              f"after {stats.attempts} attempt(s): the figure is noisy (other processes' CPU use when timing: {load}, "
+              f"waited {stats.load_wait_s:.1f} s); measure again on a quieter machine", file=sys.stderr)
     return 0
 
 
@@ -300,8 +305,11 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                                     "latency_p90_ms": data.dense.latency.p90_ms, "macs": data.dense.macs,
                                     "params": data.dense.params},
                           "front": [{"trial": r.number, "accuracy": r.accuracy, "latency_ms": r.latency_ms,
-                                     "latency_p90_ms": r.latency_p90_ms, "speedup": r.speedup, "macs": r.macs,
-                                     "params": r.params, "plan": r.plan} for r in data.front]}, indent=2))
+                                     "latency_p90_ms": r.latency_p90_ms,
+                                     "latency_cv": r.latency.cv if r.latency else None, "noisy": r.noisy,
+                                     "remeasures": r.remeasures, "speedup": r.speedup,
+                                     "macs": r.macs, "params": r.params, "plan": r.plan} for r in data.front]},
+                         indent=2))
         return 0
     Console().print(pareto_table(data.dense, data.front))
     return 0
