@@ -98,13 +98,15 @@ def recommend(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], tolerance
             if current is None or (r.speedup or 0.0) > current["speedup"]:
                 best[config.profile.name] = {"search": name, "trial": r.number, "accuracy": r.accuracy,
                                              "dense_accuracy": outcome.dense.accuracy, "latency_ms": r.latency_ms,
-                                             "speedup": r.speedup or 0.0, "model_path": r.model_path}
+                                             "speedup": r.speedup or 0.0, "model_path": r.model_path,
+                                             "noisy": r.noisy}
     return best
 
 
 def _front_rows(front: list[TrialRecord], dense_accuracy: float) -> list[list[str]]:
     return [[str(r.number), f"{100 * r.accuracy:.2f}", f"{100 * (r.accuracy - dense_accuracy):+.2f}",
-             f"{r.latency_ms:.3f}", f"{r.speedup:.2f}x", f"{(r.macs or 0) / 1e6:.2f}", r.model_path or ""]
+             f"{r.latency_ms:.3f}" + (" (noisy)" if r.noisy else ""), f"{r.speedup:.2f}x",
+             f"{(r.macs or 0) / 1e6:.2f}", r.model_path or ""]
             for r in front]
 
 
@@ -116,7 +118,8 @@ def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str],
     """(title, lines of text, table header, table rows) for each part of the report."""
     tol = f"{100 * sweep.accuracy_tolerance:g}"
     rec_rows = [[profile, p["search"], str(p["trial"]), f"{100 * p['accuracy']:.2f}", f"{100 * p['dense_accuracy']:.2f}",
-                 f"{p['latency_ms']:.3f}", f"{p['speedup']:.2f}x", p["model_path"] or ""] for profile, p in picks.items()]
+                 f"{p['latency_ms']:.3f}" + (" (noisy)" if p.get("noisy") else ""), f"{p['speedup']:.2f}x",
+                 p["model_path"] or ""] for profile, p in picks.items()]
     missing = sorted({c.profile.name for _, c, _ in outcomes} - set(picks))
     notes = [f"Fastest Pareto trial within {tol} pt of its dense model's accuracy, per hardware profile."]
     notes += [f"{profile}: no Pareto trial within {tol} pt of dense accuracy; ship the dense model." for profile in missing]
