@@ -77,6 +77,9 @@ class TrialRecord:
     #: the latency predictor's estimate (ms) when one screened the candidate, kept on measured
     #: trials too so the prediction error can be audited
     predicted_ms: float | None = None
+    #: the score on the task's held-out test split (None when the task has none): reported, never
+    #: used by the search
+    test_accuracy: float | None = None
     #: how many times the candidate was measured again later because its latency was noisy
     #: (``LatencyStats.noisy``); ``latency`` is the least noisy of its measurements
     remeasures: int = 0
@@ -130,6 +133,8 @@ class DenseReference:
     params: int
     #: the prunable groups as ``PrunableGroup`` dicts, in graph order
     groups: list[dict[str, Any]]
+    #: the score on the task's held-out test split (None when the task has none)
+    test_accuracy: float | None = None
 
     def objective(self, name: str) -> float | None:
         """The dense model's value of a named objective (None when the profile does not measure it)."""

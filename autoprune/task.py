@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from autoprune.errors import ConfigError
+from autoprune.inputs import Inputs
 from autoprune.registry import TASKS
 
 if TYPE_CHECKING:
@@ -52,26 +53,44 @@ def top1_accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:
     return float((logits.argmax(dim=1) == targets).float().mean())
 
 
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The default training loss: classification cross-entropy over logits."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits, targets)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Task:
     """A model to prune and the data to judge it.
 
+    The search selects on ``val_set``; ``test_set`` is held out and only reported (the Pareto
+    table, ``pareto.json``, the report and the model card show it), so nobody ships a number the
+    search was tuned on.
+
     Attributes:
         name: the spec the task was resolved from (registered name or ``module:function``).
-        build_model: returns a fresh copy of the trained dense model, in eval mode.
-        example_input: one input batch (batch 1) that fixes shapes for tracing and export.
-        train_set, val_set: datasets of (input, target) pairs.
-        metric: higher-is-better score of logits against targets over the validation set.
+        build_model: returns a fresh copy of the *trained* dense model, in eval mode (pruning
+            searches compress a model that already works; it is not trained here).
+        example_input: one input batch (batch 1) that fixes shapes for tracing, export and
+            latency: a tensor, a tuple of tensors or a dict of tensors (see :mod:`autoprune.inputs`).
+        train_set, val_set, test_set: datasets of (input, target) pairs, the input shaped like
+            ``example_input`` without its batch dimension; ``test_set`` is optional.
+        metric: higher-is-better score of the model's (primary) outputs against the targets,
+            computed once over a whole split (so it may compare samples with each other).
+        loss: the fine-tune loss of (primary) outputs against targets (default cross-entropy).
         recipe: the fine-tune recipe for candidates.
     """
 
     name: str
     build_model: Callable[[], nn.Module]
-    example_input: torch.Tensor
+    example_input: Inputs
     train_set: Dataset
     val_set: Dataset
+    test_set: Dataset | None = None
     metric: Callable[[torch.Tensor, torch.Tensor], float] = top1_accuracy
     metric_name: str = "accuracy"
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy
     recipe: FineTuneRecipe = FineTuneRecipe()
     ignored_layers: Callable[[nn.Module], list[nn.Module]] | None = None
 

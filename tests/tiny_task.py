@@ -29,7 +29,7 @@ class TinyResNet(nn.Module):
 
 
 def tiny_task() -> Task:
-    train_set, val_set = load_digits_tensors(size=8)
+    train_set, val_set, test_set = load_digits_tensors(size=8)
 
     def build_model() -> nn.Module:
         torch.manual_seed(0)
@@ -41,7 +41,7 @@ def tiny_task() -> Task:
         return model.eval()
 
     return Task(name="tiny", build_model=build_model, example_input=val_set.tensors[0][:1], train_set=train_set,
-                val_set=val_set, recipe=FineTuneRecipe(epochs=1, lr=3e-3, batch_size=64, threads=1))
+                val_set=val_set, test_set=test_set, recipe=FineTuneRecipe(epochs=1, lr=3e-3, batch_size=64, threads=1))
 
 
 def not_a_task() -> int:

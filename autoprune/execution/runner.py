@@ -32,7 +32,7 @@ from autoprune.pruning import PruneResult, model_stats
 from autoprune.pruning.saving import rebuild
 from autoprune.records import TrialRecord, TrialState
 from autoprune.task import Task
-from autoprune.training import evaluate, fine_tune
+from autoprune.training import evaluate, fine_tune, test_score
 from autoprune.training.finetune import recalibrate_batchnorm
 
 #: failures of a trial's own code (pruning, a runtime, fine-tuning) that become its FAILED record
@@ -153,13 +153,16 @@ class TrialRunner:
             if self.task.recipe.epochs > 0:
                 teacher = self.dense if self.task.recipe.distill_weight > 0 else None
                 fine_tune(pruned.model, self.task.train_set, self.task.recipe, seed=self.config.seed + screened.number,
-                          teacher=teacher, after_step=pruned.reapply_masks if pruned.masks else None)
+                          teacher=teacher, after_step=pruned.reapply_masks if pruned.masks else None,
+                          loss_fn=self.task.loss)
                 accuracy = evaluate(pruned.model, self.task.val_set, self.task.metric)
                 seconds["finetune"] = time.perf_counter() - start
+            test_accuracy = test_score(self.task, pruned.model)
         except TRIAL_ERRORS as err:
             failed = dataclasses.replace(screened, state=TrialState.FAILED, reason=f"{type(err).__name__}: {err}")
             return Candidate(record=failed)
-        record = dataclasses.replace(screened, state=TrialState.COMPLETE, accuracy=accuracy, seconds=seconds)
+        record = dataclasses.replace(screened, state=TrialState.COMPLETE, accuracy=accuracy, seconds=seconds,
+                                     test_accuracy=test_accuracy)
         weights = {k: v.detach().clone() for k, v in pruned.model.state_dict().items()}
         return Candidate(record=record, weights=weights, sparsity=pruned.sparsity)
 

@@ -50,6 +50,8 @@ def pick(
     given = [max_latency_ms is not None, min_accuracy is not None, bool(knee)]
     if sum(given) != 1:
         raise ConfigError("pick: give exactly one of --max-latency-ms, --min-accuracy, --knee")
+    if min_accuracy is not None and not 0.0 < min_accuracy <= 100.0:
+        raise ConfigError(f"--min-accuracy must be a fraction in (0, 1] or a percent in (1, 100], got {min_accuracy:g}")
     ordered = sorted(front, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0)))
     if not ordered:
         raise ConfigError("pick: the Pareto front is empty (no complete trial yet)")

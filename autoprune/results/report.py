@@ -169,9 +169,11 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
 
 
 def _front_table(data: RunData) -> str:
-    head = ("trial", "accuracy %", "Δ acc pt", "p50 ms", "p90 ms", "CV %", "speed-up", "MACs", "params", "mean removed")
+    head = ("trial", "accuracy %", "Δ acc pt", "test %", "p50 ms", "p90 ms", "CV %", "speed-up", "MACs", "params",
+            "mean removed")
     lat = data.dense.latency
     rows = [f'<tr class="dense"><td>dense</td><td>{100 * data.dense.accuracy:.2f}</td><td>+0.00</td>'
+            f'<td>{_fmt(data.dense.test_accuracy, ".2f", 100)}</td>'
             f'<td>{lat.median_ms:.4f}</td><td>{lat.p90_ms:.4f}</td><td>{100 * lat.cv:.1f}</td><td>1.00x</td>'
             f'<td>{data.dense.macs:,}</td><td>{data.dense.params:,}</td><td>0.00</td></tr>']
     for r in data.front:
@@ -179,7 +181,8 @@ def _front_table(data: RunData) -> str:
         cv = f'{100 * r.latency.cv:.1f}' + (f' <b class="noisy">noisy</b>' if r.noisy else "")
         rows.append(
             f'<tr class="front{" noisy" if r.noisy else ""}"><td>{r.number}</td><td>{100 * r.accuracy:.2f}</td>'
-            f'<td>{100 * (r.accuracy - data.dense.accuracy):+.2f}</td><td>{r.latency_ms:.4f}</td>'
+            f'<td>{100 * (r.accuracy - data.dense.accuracy):+.2f}</td><td>{_fmt(r.test_accuracy, ".2f", 100)}</td>'
+            f'<td>{r.latency_ms:.4f}</td>'
             f'<td>{r.latency_p90_ms:.4f}</td><td>{cv}</td><td>{r.speedup:.2f}x</td>'
             f'<td>{r.macs:,}</td><td>{r.params:,}</td><td>{sum(shares) / max(len(shares), 1):.2f}</td></tr>')
     return _table(head, rows)

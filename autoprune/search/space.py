@@ -68,6 +68,9 @@ class PlanSpace:
         group_structures: the allowed structures of each group, by group name.
         macs: MACs of each Conv/Linear layer by name (empty: unknown; estimates then use channels).
         settings: the pruner's settings (its channel rounding decides which plans build the same candidate).
+        unit_scores: per group, the dense model's mean-normalised importance of each unit the pruner
+            removes (channel positions, or heads), as :func:`autoprune.pruning.ranking.unit_scores`
+            gives them; empty unless an agent ranks channels (``global``).
     """
 
     groups: tuple[PrunableGroup, ...]
@@ -75,14 +78,16 @@ class PlanSpace:
     group_structures: Mapping[str, tuple[str, ...]]
     settings: PrunerSettings
     macs: Mapping[str, float] = field(default_factory=dict)
+    unit_scores: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(cls, groups: list[PrunableGroup], space: SearchSpace, settings: PrunerSettings,
-              fast_structures: tuple[str, ...], *, macs: Mapping[str, float] | None = None) -> PlanSpace:
+              fast_structures: tuple[str, ...], *, macs: Mapping[str, float] | None = None,
+              unit_scores: Mapping[str, tuple[float, ...]] | None = None) -> PlanSpace:
         """Only structures both the space allows (per layer type) and the profile runs fast are proposed."""
         return cls(groups=tuple(groups), space=space, settings=settings,
                    group_structures={g.name: allowed_structures(g, space, fast_structures) for g in groups},
-                   macs=dict(macs or {}))
+                   macs=dict(macs or {}), unit_scores=dict(unit_scores or {}))
 
     @property
     def names(self) -> list[str]:

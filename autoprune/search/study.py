@@ -10,11 +10,14 @@ run elsewhere). A study also keeps what reads its run back without the folder (`
 from __future__ import annotations
 
 import functools
+import os
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprune.errors import ConfigError
+from autoprune.errors import ConfigError, StorageError
 from autoprune.records import TrialRecord
 
 if TYPE_CHECKING:
@@ -31,25 +34,79 @@ RUN_ATTRS = ("config", "environment", "dense")
 
 
 def open_study(storage_url: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler | None = None, *,
-               create: bool = True, study_name: str = STUDY_NAME) -> optuna.Study:
+               create: bool = True, source: str | None = None, study_name: str = STUDY_NAME) -> optuna.Study:
     """Create or load the run's multi-objective study (``create=False``: it must exist).
 
+    Args:
+        source: how the user named the storage, for messages (default: the SQLite file, or the URL
+            without its password).
+        study_name: the study in the storage (``STUDY_NAME`` in a run folder's own ``study.db``).
+
     Raises:
-        ConfigError: the storage cannot be opened (no driver, unreachable server, bad URL), or
-            ``create=False`` and it holds no study ``study_name`` (the message lists those it holds).
+        ConfigError: the URL names no database autoprune can open (unknown scheme, missing driver), or
+            ``create=False`` and a database holds no study ``study_name`` (the message lists those it holds).
+        StorageError: the database cannot be opened or read (corrupt, truncated, unreachable, holds no study).
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = open_storage(storage_url)
-    if create:
-        return optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
-                                   sampler=sampler, load_if_exists=True)
-    names = [s.study_name for s in storage.get_all_studies()]
-    if study_name not in names:
-        raise ConfigError(f"{public_url(storage_url)}: no study `{study_name}`; studies there: "
-                          f"{', '.join(sorted(names)) or 'none'}")
-    return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler)
+    with study_errors(storage_url, source):
+        storage = open_storage(storage_url)
+        if create:
+            return optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
+                                       sampler=sampler, load_if_exists=True)
+        names = [s.study_name for s in storage.get_all_studies()]
+        if study_name not in names:
+            if storage_url.startswith("sqlite"):
+                raise StorageError(f"{_source(storage_url, source)}: holds no autoprune study (`{study_name}`); is "
+                                   "it the study.db of an autoprune run?")
+            raise ConfigError(f"{_source(storage_url, source)}: no study `{study_name}`; studies there: "
+                              f"{', '.join(sorted(names)) or 'none'}")
+        return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler)
+
+
+def _source(storage_url: str, source: str | None) -> str:
+    if source is not None:
+        return source
+    prefix = "sqlite:///"
+    return storage_url[len(prefix):] if storage_url.startswith(prefix) else public_url(storage_url)
+
+
+def _short(err: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's background link."""
+    text = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+@contextmanager
+def study_errors(storage_url: str, source: str | None = None) -> Iterator[None]:
+    """Turn what a bad or broken study storage raises into one-line errors naming it (never its password)."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    where = _source(storage_url, source)
+    db = Path(_source(storage_url, None))  # the SQLite file, for an sqlite:/// URL
+    try:
+        yield
+    except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as err:
+        raise ConfigError(f"{where}: not a database URL autoprune can open ({_short(err)}); give sqlite:///PATH or "
+                          "a SQLAlchemy URL such as postgresql://USER@HOST/DB") from None
+    except ImportError as err:
+        hint = ("pip install 'autoprune[postgres]' (psycopg2-binary)" if storage_url.startswith("postgres")
+                else "install the SQLAlchemy driver this URL names")
+        raise ConfigError(f"{where}: the database driver is not installed ({err}); {hint}, or use "
+                          "sqlite:///PATH") from None
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as err:
+        folder = db.parent
+        if storage_url.startswith("sqlite") and folder.is_dir() and not os.access(folder, os.W_OK):
+            raise StorageError(f"{where}: cannot open the study database: {folder} is read-only (SQLite needs to "
+                               "write its lock files beside it); copy the run folder somewhere writable") from None
+        if storage_url.startswith("sqlite") and db.is_file():
+            raise StorageError(f"{where}: not a readable study database ({_short(err)}); restore it from a backup "
+                               "or start a new run in another folder") from None
+        raise StorageError(f"{where}: cannot open the study database ({_short(err)}); check the URL, that the "
+                           "server is up and the folder exists and is writable") from None
 
 
 def public_url(storage_url: str) -> str:
@@ -65,7 +122,7 @@ def public_url(storage_url: str) -> str:
 
 
 def open_storage(storage_url: str) -> optuna.storages.RDBStorage:
-    """The RDB storage at ``storage_url``; ConfigError when it cannot be opened.
+    """The RDB storage at ``storage_url`` (errors as SQLAlchemy raises them: wrap the call in ``study_errors``).
 
     A database server's storage is opened once per URL and process (each opens a connection pool
     and checks the schema); a SQLite file is opened each time (a test or user may replace it).
@@ -88,20 +145,7 @@ def _storage(storage_url: str) -> optuna.storages.RDBStorage:
     stays consistent and loses nothing when the process is killed (only an OS crash or power
     loss can drop the last commits, which a resume re-runs).
     """
-
-    try:
-        storage = _create_storage(storage_url)
-    except ImportError:
-        scheme = storage_url.split(":", 1)[0]
-        hint = ("pip install 'autoprune[postgres]' (psycopg2-binary)" if scheme.startswith("postgres")
-                else "install the SQLAlchemy driver this URL names")
-        raise ConfigError(f"--storage {public_url(storage_url)}: no database driver for `{scheme}` is installed; "
-                          f"{hint}") from None
-    except Exception as err:  # SQLAlchemy's errors (bad URL, refused connection, auth) end here
-        if not _is_database_error(err):
-            raise
-        first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
-        raise ConfigError(f"--storage {public_url(storage_url)}: cannot open the study database: {first}") from None
+    storage = _create_storage(storage_url)
     if storage_url.startswith("sqlite"):
         from sqlalchemy import event
 
@@ -145,12 +189,6 @@ def _with_installed_driver(storage_url: str) -> str:
     if scheme not in ("postgresql", "postgres") or not sep or importlib.util.find_spec("psycopg") is not None:
         return storage_url
     return f"postgresql+psycopg2://{rest}" if importlib.util.find_spec("psycopg2") is not None else storage_url
-
-
-def _is_database_error(err: Exception) -> bool:
-    from sqlalchemy.exc import SQLAlchemyError
-
-    return isinstance(err, SQLAlchemyError)
 
 
 def run_attrs(study: optuna.Study) -> dict[str, Any]:

@@ -64,8 +64,12 @@ class DigitsResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(self.stages(self.stem(x))), 1))
 
 
-def load_digits_tensors(size: int = IMAGE_SIZE) -> tuple[TensorDataset, TensorDataset]:
-    """Train/validation split (1437/360) of the digits, upsampled to ``size`` and standardised."""
+def load_digits_tensors(size: int = IMAGE_SIZE) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """Train/validation/test split (1437/180/180, stratified) of the digits, upsampled and standardised.
+
+    The dense model trains on the train split only; the 360 held-out images are halved into the
+    validation split the search selects on and the test split it never sees.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -74,8 +78,9 @@ def load_digits_tensors(size: int = IMAGE_SIZE) -> tuple[TensorDataset, TensorDa
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     images = (images - images.mean()) / images.std()
     labels = torch.tensor(digits.target, dtype=torch.long)
-    idx_train, idx_val = train_test_split(range(len(labels)), test_size=0.2, random_state=0, stratify=digits.target)
-    return (TensorDataset(images[idx_train], labels[idx_train]), TensorDataset(images[idx_val], labels[idx_val]))
+    idx_train, idx_held = train_test_split(range(len(labels)), test_size=0.2, random_state=0, stratify=digits.target)
+    idx_val, idx_test = train_test_split(idx_held, test_size=0.5, random_state=0, stratify=digits.target[idx_held])
+    return tuple(TensorDataset(images[i], labels[i]) for i in (idx_train, idx_val, idx_test))  # type: ignore[return-value]
 
 
 def cache_dir() -> Path:
@@ -107,7 +112,7 @@ def _trained_state(train_set: TensorDataset, val_set: TensorDataset) -> dict[str
 
 def digits_task() -> Task:
     """The embedded default task (10 classes, 1x32x32 grey images)."""
-    train_set, val_set = load_digits_tensors()
+    train_set, val_set, test_set = load_digits_tensors()
     state: dict[str, torch.Tensor] = {}
 
     def build_model() -> nn.Module:
@@ -118,4 +123,4 @@ def digits_task() -> Task:
         return model.eval()
 
     return Task(name="digits", build_model=build_model, example_input=val_set.tensors[0][:1],
-                train_set=train_set, val_set=val_set, recipe=FINETUNE_RECIPE)
+                train_set=train_set, val_set=val_set, test_set=test_set, recipe=FINETUNE_RECIPE)

@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from autoprune.errors import AutopruneError
-from autoprune.task import FineTuneRecipe, top1_accuracy
+from autoprune.inputs import call, primary_output
+from autoprune.task import FineTuneRecipe, Task, cross_entropy, top1_accuracy
 
 
 class TrainingDiverged(AutopruneError):
@@ -51,11 +52,13 @@ def fine_tune(
     seed: int = 0,
     teacher: nn.Module | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
 ) -> nn.Module:
     """Train ``model`` in place for ``recipe.epochs`` epochs and return it in eval mode.
 
     Args:
         teacher: the dense model; used when ``recipe.distill_weight > 0``.
+        loss_fn: the task's loss of the model's primary output against the targets.
         after_step: called after every optimizer step (e.g. to re-apply sparsity masks).
 
     Raises:
@@ -75,11 +78,11 @@ def fine_tune(
     model.train()
     for _ in range(recipe.epochs):
         for inputs, targets in loader:
-            logits = model(inputs)
-            loss = F.cross_entropy(logits, targets)
+            logits = primary_output(call(model, inputs))
+            loss = loss_fn(logits, targets)
             if distill:
                 with torch.no_grad():
-                    soft = teacher(inputs)
+                    soft = primary_output(call(teacher, inputs))
                 w = recipe.distill_weight
                 loss = (1 - w) * loss + w * distillation_loss(logits, soft, recipe.temperature)
             value = loss.item()
@@ -101,13 +104,18 @@ def evaluate(
     metric: Callable[[torch.Tensor, torch.Tensor], float] = top1_accuracy,
     batch_size: int = 512,
 ) -> float:
-    """The metric over the whole dataset (logits gathered, then scored once)."""
+    """The metric over the whole dataset (primary outputs gathered, then scored once)."""
     model.eval()
     logits, targets = [], []
     for inputs, target in DataLoader(dataset, batch_size=batch_size):
-        logits.append(model(inputs))
+        logits.append(primary_output(call(model, inputs)))
         targets.append(target)
     return float(metric(torch.cat(logits), torch.cat(targets)))
+
+
+def test_score(task: Task, model: nn.Module) -> float | None:
+    """``model``'s metric on the task's held-out test split, or None when the task has none."""
+    return None if task.test_set is None else evaluate(model, task.test_set, task.metric)
 
 
 @torch.no_grad()
@@ -124,7 +132,7 @@ def recalibrate_batchnorm(model: nn.Module, dataset: Dataset, batches: int = 8, 
     for i, (inputs, _) in enumerate(DataLoader(dataset, batch_size=batch_size, shuffle=False)):
         if i >= batches:
             break
-        model(inputs)
+        call(model, inputs)
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     return model.eval()

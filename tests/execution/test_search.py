@@ -36,6 +36,8 @@ def test_search_end_to_end(tmp_path: Path, fake_profile, agent: str) -> None:
     assert pareto["dense"]["latency"]["median_ms"] > 0 and pareto["trials"]["finished"] == 4
     entry = pareto["front"][0]
     assert {"plan", "accuracy", "latency", "speedup", "macs", "params"} <= set(entry)
+    # every front model and the dense one carry a score on the held-out test split as well
+    assert 0.0 < entry["test_accuracy"] <= 1.0 and 0.0 < pareto["dense"]["test_accuracy"] <= 1.0
     assert entry["speedup"] == pytest.approx(entry["dense_latency"]["median_ms"] / entry["latency"]["median_ms"])
     assert Path(entry["model_path"]).is_file()
     # the same call again finds the budget spent and repeats nothing

@@ -95,7 +95,11 @@ def test_model_card_numbers_are_the_runs_records(tiny_run: Path, tmp_path: Path)
     card = json.loads((tmp_path / "card/model_card.json").read_text())
     assert card == json.loads(json.dumps(result.card))
     assert card["accuracy"]["pruned"] == record.accuracy and card["accuracy"]["dense"] == data.dense.accuracy
-    assert abs(card["accuracy"]["pruned_at_export"] - record.accuracy) <= 1 / 360
+    assert abs(card["accuracy"]["pruned_at_export"] - record.accuracy) <= 1 / 180
+    # the held-out test split is reported for the dense and the pruned model, and the card says so
+    assert card["accuracy"]["test"] == {"dense": data.dense.test_accuracy, "pruned": record.test_accuracy}
+    assert 0.0 < record.test_accuracy <= 1.0 and 0.0 < data.dense.test_accuracy <= 1.0
+    assert "test: held out" in (tmp_path / "card/model_card.md").read_text()
     assert card["params"] == {"dense": data.dense.params, "pruned": record.params}
     assert card["macs"] == {"dense": data.dense.macs, "pruned": record.macs}
     assert card["plan"] == record.plan and card["model"]["trial"] == record.number and card["model"]["on_pareto_front"]
@@ -105,7 +109,8 @@ def test_model_card_numbers_are_the_runs_records(tiny_run: Path, tmp_path: Path)
     assert now["pruned"]["runs"] >= data.config.profile.min_runs and now["profile"] == data.config.profile.name
     assert now["speedup"] == pytest.approx(now["dense_p50_ms"] / now["pruned_p50_ms"])
     assert card["seeds"] == {"search": data.config.seed, "fine_tune": data.config.seed + record.number}
-    assert card["data"]["validation_samples"] == 360 and card["data"]["task"] == data.config.task
+    assert (card["data"]["validation_samples"], card["data"]["test_samples"]) == (180, 180)
+    assert card["data"]["task"] == data.config.task
     assert card["versions"]["search"] == data.environment["versions"] and "torch" in card["versions"]["export"]
     assert card["machine"]["search"] == data.environment["machine"] and card["machine"]["export"]["id"]
     groups = {g["group"]: g for g in card["sparsity"]["groups"]}

@@ -25,6 +25,7 @@ def test_report_is_one_offline_file_with_plots_and_tables(tiny_run: Path, capsys
     data = load_run(tiny_run)
     for r in data.front:
         assert f'<tr class="front"><td>{r.number}</td><td>{100 * r.accuracy:.2f}</td>' in page
+        assert f'<td>{100 * r.test_accuracy:.2f}</td>' in page  # the held-out test score
     for name in ("pareto", "hypervolume", "ratios"):
         assert (tiny_run / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -143,4 +143,4 @@ def test_a_missing_driver_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, ca
         monkeypatch.setitem(sys.modules, name, None)  # as if not installed
     code, _, err = _run(["report", str(tmp_path / "r"), "--storage", "postgresql://u:pw@127.0.0.1:1/db"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "no database driver for `postgresql`" in err and "autoprune[postgres]" in err and "pw" not in err
+    assert "the database driver is not installed" in err and "autoprune[postgres]" in err and ":pw@" not in err

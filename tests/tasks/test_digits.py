@@ -8,13 +8,16 @@ from autoprune.task import resolve_task
 from autoprune.tasks import digits
 
 
-def test_the_split_is_fixed_stratified_and_standardised() -> None:
-    train, val = digits.load_digits_tensors(size=8)
-    assert (len(train), len(val)) == (1437, 360)
-    assert train.tensors[0].shape[1:] == (1, 8, 8) and set(val.tensors[1].tolist()) == set(range(10))
-    again, _ = digits.load_digits_tensors(size=8)
-    assert torch.equal(train.tensors[0], again.tensors[0])
-    pooled = torch.cat([train.tensors[0], val.tensors[0]])
+def test_the_split_is_fixed_stratified_disjoint_and_standardised() -> None:
+    train, val, test = digits.load_digits_tensors(size=8)
+    assert (len(train), len(val), len(test)) == (1437, 180, 180)
+    assert train.tensors[0].shape[1:] == (1, 8, 8)
+    assert set(val.tensors[1].tolist()) == set(test.tensors[1].tolist()) == set(range(10))
+    again = digits.load_digits_tensors(size=8)
+    assert all(torch.equal(a.tensors[0], b.tensors[0]) for a, b in zip((train, val, test), again, strict=True))
+    rows = {tuple(x.flatten().tolist()) for x in test.tensors[0]}
+    assert not rows & {tuple(x.flatten().tolist()) for x in val.tensors[0]}
+    pooled = torch.cat([train.tensors[0], val.tensors[0], test.tensors[0]])
     assert abs(float(pooled.mean())) < 1e-5 and abs(float(pooled.std()) - 1.0) < 1e-4
 
 

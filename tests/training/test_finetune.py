@@ -91,3 +91,43 @@ def test_recalibration_re_estimates_batchnorm_statistics_only() -> None:
 def test_evaluate_scores_the_whole_set_with_the_metric() -> None:
     model = _model()
     assert evaluate(model, DATA, metric=lambda logits, targets: float(len(targets))) == len(DATA)
+
+
+class _DictSample(torch.utils.data.Dataset):
+    """Samples whose input is a dict (as Hugging Face models take) and whose target is a vector."""
+
+    def __init__(self) -> None:
+        self.x = INPUTS
+        self.target = INPUTS[:, :3] * 2.0
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        return {"features": self.x[i], "scale": torch.ones(1)}, self.target[i]
+
+
+class _KeywordModel(nn.Module):
+    """Takes inputs by name and returns a structured output, like a Hugging Face model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 3)
+
+    def forward(self, features: torch.Tensor, scale: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"embedding": self.linear(features) * scale, "aux": features}
+
+
+def test_dict_inputs_structured_outputs_and_a_task_loss_train_and_evaluate() -> None:
+    def mse(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(out, target)
+
+    def negative_mse(out: torch.Tensor, target: torch.Tensor) -> float:
+        return -float(mse(out, target))
+
+    torch.manual_seed(0)
+    model, data = _KeywordModel(), _DictSample()
+    before = evaluate(model, data, negative_mse)
+    fine_tune(model, data, FineTuneRecipe(epochs=20, lr=3e-2, batch_size=32, threads=1), seed=0, loss_fn=mse)
+    after = evaluate(model, data, negative_mse)
+    assert after > before / 10  # the regression was learnt through the dict inputs (MSE down >10x)
