@@ -327,10 +327,10 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                                     "params": data.dense.params},
                           "front": [{"trial": r.number, "accuracy": r.accuracy, "test_accuracy": r.test_accuracy,
                                      "latency_ms": r.latency_ms, "latency_p90_ms": r.latency_p90_ms,
+                                     "speedup": data.dense.speedup_of(r.latency_ms), "interleaved_speedup": r.speedup,
                                      "latency_cv": r.latency.cv if r.latency else None, "noisy": r.noisy,
-                                     "remeasures": r.remeasures, "speedup": r.speedup,
-                                     "macs": r.macs, "params": r.params, "plan": r.plan} for r in data.front]},
-                         indent=2))
+                                     "remeasures": r.remeasures, "macs": r.macs,
+                                     "params": r.params, "plan": r.plan} for r in data.front]}, indent=2))
         return 0
     Console().print(pareto_table(data.dense, data.front))
     return 0

@@ -109,7 +109,8 @@ class PrunerSettings:
         check_choice("mask_scope", self.mask_scope, MASK_SCOPES)
         check_list("ignore", self.ignore, "layer-name globs", lambda v: isinstance(v, str))
         require(is_list(self.nm) and len(self.nm) == 2 and all(isinstance(v, int) for v in self.nm)
-                and 0 < self.nm[0] < self.nm[1], f"`nm` must be [N, M] with 0 < N < M, got {self.nm!r}")
+                and 0 < self.nm[0] < self.nm[1], f"`nm` must be [N, M] with 0 < N < M, got "
+                f"{list(self.nm) if is_list(self.nm) else repr(self.nm)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"round_to": self.round_to, "min_channels": self.min_channels, "importance": self.importance,
