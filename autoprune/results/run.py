@@ -96,7 +96,13 @@ class RunFolder:
         return self.path / "storage.json"
 
     def _saved_location(self) -> dict[str, str]:
-        return json.loads(self.storage_file.read_text()) if self.storage_file.is_file() else {}
+        if not self.storage_file.is_file():
+            return {}
+        data = read_json(self.storage_file, "the run's study database (url, study)")
+        if not (isinstance(data, dict) and isinstance(data.get("url"), str) and isinstance(data.get("study"), str)):
+            raise ConfigError(f"{self.storage_file}: expected {{\"url\": ..., \"study\": ...}}; delete it and give "
+                              "--storage and --study")
+        return data
 
     def local_storage_url(self) -> str:
         return f"sqlite:///{self.study_db.resolve()}"

@@ -144,3 +144,9 @@ def test_a_missing_driver_is_one_line_and_exit_2(tmp_path: Path, monkeypatch, ca
     code, _, err = _run(["report", str(tmp_path / "r"), "--storage", "postgresql://u:pw@127.0.0.1:1/db"], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "the database driver is not installed" in err and "autoprune[postgres]" in err and ":pw@" not in err
+
+
+def test_a_damaged_storage_json_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    (tmp_path / "storage.json").write_text('{"url": 3}')
+    code, _, err = _run(["pareto", str(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "storage.json: expected" in err, err
