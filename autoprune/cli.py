@@ -143,7 +143,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     console = Console()
     progress = SearchProgress(console)
     try:
-        outcome = run_search(config, args.out, storage=args.storage, on_event=progress, execution=_execution(args))
+        outcome = run_search(config, args.out, storage=args.storage, study=args.study, on_event=progress,
+                             execution=_execution(args))
     finally:
         progress.close()
     console.print(pareto_table(outcome.dense, outcome.front))
@@ -168,9 +169,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     stats = measure_models(profile, [task.build_model()], task.example_input)[0]
     Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
     if stats.cv > profile.max_cv:
-        print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:g}% "
-              f"even after {profile.max_remeasure} re-measurement(s): other work shares the device, so these figures "
-              "are unreliable; measure on an idle machine", file=sys.stderr)
+        load = "unknown" if stats.other_cpu is None else f"{stats.other_cpu:.2f} cores"
+        print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:.1f}% "
+              f"after {stats.attempts} attempt(s): the figure is noisy (other processes' CPU use when timing: {load}, "
+              f"waited {stats.load_wait_s:.1f} s); measure again on a quieter machine", file=sys.stderr)
     return 0
 
 
@@ -203,10 +205,21 @@ def _add_search(sub) -> None:
                    help="the predictor error allowed for: a candidate is rejected unmeasured only when it fails "
                         "the screen even this fraction faster than predicted (default: 0.15)")
     p.add_argument("--out", required=True, help="run folder, e.g. results/my-run")
-    p.add_argument("--storage", default=None, help="SQLAlchemy URL of the study storage (default: OUT/study.db)")
+    _add_storage_args(p, search=True)
     _add_finetune_args(p)
     _add_execution_args(p)
     p.set_defaults(func=cmd_search)
+
+
+STORAGE_HELP = ("SQLAlchemy URL of the study database, e.g. postgresql://user@host/db for a team database "
+                "(default: the one the run folder recorded, else RUN/study.db)")
+
+
+def _add_storage_args(p, *, search: bool = False) -> None:
+    p.add_argument("--storage", default=None, help=STORAGE_HELP)
+    p.add_argument("--study", default=None,
+                   help="the search's study in --storage (default: the run folder's name)" if search else
+                   "the search's study in --storage (default: the one the run folder recorded, else its name)")
 
 
 #: fine-tune recipe fields settable from the command line (None: keep the task's value)
@@ -340,9 +353,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from autoprune.results.report import write_report
     from autoprune.results.run import RunFolder, load_run
 
-    RunFolder.existing(args.run)
-    check_writable_folder(args.run, "run folder")  # the report is written into it
-    report = write_report(load_run(args.run))
+    # the report is written into the folder (filled from the database first, with --storage)
+    run = RunFolder.existing(args.run, storage=args.storage, study=args.study)
+    check_writable_folder(args.run, "run folder")
+    report = write_report(load_run(run.path, storage=run.storage, study=run.study))
     print(f"report: {report.html}")
     print("plots: " + "  ".join(str(p) for p in report.plots.values()))
     return 0
@@ -356,7 +370,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     from autoprune.console import pareto_table
     from autoprune.results.run import load_run
 
-    data = load_run(args.run)
+    data = load_run(args.run, storage=args.storage, study=args.study)
     if args.json:
         print(json.dumps({"dense": {"accuracy": data.dense.accuracy, "test_accuracy": data.dense.test_accuracy,
                                     "latency_ms": data.dense.latency.median_ms,
@@ -365,7 +379,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                           "front": [{"trial": r.number, "accuracy": r.accuracy, "test_accuracy": r.test_accuracy,
                                      "latency_ms": r.latency_ms, "latency_p90_ms": r.latency_p90_ms,
                                      "speedup": data.dense.speedup_of(r.latency_ms), "interleaved_speedup": r.speedup,
-                                     "macs": r.macs,
+                                     "latency_cv": r.latency.cv if r.latency else None, "noisy": r.noisy,
+                                     "remeasures": r.remeasures, "macs": r.macs,
                                      "params": r.params, "plan": r.plan} for r in data.front]}, indent=2))
         return 0
     Console().print(pareto_table(data.dense, data.front))
@@ -378,7 +393,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
     from autoprune.results.pick import choice_table, pick
     from autoprune.results.run import load_run
 
-    data = load_run(args.run)
+    data = load_run(args.run, storage=args.storage, study=args.study)
     choice = pick(data.front, max_latency_ms=args.max_latency_ms, min_accuracy=args.min_accuracy, knee=args.knee)
     console = Console()
     console.print(choice_table(choice, data.dense))
@@ -392,7 +407,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autoprune.results.export import export_trial
 
     result = export_trial(args.run, args.trial, args.format, args.out, force=args.force,
-                          dynamic_batch=not args.static_batch)
+                          dynamic_batch=not args.static_batch, storage=args.storage, study=args.study)
     card = result.card
     now = card["latency"]["at_export"]
     print(f"exported trial {args.trial} as {args.format} to {result.out}: "
@@ -409,13 +424,15 @@ def _add_report(sub) -> None:
     p = sub.add_parser("report", help="write RUN/report.html and RUN/plots/*.png",
                        description="Write a self-contained HTML report (Pareto plot, hypervolume over trials, "
                                    "per-layer ratios of the Pareto plans, tables) and PNG plots into the run folder.")
-    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("run", help="run folder (the --out of a search; with --storage, filled from the database)")
+    _add_storage_args(p)
     p.set_defaults(func=cmd_report)
 
 
 def _add_pareto(sub) -> None:
     p = sub.add_parser("pareto", help="print the Pareto front of a run (trial numbers for pick/export)")
-    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("run", help="run folder (the --out of a search; with --storage, filled from the database)")
+    _add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_pareto)
 
@@ -424,7 +441,8 @@ def _add_pick(sub) -> None:
     p = sub.add_parser("pick", help="choose one Pareto model for a budget and say why",
                        description="Choose one Pareto model by exactly one rule and print it next to its "
                                    "neighbours on the front.")
-    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("run", help="run folder (the --out of a search; with --storage, filled from the database)")
+    _add_storage_args(p)
     rule = p.add_mutually_exclusive_group(required=True)
     rule.add_argument("--max-latency-ms", type=float, help="the most accurate model with p50 latency <= this")
     rule.add_argument("--min-accuracy", type=float,
@@ -438,7 +456,8 @@ def _add_export(sub) -> None:
                        description="Export a trial's pruned model, verify that the export reproduces the PyTorch "
                                    "model on validation inputs, re-measure its latency on the run's profile, and "
                                    "write model_card.md/.json. Nothing is written when a check fails.")
-    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("run", help="run folder (the --out of a search; with --storage, filled from the database)")
+    _add_storage_args(p)
     p.add_argument("--trial", type=int, required=True, help="trial number (see `autoprune pareto RUN`)")
     p.add_argument("--format", default="onnx",
                    help=f"{', '.join(EXPORTERS.names())} (torch: plan + state_dict; tvm needs a tvm profile; "
@@ -526,7 +545,8 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
         elif kind == "trial":
             console.print(f"  trial {payload.number}: {payload.state} {payload.reason}")
 
-    outcome = run_sweep(args.file, out, deadline=deadline, execution=_execution(args, sweep.execution), on_event=show)
+    outcome = run_sweep(args.file, out, deadline=deadline, execution=_execution(args, sweep.execution), on_event=show,
+                        storage=args.storage)
     console.print(f"sweep report: {outcome.report} (and {outcome.report.with_suffix('.html')})")
     return 0
 
@@ -542,7 +562,7 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
     if args.until:
         parse_until(args.until)  # a bad time is refused here, not on the cluster
     out = args.out or str((Path("results/sweeps") / sweep.name).resolve())
-    print(submit_sweep(args.address, args.file, out=out, until=args.until, python=args.python))
+    print(submit_sweep(args.address, args.file, out=out, until=args.until, python=args.python, storage=args.storage))
     return 0
 
 
@@ -570,6 +590,9 @@ def _add_sweep(sub) -> None:
     run.add_argument("--until", default=None,
                      help="local time HH:MM the sweep must end by; trial budgets shrink to fit")
     run.add_argument("--out", default=None, help="sweep folder (default: results/sweeps/<sweep name>)")
+    run.add_argument("--storage", default=None,
+                     help="SQLAlchemy URL of a study database for every search (study SWEEP.SEARCH each; default: "
+                          "each run folder's study.db)")
     _add_execution_args(run)
     run.set_defaults(func=cmd_sweep_run)
     default_address = "http://127.0.0.1:8265"
@@ -581,6 +604,8 @@ def _add_sweep(sub) -> None:
     submit.add_argument("--out", default=None,
                         help="sweep folder on the cluster (default: absolute results/sweeps/<name>)")
     submit.add_argument("--python", default="python", help="Python on the cluster with autoprune's dependencies")
+    submit.add_argument("--storage", default=None,
+                        help="SQLAlchemy URL of the study database as the cluster reaches it (default: study.db files)")
     submit.set_defaults(func=cmd_sweep_submit)
     for action, func, text in (("status", cmd_sweep_status, "print a submitted sweep's job status"),
                                ("logs", cmd_sweep_logs, "print a submitted sweep's job logs")):

@@ -49,6 +49,13 @@ class HardwareProfile:
     repeats: int = 5
     max_cv: float = 0.05
     max_remeasure: int = 2
+    #: a candidate whose latency stays noisy (CV > max_cv after max_remeasure) is measured again later,
+    #: up to this many times, before its trial completes
+    noisy_retries: int = 2
+    #: before timing, wait up to this long for other processes' CPU use to drop to ``max_other_cpu`` (0: never wait)
+    load_wait_s: float = 0.0
+    #: other processes' CPU use (cores) a measurement tolerates; None: the cores it does not use, less half a core
+    max_other_cpu: float | None = None
     round_to: int = 8
     fast_structures: tuple[str, ...] = ("channel",)
     #: the backend's own section, an instance of its ``Options`` class (None: the backend's defaults)
@@ -70,6 +77,10 @@ class HardwareProfile:
         check_int("repeats", self.repeats, 1)
         check_number("max_cv", self.max_cv, 0.0, 10.0)
         check_int("max_remeasure", self.max_remeasure, 0)
+        check_int("noisy_retries", self.noisy_retries, 0)
+        check_number("load_wait_s", self.load_wait_s, 0.0)
+        if self.max_other_cpu is not None:
+            check_number("max_other_cpu", self.max_other_cpu, 0.0)
         check_int("round_to", self.round_to, 1)
         check_list("fast_structures", self.fast_structures, f"structures ({', '.join(STRUCTURES)})")
         for s in self.fast_structures:

@@ -405,10 +405,14 @@ def export_trial(
     *,
     force: bool = False,
     dynamic_batch: bool = True,
+    storage: str | None = None,
+    study: str | None = None,
     samples: int = 32,
     warn: Callable[[str], None] = _warn,
 ) -> ExportResult:
     """Export trial ``trial`` of the run at ``run_path`` as ``fmt`` into the new folder ``out``.
+
+    ``storage``/``study``: read the run from that study database (its candidates too), filling ``run_path``.
 
     Raises:
         ConfigError: not a run folder, no such complete trial, a trial off the Pareto front without
@@ -423,7 +427,7 @@ def export_trial(
     from autoprune.task import resolve_task
     from autoprune.training import evaluate
 
-    data = load_run(run_path)
+    data = load_run(run_path, storage=storage, study=study)
     record = data.record(trial)
     if record.state != TrialState.COMPLETE:
         raise ConfigError(f"{run_path}: trial {trial} is {record.state} ({record.reason}); only complete trials "
@@ -443,7 +447,7 @@ def export_trial(
     exporter.check(profile)
     out = Path(out)
     _fresh_out(out)
-    weights = data.run.trial_weights(trial)
+    weights = data.run.ensure_trial_files(trial) / "model.pt"
     if not weights.is_file():
         raise ConfigError(f"{run_path}: trial {trial} has no saved weights at {weights}")
 
