@@ -66,9 +66,9 @@ def run_search(
     Jobs run on ``executor`` (default: built from ``execution``: in-process for one worker, Ray for
     more). With a ``deadline`` (a ``time.time()`` value) no trial is started that would, by the
     median duration of finished trials (before there are any: of ``prior_durations``, trial
-    durations of earlier searches; with neither, one trial at a time), end after it. Candidates are screened by predicted latency
-    when ``config.predictor`` resolves to a predictor (a bad one raises ConfigError before
-    anything is written).
+    durations of earlier searches; with neither, one trial at a time), end after it. Candidates
+    are screened by predicted latency when ``config.predictor`` resolves to a predictor (a bad one
+    raises ConfigError before anything is written).
 
     Events: ``("dense", DenseReference)``, ``("screening", screening_info)``, ``("start", (done, total))``,
     ``("trial", TrialRecord)``.
