@@ -170,7 +170,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
     if stats.cv > profile.max_cv:
         load = "unknown" if stats.other_cpu is None else f"{stats.other_cpu:.2f} cores"
-        print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:.1f}% "
+        print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:g}% "
               f"after {stats.attempts} attempt(s): the figure is noisy (other processes' CPU use when timing: {load}, "
               f"waited {stats.load_wait_s:.1f} s); measure again on a quieter machine", file=sys.stderr)
     return 0
