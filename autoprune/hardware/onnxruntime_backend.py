@@ -10,20 +10,44 @@ every input by position and wants plain tensors out, so the model is wrapped in
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import BackendUnavailable
 from autoprune.hardware.base import CallablePrepared, LatencyBackend, Prepared
+from autoprune.validation import check_choice, check_int
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from autoprune.config import HardwareProfile
     from autoprune.inputs import Inputs
 
+#: ONNX Runtime's calibration methods for static quantization, by the name a profile uses
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
-def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17) -> bytes:
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxRuntimeOptions:
+    """The ``onnxruntime:`` section of a profile: how int8 plans are calibrated.
+
+    Attributes:
+        calibration: ONNX Runtime's calibration method for activation ranges (``CALIBRATION_METHODS``).
+        calibration_samples: training-split samples run through the model to calibrate.
+    """
+
+    calibration: str = "minmax"
+    calibration_samples: int = 256
+
+    def __post_init__(self) -> None:
+        check_choice("calibration", self.calibration, CALIBRATION_METHODS)
+        check_int("calibration_samples", self.calibration_samples, 1)
+
+
+def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17, *, dynamic_batch: bool = False) -> bytes:
     """The model as an in-memory ONNX file (weights embedded); graph inputs are named as in
-    :func:`~autoprune.inputs.named_tensors` (``input`` for a single tensor)."""
+    :func:`~autoprune.inputs.named_tensors` (``input`` for a single tensor). With ``dynamic_batch``
+    the first axis of every input and output is symbolic (``batch``)."""
     import torch
 
     from autoprune.inputs import PositionalModule, named_tensors
@@ -33,10 +57,12 @@ def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17) -> byte
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         wrapped = PositionalModule(model.eval(), inputs).eval()
+        axes = ({n: {0: "batch"} for n in [*wrapped.input_names, *wrapped.output_names]}
+                if dynamic_batch else None)
         with torch.no_grad():
             torch.onnx.export(wrapped, tuple(t for _, t in named_tensors(inputs)), buffer, dynamo=False,
                               opset_version=opset, input_names=wrapped.input_names,
-                              output_names=wrapped.output_names)
+                              output_names=wrapped.output_names, dynamic_axes=axes)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
     return buffer.getvalue()
@@ -59,7 +85,22 @@ def _ort():
 
 
 class OnnxRuntimeBackend(LatencyBackend):
-    """CPU execution provider, or CUDA when the profile asks for it and it is present."""
+    """CPU execution provider, or CUDA when the profile asks for it and it is present.
+
+    On CPU it runs int8 plans: ``hardware/quantize.py`` quantizes them with ONNX Runtime's static
+    quantization and ``prepare_onnx`` times the quantized file.
+    """
+
+    Options = OnnxRuntimeOptions
+
+    @classmethod
+    def runnable_precisions(cls, profile: HardwareProfile) -> tuple[str, ...]:
+        return ("fp32", "int8") if profile.device == "cpu" else ("fp32",)
+
+    @property
+    def settings(self) -> OnnxRuntimeOptions:
+        """The profile's ``onnxruntime:`` section (defaults when it has none)."""
+        return self.profile.options if self.profile.options is not None else OnnxRuntimeOptions()
 
     def providers(self) -> list[str]:
         ort = _ort()
@@ -85,6 +126,16 @@ class OnnxRuntimeBackend(LatencyBackend):
         session = self.session(blob)
         feed = onnx_feed(session, x)
         return CallablePrepared(lambda: session.run(None, feed), info={"model_bytes": len(blob)})
+
+    def prepare_onnx(self, onnx_bytes: bytes, example_input: Inputs) -> Prepared:
+        """An ONNX file made elsewhere (a quantized candidate) ready to time at the profile's batch size.
+
+        The file must take the profile's batch (a dynamic batch axis does).
+        """
+        x = self.batch_input(example_input)
+        session = self.session(onnx_bytes)
+        feed = onnx_feed(session, x)
+        return CallablePrepared(lambda: session.run(None, feed), info={"model_bytes": len(onnx_bytes)})
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "onnxruntime": _ort().__version__}

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoprune.config import OBJECTIVES, ExecutionConfig, SearchConfig
+from autoprune.config import OBJECTIVES, ExecutionConfig, SearchConfig, runnable_precisions
 from autoprune.execution.driver import Driver, EventSink, Search, check_feasible, measure_dense
 from autoprune.execution.executor import Executor
 from autoprune.execution.placement import make_executor
@@ -101,7 +101,8 @@ def _open_search(config: SearchConfig, run: RunFolder, storage: str | None, dens
     scoring = Scoring.from_config(config, dense)
     study = open_study(storage or run.storage_url(), [OBJECTIVES[o] for o in config.objectives])
     space = PlanSpace.build(groups, config.space, config.pruner, config.profile.fast_structures,
-                            macs=layer_macs(model, task.example_input))
+                            macs=layer_macs(model, task.example_input),
+                            runnable_precisions=runnable_precisions(config.profile))
     context = AgentContext(space=space, seed=config.seed, scoring=scoring, log_dir=run.path,
                            resumed_trials=len(study.get_trials(deepcopy=False)))
     study.sampler = make_agent(config.agent, context)
