@@ -68,6 +68,23 @@ def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17, *, dyna
     return buffer.getvalue()
 
 
+def pin_batch(onnx_bytes: bytes, batch: int) -> bytes:
+    """The ONNX file with its symbolic ``batch`` axis (``export_onnx_bytes(dynamic_batch=True)``) fixed to ``batch``.
+
+    ONNX Runtime specialises kernels and layouts on static shapes, so a file is timed with the
+    batch it runs at, as a statically exported model is.
+    """
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == "batch":
+                dim.dim_value = batch
+    return model.SerializeToString()
+
+
 def onnx_feed(session, inputs: Inputs) -> dict[str, Any]:
     """The numpy feed of an InferenceSession for ``inputs`` (graph inputs the exporter folded away are skipped)."""
     from autoprune.inputs import named_tensors
@@ -130,10 +147,10 @@ class OnnxRuntimeBackend(LatencyBackend):
     def prepare_onnx(self, onnx_bytes: bytes, example_input: Inputs) -> Prepared:
         """An ONNX file made elsewhere (a quantized candidate) ready to time at the profile's batch size.
 
-        The file must take the profile's batch (a dynamic batch axis does).
+        The file must take the profile's batch: a dynamic ``batch`` axis is pinned to it (``pin_batch``).
         """
         x = self.batch_input(example_input)
-        session = self.session(onnx_bytes)
+        session = self.session(pin_batch(onnx_bytes, self.profile.batch_size))
         feed = onnx_feed(session, x)
         return CallablePrepared(lambda: session.run(None, feed), info={"model_bytes": len(onnx_bytes)})
 

@@ -154,7 +154,7 @@ def quantize_int8(model: nn.Module, example_input: Inputs, batches: Sequence[Inp
                             calibrate_method=_method(method), extra_options={"CalibTensorRangeSymmetric": False})
             step = "loading the quantized model in ONNX Runtime"
             blob = (folder / "int8.onnx").read_bytes()
-            _session(blob)
+            _check_finite(_session(fp32), _session(blob), batches[0])
         except QuantizationError:
             raise
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own and plain exceptions
@@ -163,6 +163,19 @@ def quantize_int8(model: nn.Module, example_input: Inputs, batches: Sequence[Inp
     from autoprune.inputs import batch_size
 
     return QuantizedModel(onnx=blob, fp32_bytes=len(fp32), method=method, samples=sum(batch_size(b) for b in batches))
+
+
+def _check_finite(fp32: Any, int8: Any, batch: Inputs) -> None:
+    """The quantizer can write NaN scales without failing (an activation range it cannot represent): reject a
+    quantized model whose outputs are not finite where the fp32 model's are."""
+    import numpy as np
+
+    expected = fp32.run(None, onnx_feed(fp32, batch))
+    got = int8.run(None, onnx_feed(int8, batch))
+    for (name, e), g in zip(((o.name, v) for o, v in zip(fp32.get_outputs(), expected, strict=True)), got, strict=True):
+        if not np.isfinite(g[np.isfinite(e)]).all():
+            raise QuantizationError(f"the quantized model's output {name!r} is not finite on calibration inputs where "
+                                    "the fp32 model's is (an activation range int8 cannot represent)")
 
 
 def onnx_outputs(onnx: bytes, dataset: Dataset, *, threads: int = 1) -> tuple[torch.Tensor, torch.Tensor]:

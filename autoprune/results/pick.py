@@ -110,17 +110,21 @@ def choice_table(choice: Choice, dense: DenseReference):
     from rich.table import Table
 
     table = Table(title=f"pick ({choice.rule}): trial {choice.chosen.number}", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("", "trial", "prec", "acc %", "Δ pt", "p50 ms", "p90 ms", "speed-up", "MMACs", "kparams"):
+    rows = (("faster", choice.faster), ("PICKED", choice.chosen), ("slower", choice.slower))
+    # the precision column only when a row is not fp32 (a narrow terminal keeps the other columns)
+    quantized = any(r is not None and r.precision != "fp32" for _, r in rows)
+    for column in ("", "trial", *(("prec",) if quantized else ()), "acc %", "Δ pt", "p50 ms", "p90 ms", "speed-up",
+                   "MMACs", "kparams"):
         table.add_column(column, justify="right", no_wrap=True)
-    for role, r in (("faster", choice.faster), ("PICKED", choice.chosen), ("slower", choice.slower)):
+    for role, r in rows:
         if r is None:
-            table.add_row(role, "none", *["-"] * 8, style="dim")
+            table.add_row(role, "none", *["-"] * (8 if quantized else 7), style="dim")
             continue
-        table.add_row(role, str(r.number), r.precision, f"{100 * r.accuracy:.2f}",
+        table.add_row(role, str(r.number), *((r.precision,) if quantized else ()), f"{100 * r.accuracy:.2f}",
                       f"{100 * (r.accuracy - dense.accuracy):+.2f}", f"{r.latency_ms:.4f}", f"{r.latency_p90_ms:.4f}",
                       f"{r.speedup:.2f}x", f"{r.macs / 1e6:.2f}", f"{r.params / 1e3:.1f}",
                       style="bold" if r is choice.chosen else None)
     lat = dense.latency
-    table.add_row("dense", "-", "fp32", f"{100 * dense.accuracy:.2f}", "+0.00", f"{lat.median_ms:.4f}",
+    table.add_row("dense", "-", *(("fp32",) if quantized else ()), f"{100 * dense.accuracy:.2f}", "+0.00", f"{lat.median_ms:.4f}",
                   f"{lat.p90_ms:.4f}", "1.00x", f"{dense.macs / 1e6:.2f}", f"{dense.params / 1e3:.1f}", style="dim")
     return table

@@ -177,17 +177,20 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
 
 
 def _front_table(data: RunData) -> str:
-    head = ("trial", "precision", "accuracy %", "Δ acc pt", "test %", "p50 ms", "p90 ms", "CV %", "speed-up", "MACs",
-            "params", "mean removed")
+    quantized = any(r.precision != "fp32" for r in data.front)  # a precision column only then
+    head = ("trial", *(("precision",) if quantized else ()), "accuracy %", "Δ acc pt", "test %", "p50 ms", "p90 ms",
+            "CV %", "speed-up", "MACs", "params", "mean removed")
     lat = data.dense.latency
-    rows = [f'<tr class="dense"><td>dense</td><td>fp32</td><td>{100 * data.dense.accuracy:.2f}</td><td>+0.00</td>'
+    cell = "<td>fp32</td>" if quantized else ""
+    rows = [f'<tr class="dense"><td>dense</td>{cell}<td>{100 * data.dense.accuracy:.2f}</td><td>+0.00</td>'
             f'<td>{_fmt(data.dense.test_accuracy, ".2f", 100)}</td>'
             f'<td>{lat.median_ms:.4f}</td><td>{lat.p90_ms:.4f}</td><td>{100 * lat.cv:.1f}</td><td>1.00x</td>'
             f'<td>{data.dense.macs:,}</td><td>{data.dense.params:,}</td><td>0.00</td></tr>']
     for r in data.front:
         shares = [s for s in (removed_share(r, g) for g in r.channels) if s is not None]
         rows.append(
-            f'<tr class="front"><td>{r.number}</td><td>{r.precision}</td><td>{100 * r.accuracy:.2f}</td>'
+            f'<tr class="front"><td>{r.number}</td>{f"<td>{r.precision}</td>" if quantized else ""}'
+            f'<td>{100 * r.accuracy:.2f}</td>'
             f'<td>{100 * (r.accuracy - data.dense.accuracy):+.2f}</td><td>{_fmt(r.test_accuracy, ".2f", 100)}</td>'
             f'<td>{r.latency_ms:.4f}</td>'
             f'<td>{r.latency_p90_ms:.4f}</td><td>{100 * r.latency.cv:.1f}</td><td>{r.speedup:.2f}x</td>'

@@ -64,3 +64,40 @@ def test_the_onnxruntime_backend_runs_int8_on_cpu_only(fast_profile) -> None:
 
     assert OnnxRuntimeBackend.runnable_precisions(fast_profile) == ("fp32", "int8")
     assert OnnxRuntimeBackend.runnable_precisions(dataclasses.replace(fast_profile, device="cuda")) == ("fp32",)
+
+
+class _Overflowing(nn.Module):
+    """Exports and runs in fp32 (its output is inf), but no int8 scale fits an infinite activation range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = nn.functional.adaptive_avg_pool2d(self.conv(x), 1).flatten(1)
+        return self.fc(y.to(torch.float16).float() * torch.tensor(1e38) * torch.tensor(1e38))
+
+
+def test_a_model_onnxruntime_cannot_quantize_is_a_failed_trial_with_the_reason(tiny, fast_profile) -> None:
+    import dataclasses
+
+    from autoprune.config import SearchConfig, SearchSpace
+    from autoprune.execution.runner import TrialRunner
+    from autoprune.hardware.meter import LatencyMeter
+    from autoprune.plan import GroupPlan, PruningPlan
+    from autoprune.records import TrialState
+
+    torch.manual_seed(0)
+    dense = _Overflowing().eval()
+    task = dataclasses.replace(tiny, build_model=lambda: _Overflowing().eval())
+    config = SearchConfig(task="tests.tiny_task:tiny_task", profile=fast_profile, min_speedup=0.0,
+                          space=SearchSpace(name="t", min_channels=4, precisions=("fp32", "int8")))
+    runner = TrialRunner(task=task, config=config, dense=dense,
+                         meter=LatencyMeter(fast_profile, dense, task.example_input, cache=None))
+    plan = PruningPlan.of({"conv": GroupPlan(ratio=0.0)}, precision="int8")
+    record = runner.screen(0, plan)
+    assert record.state == TrialState.FAILED and record.precision == "int8"
+    assert record.reason.startswith("QuantizationError: int8 quantization failed in quantize_static:"), record.reason
+    fp32 = runner.screen(1, dataclasses.replace(plan, precision="fp32"))
+    assert fp32.state == TrialState.SCREENED  # the same candidate runs in fp32
