@@ -7,6 +7,7 @@ command resumes.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Callable, Sequence
 
@@ -23,6 +24,13 @@ SEARCH_DEFAULTS = {"task": "digits", "profile": DEFAULT_HW, "space": DEFAULT_SPA
 #: search flags that map onto SearchConfig fields (``hw`` is the ``profile`` field)
 SEARCH_FLAGS = ("task", "hw", "space", "agent", "trials", "seed", "objectives", "max_latency_ms", "min_accuracy",
                 "max_params", "proxy_keep", "predictor", "predictor_margin")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (like every other error), exit code 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
 #: help texts naming what the registries hold
@@ -80,7 +88,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from autoprune.console import SearchProgress, pareto_table
-    from autoprune.results.search import run_search
+    from autoprune.results.search import all_failed, run_search
 
     config = _search_config(args)
     console = Console()
@@ -91,6 +99,10 @@ def cmd_search(args: argparse.Namespace) -> int:
         progress.close()
     console.print(pareto_table(outcome.dense, outcome.front))
     console.print(f"run folder: {outcome.run.path}  (Pareto front in {outcome.run.pareto})")
+    failure = all_failed(outcome.records)
+    if failure is not None:
+        print(f"autoprune: error: {failure}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -197,9 +209,12 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     from autoprune.config import load_space
     from autoprune.console import discovery_tables
+    from autoprune.errors import ConfigError
     from autoprune.pruning import discover
     from autoprune.task import resolve_task
 
+    if args.round_to is not None and args.round_to < 1:
+        raise ConfigError(f"command line: --round-to must be an integer >= 1, got {args.round_to}")
     space = load_space(args.space)
     task = resolve_task(args.task)
     round_to = args.round_to or space.round_to or 1
@@ -222,17 +237,18 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     from autoprune.config import load_profile, load_space, pruner_settings
     from autoprune.console import sensitivity_table
-    from autoprune.files import atomic_write_json
+    from autoprune.files import atomic_write_json, check_writable_file
     from autoprune.search.sensitivity import parse_ratios, sensitivity
     from autoprune.task import resolve_task
 
     ratios = parse_ratios(args.ratios)
     profile, space = load_profile(args.hw), load_space(args.space)
     task = resolve_task(args.task)
+    out = Path(args.out or f"results/sensitivity/{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.name)}-{profile.name}.json")
+    check_writable_file(out)  # before the work, not after it
     console = Console(stderr=args.json)
     with console.status("pruning each group alone, recalibrating BatchNorm, measuring"):
         report = sensitivity(task, profile, pruner_settings(space, profile), ratios)
-    out = Path(args.out or f"results/sensitivity/{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.name)}-{profile.name}.json")
     atomic_write_json(out, report.to_dict())
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
@@ -266,9 +282,12 @@ def _add_sensitivity(sub) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from autoprune.files import check_writable_folder
     from autoprune.results.report import write_report
-    from autoprune.results.run import load_run
+    from autoprune.results.run import RunFolder, load_run
 
+    RunFolder.existing(args.run)
+    check_writable_folder(args.run, "run folder")  # the report is written into it
     report = write_report(load_run(args.run))
     print(f"report: {report.html}")
     print("plots: " + "  ".join(str(p) for p in report.plots.values()))
@@ -290,8 +309,9 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                                     "latency_p90_ms": data.dense.latency.p90_ms, "macs": data.dense.macs,
                                     "params": data.dense.params},
                           "front": [{"trial": r.number, "accuracy": r.accuracy, "test_accuracy": r.test_accuracy,
-                                     "latency_ms": r.latency_ms,
-                                     "latency_p90_ms": r.latency_p90_ms, "speedup": r.speedup, "macs": r.macs,
+                                     "latency_ms": r.latency_ms, "latency_p90_ms": r.latency_p90_ms,
+                                     "speedup": data.dense.speedup_of(r.latency_ms), "interleaved_speedup": r.speedup,
+                                     "macs": r.macs,
                                      "params": r.params, "plan": r.plan} for r in data.front]}, indent=2))
         return 0
     Console().print(pareto_table(data.dense, data.front))
@@ -318,12 +338,14 @@ def cmd_pick(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from autoprune.results.export import export_trial
 
-    result = export_trial(args.run, args.trial, args.format, args.out, force=args.force)
+    result = export_trial(args.run, args.trial, args.format, args.out, force=args.force,
+                          dynamic_batch=not args.static_batch)
     card = result.card
     now = card["latency"]["at_export"]
     print(f"exported trial {args.trial} as {args.format} to {result.out}: "
           + ", ".join(f.name for f in result.files) + ", model_card.md, model_card.json")
-    print(f"verified on {card['verification']['samples']} validation inputs (max |diff| "
+    batches = " and ".join(str(b) for b in card["verification"].get("batch_sizes", [1]))
+    print(f"verified on {card['verification']['samples']} validation inputs at batch {batches} (max |diff| "
           f"{card['verification']['max_abs_diff']:.3g}); accuracy {100 * card['accuracy']['pruned']:.2f}% "
           f"(dense {100 * card['accuracy']['dense']:.2f}%); p50 {now['pruned_p50_ms']:.4f} ms vs dense "
           f"{now['dense_p50_ms']:.4f} ms ({now['speedup']:.2f}x) re-measured on {now['profile']}")
@@ -372,6 +394,9 @@ def _add_export(sub) -> None:
                         "default: onnx)")
     p.add_argument("--out", required=True, help="new folder for the exported files")
     p.add_argument("--force", action="store_true", help="export a trial that is not on the Pareto front")
+    p.add_argument("--static-batch", action="store_true",
+                   help="onnx/tvm: fix the batch size to the example input's (default: a dynamic batch axis, "
+                        "verified at batch 1 and 8)")
     p.set_defaults(func=cmd_export)
 
 
@@ -381,6 +406,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     from autoprune.config import load_profile, load_space, pruner_settings
     from autoprune.errors import ConfigError
+    from autoprune.files import check_writable_file
     from autoprune.hardware.predictor import default_predictor_path
     from autoprune.search.calibration import calibrate
     from autoprune.task import resolve_task
@@ -388,10 +414,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     if args.fit < 2 or args.holdout < 1:
         raise ConfigError(f"command line: --fit must be >= 2 and --holdout >= 1, got {args.fit}, {args.holdout}")
     profile, space = load_profile(args.hw), load_space(args.space)
+    out = args.out or default_predictor_path(profile, args.task)
+    check_writable_file(out)  # before the work, not after it
     task = resolve_task(args.task)
     result = calibrate(task, profile, pruner_settings(space, profile), fit=args.fit, holdout=args.holdout,
                        seed=args.seed)
-    path = result.predictor.save(args.out or default_predictor_path(profile, args.task))
+    path = result.predictor.save(out)
     table = Table(title=f"latency predictor: {task.name} on {profile.name}")
     for column in ("held-out plan", "predicted ms", "measured ms", "error"):
         table.add_column(column, justify="right")
@@ -426,11 +454,13 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
 
     from autoprune.config import load_sweep
     from autoprune.console import screening_line
+    from autoprune.files import check_writable_folder
     from autoprune.results.sweep import parse_until, run_sweep
 
     deadline = parse_until(args.until) if args.until else None
     sweep, _ = load_sweep(args.file)  # rejects a bad file before anything starts
     out = args.out or str(Path("results/sweeps") / sweep.name)
+    check_writable_folder(out)
     console = Console()
 
     def show(kind, payload) -> None:
@@ -512,11 +542,19 @@ SUBCOMMANDS: list[Callable] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="autoprune", description="Hardware-aware automated pruning search.")
+    parser = Parser(prog="autoprune", description="Hardware-aware automated pruning search.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(sub)
     return parser
+
+
+#: OSError numbers that mean the machine's storage refused a write, not a bug
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -526,7 +564,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except AutopruneError as err:
-        print(f"autoprune: error: {err}", file=sys.stderr)
+        print(f"autoprune: error: {_one_line(str(err))}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in STORAGE_ERRNOS:
+            raise
+        # a fault of the machine met mid-way (disk full, folder made read-only): the path and what to do
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"autoprune: error: {where}{(err.strerror or str(err)).lower()}; free space or make the folder "
+              "writable, then run the same command again (finished work is kept)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("autoprune: interrupted; run the same command again to resume", file=sys.stderr)

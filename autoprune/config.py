@@ -16,7 +16,7 @@ from autoprune.errors import ConfigError
 from autoprune.plan import PRECISIONS as PLAN_PRECISIONS
 from autoprune.plan import STRUCTURES, PrunerSettings
 from autoprune.registry import AGENTS, BACKENDS
-from autoprune.validation import check_choice, check_int, check_number, is_number, require
+from autoprune.validation import check_choice, check_int, check_list, check_mapping, check_number, is_number, require
 
 if TYPE_CHECKING:
     from autoprune.task import FineTuneRecipe, Task
@@ -62,8 +62,8 @@ class HardwareProfile:
         check_int("threads", self.threads, 1)
         check_int("batch_size", self.batch_size, 1)
         if self.input_shape is not None:
-            require(all(isinstance(d, int) and d > 0 for d in self.input_shape),
-                    f"`input_shape` must be positive integers, got {list(self.input_shape)}")
+            check_list("input_shape", self.input_shape, "positive integers (e.g. [3, 224, 224])",
+                       lambda d: isinstance(d, int) and not isinstance(d, bool) and d > 0)
         check_choice("precision", self.precision, PRECISIONS)
         require(self.precision == "fp32" or self.device == "cuda", "`precision` fp16 needs `device: cuda`")
         check_number("warmup_s", self.warmup_s, 0.0)
@@ -72,6 +72,7 @@ class HardwareProfile:
         check_number("max_cv", self.max_cv, 0.0, 10.0)
         check_int("max_remeasure", self.max_remeasure, 0)
         check_int("round_to", self.round_to, 1)
+        check_list("fast_structures", self.fast_structures, f"structures ({', '.join(STRUCTURES)})")
         for s in self.fast_structures:
             check_choice("fast_structures", s, STRUCTURES)
         if self.options is not None:
@@ -113,6 +114,7 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
+        check_list("structures", self.structures, f"structures ({', '.join(STRUCTURES)})")
         require(isinstance(self.precisions, tuple) and len(self.precisions) > 0,
                 f"`precisions` must list at least one precision, got {self.precisions!r}")
         for p in self.precisions:
@@ -121,10 +123,10 @@ class SearchSpace:
         require(len(self.structures) > 0, "`structures` must list at least one structure")
         for s in self.structures:
             check_choice("structures", s, STRUCTURES)
-        require(isinstance(self.layer_structures, Mapping),
-                 f"`layer_structures` must map layer types to structure lists, got {self.layer_structures!r}")
+        check_mapping("layer_structures", self.layer_structures, "layer types to structure lists")
         for layer_type, allowed in self.layer_structures.items():
-            require(isinstance(allowed, (list, tuple)) and len(allowed) > 0,
+            check_list(f"layer_structures.{layer_type}", allowed, f"structures ({', '.join(STRUCTURES)})")
+            require(len(allowed) > 0,
                      f"`layer_structures.{layer_type}` must list at least one structure, got {allowed!r}")
             for s in allowed:
                 check_choice(f"layer_structures.{layer_type}", s, STRUCTURES)
@@ -184,11 +186,13 @@ class SearchConfig:
                                f"{self.profile.name} (backend {self.profile.backend}, {self.profile.device}) cannot "
                                f"run; it runs {', '.join(runs)}")
         check_int("trials", self.trials, 1)
+        check_mapping("finetune", self.finetune, "fine-tune recipe fields to values (e.g. {epochs: 3})")
         if self.finetune:
             from autoprune.task import FineTuneRecipe
 
             self.recipe_for(FineTuneRecipe())  # rejects unknown fields and bad values now
         check_int("seed", self.seed, 0)
+        check_list("objectives", self.objectives, f"objectives ({', '.join(OBJECTIVES)})")
         require(len(self.objectives) >= 1, "`objectives` must name at least one objective")
         for o in self.objectives:
             check_choice("objectives", o, list(OBJECTIVES))
@@ -257,10 +261,19 @@ C = TypeVar("C")
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a YAML file")
     if not path.is_file():
         raise ConfigError(f"{path}: file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start}); "
+                          "save it as UTF-8") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -272,6 +285,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def build(cls: type[C], data: Mapping[str, Any], source: str) -> C:
     """Build a config dataclass from a mapping, rejecting unknown and missing fields."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping of fields, got {data!r}")
     names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -315,6 +330,8 @@ def _backend_options(values: dict[str, Any], backend: str, source: str, *, from_
                 f"{source}: the `{other}` section only applies to `backend: {other}`, not {backend}")
     plugin = BACKENDS.get(backend)
     section = values.pop(backend, None)
+    require(section is None or isinstance(section, Mapping),
+            f"{source}: the `{backend}` section must map its fields to values, got {section!r}")
     if plugin.Options is None:
         require(section is None, f"{source}: backend {backend} takes no `{backend}` section")
         return None
@@ -389,7 +406,7 @@ def search_config_from_dict(data: Mapping[str, Any], source: str = "config") -> 
         space = build(SearchSpace, data["space"], f"{source}: space")
         rest = {k: v for k, v in data.items() if k not in ("profile", "space")}
         return build(SearchConfig, {**rest, "profile": profile, "space": space}, source)
-    except (KeyError, TypeError) as err:
+    except (KeyError, TypeError, AttributeError) as err:
         raise ConfigError(f"{source}: not a search config ({type(err).__name__}: {err})") from None
 
 
@@ -419,6 +436,7 @@ class SweepConfig:
     accuracy_tolerance: float = 0.01
 
     def __post_init__(self) -> None:
+        check_list("searches", self.searches, "searches")
         require(len(self.searches) > 0, "`searches` must list at least one search")
         names = [s.name for s in self.searches]
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -447,6 +465,9 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
         require(isinstance(entry, Mapping) and "name" in entry and "profile" in entry,
                  f"{where}: each search needs at least `name` and `profile`")
         where = f"{where} ({entry['name']})"
+        for key in ("profile", "space"):
+            require(isinstance(entry.get(key, ""), str), f"{where}: `{key}` must be the path of a YAML file, "
+                                                         f"got {entry.get(key)!r}")
         rest = {k: (tuple(v) if isinstance(v, list) else v) for k, v in entry.items()
                 if k not in ("name", "profile", "space")}
         try:
@@ -455,9 +476,13 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
             searches.append(SweepEntry(name=entry["name"], search=search))
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}" if not str(err).startswith(where) else str(err)) from None
+    require(isinstance(data.get("execution") or {}, Mapping),
+            f"{path}: `execution` must map execution settings (workers, cpus_per_trial...) to values, "
+            f"got {data.get('execution')!r}")
     execution = build(ExecutionConfig, data.get("execution") or {}, f"{path}: execution")
     sweep = build(SweepConfig, {**data, "searches": tuple(searches), "execution": execution}, str(path))
     return sweep, [entry.search for entry in sweep.searches]
+
 
 def load_search_settings(path: str | Path) -> dict[str, Any]:
     """The search settings of a YAML search config (``--config``), checked against SearchConfig's fields.

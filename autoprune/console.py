@@ -16,15 +16,16 @@ if TYPE_CHECKING:
     from autoprune.search.sensitivity import SensitivityReport
 
 
-def _best_tradeoff(records: list[TrialRecord], dense_accuracy: float, tolerance: float = 0.01) -> str:
-    """The fastest complete trial within ``tolerance`` of dense accuracy, as a short string."""
-    near = [r for r in records
-            if r.state == TrialState.COMPLETE and r.accuracy is not None and r.accuracy >= dense_accuracy - tolerance]
-    if not near:
+def _best_tradeoff(records: list[TrialRecord], dense: DenseReference | None, tolerance: float = 0.01) -> str:
+    """The fastest complete trial within ``tolerance`` of dense accuracy (``pick.fastest_within``), in short."""
+    from autoprune.results.pick import fastest_within
+
+    complete = [r for r in records if r.state == TrialState.COMPLETE]
+    best = None if dense is None else fastest_within(complete, dense, tolerance)
+    if best is None or dense is None or best.accuracy is None or best.latency_ms is None:
         return "no trial within 1 pt of dense yet"
-    best = max(near, key=lambda r: r.speedup or 0.0)
     return (f"best within 1 pt: #{best.number} {100 * best.accuracy:.1f}% @ {best.latency_ms:.3f} ms "
-            f"({best.speedup:.2f}x)")
+            f"({dense.speedup_of(best.latency_ms):.2f}x)")
 
 
 def screening_line(info: dict[str, Any]) -> str:
@@ -49,11 +50,11 @@ class SearchProgress:
                                  TimeRemainingColumn(), TextColumn("{task.description}"), console=console)
         self.task_id = None
         self.records: list[TrialRecord] = []
-        self.dense_accuracy = 0.0
+        self.dense: DenseReference | None = None
 
     def __call__(self, kind: str, payload: Any) -> None:
         if kind == "dense":
-            self.dense_accuracy = payload.accuracy
+            self.dense = payload
             self.console.print(f"dense model: accuracy {100 * payload.accuracy:.2f}%, latency "
                                f"{payload.latency.median_ms:.3f} ms (p90 {payload.latency.p90_ms:.3f}, "
                                f"CV {100 * payload.latency.cv:.1f}%), {payload.macs / 1e6:.1f} M MACs, "
@@ -69,7 +70,7 @@ class SearchProgress:
         elif kind == "trial":
             self.records.append(payload)
             self.progress.update(self.task_id, advance=1,
-                                 description=_best_tradeoff(self.records, self.dense_accuracy))
+                                 description=_best_tradeoff(self.records, self.dense))
 
     def close(self) -> None:
         self.progress.stop()
@@ -91,7 +92,7 @@ def pareto_table(dense: DenseReference, front: list[TrialRecord]) -> Table:
         ratios = [g["ratio"] for g in plan_groups(r.plan).values()]
         table.add_row(str(r.number), *((r.precision,) if quantized else ()), f"{100 * r.accuracy:.2f}",
                       f"{100 * (r.accuracy - dense.accuracy):+.2f}", percent(r.test_accuracy), f"{r.latency_ms:.3f}",
-                      f"{r.latency_p90_ms:.3f}", f"{r.speedup:.2f}x",
+                      f"{r.latency_p90_ms:.3f}", f"{dense.speedup_of(r.latency_ms):.2f}x",
                       f"{r.macs / 1e6:.1f}", f"{r.params / 1e3:.0f}", f"{sum(ratios) / max(len(ratios), 1):.2f}")
     return table
 

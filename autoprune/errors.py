@@ -16,3 +16,8 @@ class PlanError(AutopruneError):
 
 class BackendUnavailable(AutopruneError):
     """A latency backend's runtime is missing or unreachable; the message says how to install or reach it."""
+
+
+class StorageError(AutopruneError):
+    """A folder, file or database cannot be written or read (read-only, full, corrupt, not a folder):
+    a fault of the machine, not of the command; the message names the path and what to do."""

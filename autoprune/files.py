@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from autoprune.errors import ConfigError, StorageError
+
 
 def umask_mode(mode: int) -> int:
     """``mode`` less the process umask: what ``open``/``mkdir`` would give (mkstemp/mkdtemp give 0600/0700)."""
@@ -47,3 +49,64 @@ def atomic_torch_save(obj: Any, path: Path) -> Path:
     import torch
 
     return _atomic_write(path, lambda h: torch.save(obj, h))
+
+
+def _nearest_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def _probe_write(folder: Path, what: str) -> None:
+    """StorageError unless a file can be created (and removed) in ``folder``."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".autoprune-probe-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as err:
+        reason = (err.strerror or type(err).__name__).lower()
+        raise StorageError(f"{folder}: cannot write there ({reason}); choose a writable {what}") from None
+
+
+def check_writable_folder(path: str | Path, what: str = "--out") -> None:
+    """Before any long work: ``path`` is (or can be created as) a folder this process can write into.
+
+    Raises:
+        ConfigError: ``path`` is a file, or lies under a file.
+        StorageError: the folder (or the nearest existing one above it) is read-only or not writable.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path}: exists and is not a folder; give a folder path")
+    existing = _nearest_existing(path)
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {path}: {existing} is a file, not a folder")
+    _probe_write(existing, what)
+
+
+def check_writable_file(path: str | Path, what: str = "--out") -> None:
+    """Before any long work: a file can be written at ``path`` (its folder is, or can be, created and written).
+
+    Raises:
+        ConfigError: ``path`` is a folder, or lies under a file.
+        StorageError: the folder it goes in is read-only or not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{what} {path}: is a folder; give the path of a file")
+    existing = _nearest_existing(path.parent)
+    if not existing.is_dir():
+        raise ConfigError(f"{what} {path}: {existing} is a file, not a folder")
+    _probe_write(existing, what)
+
+
+def read_json(path: Path, what: str) -> Any:
+    """The JSON in ``path``; ConfigError naming the file (and ``what`` it should hold) when it is not JSON."""
+    try:
+        return json.loads(Path(path).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: not valid JSON ({err}); it should hold {what}") from None
+    except OSError as err:
+        raise StorageError(f"{path}: cannot be read ({(err.strerror or type(err).__name__).lower()})") from None

@@ -16,7 +16,7 @@ from typing import Any
 
 from autoprune.errors import PlanError
 from autoprune.registry import IMPORTANCES
-from autoprune.validation import check_choice, check_int, require
+from autoprune.validation import check_choice, check_int, check_list, is_list, require
 
 #: Structure choices a group can take. ``none`` leaves the group dense.
 STRUCTURES = ("channel", "unstructured", "nm", "none")
@@ -146,8 +146,10 @@ class PrunerSettings:
         check_int("min_channels", self.min_channels, 1)
         check_choice("importance", self.importance, IMPORTANCES.names())
         check_choice("mask_scope", self.mask_scope, MASK_SCOPES)
-        require(len(self.nm) == 2 and all(isinstance(v, int) for v in self.nm) and 0 < self.nm[0] < self.nm[1],
-                f"`nm` must be [N, M] with 0 < N < M, got {list(self.nm)}")
+        check_list("ignore", self.ignore, "layer-name globs", lambda v: isinstance(v, str))
+        require(is_list(self.nm) and len(self.nm) == 2 and all(isinstance(v, int) for v in self.nm)
+                and 0 < self.nm[0] < self.nm[1], f"`nm` must be [N, M] with 0 < N < M, got "
+                f"{list(self.nm) if is_list(self.nm) else repr(self.nm)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"round_to": self.round_to, "min_channels": self.min_channels, "importance": self.importance,
@@ -158,6 +160,6 @@ class PrunerSettings:
         """Rebuild from ``to_dict()``; fields a file does not hold keep their defaults."""
         values = dict(data)
         for key in ("ignore", "nm"):
-            if key in values:
+            if is_list(values.get(key)):  # anything else is left for __post_init__ to reject
                 values[key] = tuple(values[key])
         return cls(**values)

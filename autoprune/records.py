@@ -133,6 +133,12 @@ class DenseReference:
     #: the score on the task's held-out test split (None when the task has none)
     test_accuracy: float | None = None
 
+    def speedup_of(self, latency_ms: float) -> float:
+        """The speed-up every front view shows: this dense p50 over a candidate's p50, the numbers the front is
+        built from (so a faster model always shows the larger speed-up; ``TrialRecord.speedup`` keeps the
+        ratio measured interleaved with the dense model, which the screen uses)."""
+        return self.latency.median_ms / latency_ms
+
     def objective(self, name: str) -> float | None:
         """The dense model's value of a named objective (None when the profile does not measure it)."""
         return objective_value(name, accuracy=self.accuracy, latency=self.latency, params=self.params, macs=self.macs)

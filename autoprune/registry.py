@@ -76,6 +76,7 @@ class Registry(Generic[T]):
 
 #: search agents (``search/agent.py``): ``(AgentContext) -> optuna.samplers.BaseSampler``
 AGENTS: Registry[Any] = Registry("agent", {
+    "global": "autoprune.search.global_ranking:GlobalRankingAgent",
     "nsga2": "autoprune.search.optuna_agents:nsga2_agent",
     "random": "autoprune.search.optuna_agents:random_agent",
     "rl": "autoprune.search.rl:DDPGAgent",

@@ -5,7 +5,7 @@ Callers prefix the file (``build`` in ``config.py``), so a message reads
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from autoprune.errors import ConfigError
@@ -35,3 +35,18 @@ def check_number(name: str, value: Any, low: float, high: float | None = None) -
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> None:
     require(value in choices, f"`{name}` must be one of {', '.join(choices)}, got {value!r}")
+
+
+def is_list(value: Any) -> bool:
+    """A YAML list (a tuple once loaded); a string is not a list of its characters."""
+    return isinstance(value, (list, tuple))
+
+
+def check_list(name: str, value: Any, what: str, item_ok: Any = None) -> None:
+    """``value`` is a list (or tuple) whose items all pass ``item_ok``; ``what`` says what it lists."""
+    ok = is_list(value) and (item_ok is None or all(item_ok(v) for v in value))
+    require(ok, f"`{name}` must be a list of {what}, got {value!r}")
+
+
+def check_mapping(name: str, value: Any, what: str) -> None:
+    require(isinstance(value, Mapping), f"`{name}` must map {what}, got {value!r}")

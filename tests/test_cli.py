@@ -39,7 +39,7 @@ def test_help_imports_no_heavy_library() -> None:
 
 @pytest.mark.parametrize("args, message", [
     (["search", "--out", "x", "--agent", "bogus"],
-     "`agent` must be one of nsga2, random, rl, tpe, uniform, got 'bogus'"),
+     "`agent` must be one of global, nsga2, random, rl, tpe, uniform, got 'bogus'"),
     (["search", "--out", "x", "--task", "nosuch"], "unknown task 'nosuch'"),
     (["search", "--out", "x", "--hw", "missing.yaml"], "missing.yaml: file not found"),
     (["search", "--out", "x", "--trials", "0"], "`trials` must be an integer >= 1, got 0"),

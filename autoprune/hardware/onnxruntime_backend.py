@@ -46,8 +46,12 @@ class OnnxRuntimeOptions:
 
 def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17, *, dynamic_batch: bool = False) -> bytes:
     """The model as an in-memory ONNX file (weights embedded); graph inputs are named as in
-    :func:`~autoprune.inputs.named_tensors` (``input`` for a single tensor). With ``dynamic_batch``
-    the first axis of every input and output is symbolic (``batch``)."""
+    :func:`~autoprune.inputs.named_tensors` (``input`` for a single tensor).
+
+    Args:
+        dynamic_batch: make the first axis of every input and output a named dimension (``batch``), so the
+            file runs any batch size; otherwise it is fixed to the example's (what latency measurement wants).
+    """
     import torch
 
     from autoprune.inputs import PositionalModule, named_tensors
@@ -57,12 +61,12 @@ def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17, *, dyna
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         wrapped = PositionalModule(model.eval(), inputs).eval()
-        axes = ({n: {0: "batch"} for n in [*wrapped.input_names, *wrapped.output_names]}
-                if dynamic_batch else None)
         with torch.no_grad():
+            names = [*wrapped.input_names, *wrapped.output_names]
             torch.onnx.export(wrapped, tuple(t for _, t in named_tensors(inputs)), buffer, dynamo=False,
                               opset_version=opset, input_names=wrapped.input_names,
-                              output_names=wrapped.output_names, dynamic_axes=axes)
+                              output_names=wrapped.output_names,
+                              dynamic_axes={n: {0: "batch"} for n in names} if dynamic_batch else None)
     finally:
         torch.backends.mha.set_fastpath_enabled(fast_path)
     return buffer.getvalue()

@@ -167,6 +167,19 @@ class LatencyPredictor:
         names = {f.name for f in dataclasses.fields(cls) if not f.name.startswith("_")}
         if not isinstance(data, dict) or "profile" not in data or not set(data) <= names:
             raise ConfigError(f"{source}: not a latency predictor (expected the JSON `autoprune calibrate` writes)")
+        from autoprune.validation import is_number
+
+        checks = {"profile": isinstance(data.get("profile"), str),
+                  "table": isinstance(data.get("table", {}), dict)
+                  and all(isinstance(k, str) and is_number(v) for k, v in data.get("table", {}).items()),
+                  "slope": is_number(data.get("slope", 1.0)), "intercept": is_number(data.get("intercept", 0.0)),
+                  "fit_measurements": isinstance(data.get("fit_measurements", 0), int),
+                  "holdout_mdape": data.get("holdout_mdape") is None or is_number(data.get("holdout_mdape")),
+                  "versions": isinstance(data.get("versions", {}), dict)}
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"{source}: not a latency predictor (`{bad[0]}` has the wrong type: "
+                              f"{data.get(bad[0])!r}); calibrate it again with `autoprune calibrate`")
         predictor = cls(**data)
         if profile is None:
             return predictor

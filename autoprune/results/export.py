@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from autoprune.errors import AutopruneError, BackendUnavailable, ConfigError
+from autoprune.errors import AutopruneError, BackendUnavailable, ConfigError, PlanError
 from autoprune.files import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text, umask_mode
 from autoprune.plan import PrunerSettings, PruningPlan
 from autoprune.pruning.saving import rebuild
@@ -74,6 +74,12 @@ class Exporter(ABC):
 
     #: (rtol, atol) the reloaded model's outputs must meet against the PyTorch model
     tolerance: tuple[float, float] = (1e-4, 1e-5)
+    #: the format's batch size is open (verified at batch 1 and 8); with ``batch_option`` only when ``dynamic_batch``
+    batch_axis: bool = False
+    #: the format fixes the batch size or leaves it open by choice (``--static-batch``)
+    batch_option: bool = False
+    #: leave the batch size open (set by ``export_trial``; only where ``batch_axis``)
+    dynamic_batch: bool = False
 
     def check(self, profile: HardwareProfile) -> None:
         """Raise a user error when this format cannot be produced for ``profile``."""
@@ -89,12 +95,17 @@ class Exporter(ABC):
 
 
 class OnnxExporter(Exporter):
-    """``model.onnx`` (weights embedded), checked with ONNX Runtime's CPU provider."""
+    """``model.onnx`` (weights embedded), checked with ONNX Runtime's CPU provider; a dynamic batch axis
+    unless ``--static-batch`` (users serve batches)."""
+
+    batch_axis = True
+    batch_option = True
 
     def write(self, model, example_input, profile, recipe, folder):
         from autoprune.hardware.onnxruntime_backend import export_onnx_bytes
 
-        return [atomic_write_bytes(folder / "model.onnx", export_onnx_bytes(model, example_input))]
+        data = export_onnx_bytes(model, example_input, dynamic_batch=self.dynamic_batch)
+        return [atomic_write_bytes(folder / "model.onnx", data)]
 
     def load(self, folder):
         import onnxruntime as ort
@@ -109,6 +120,7 @@ class TorchExporter(Exporter):
     ``weights_only=True``): no pickled module, so it loads with any torch that can rebuild the task."""
 
     tolerance = (0.0, 0.0)  # the same weights in the same architecture: bit-identical
+    batch_axis = True  # a PyTorch module takes any batch
 
     def write(self, model, example_input, profile, recipe, folder):
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -152,6 +164,7 @@ class TvmExporter(Exporter):
     """The compiled library for the profile's TVM target, loaded with TVM's Relax VirtualMachine."""
 
     tolerance = (1e-3, 1e-4)  # TVM's kernels reorder float sums
+    batch_option = True  # compiled for the example's batch (a dynamic batch is not built yet)
 
     def check(self, profile):
         if profile.backend != "tvm":
@@ -195,6 +208,8 @@ class Verification:
     max_abs_diff: float
     top1_agreement: float
     passed: bool
+    #: the batch sizes the export was run at (1, and 8 when its batch axis is open)
+    batch_sizes: list[int]
 
 
 def verify(model: nn.Module, predictor: Predictor, inputs: list[np.ndarray], tolerance: tuple[float, float]) -> Verification:
@@ -203,19 +218,22 @@ def verify(model: nn.Module, predictor: Predictor, inputs: list[np.ndarray], tol
     import torch
 
     rtol, atol = tolerance
+    samples = sum(x.shape[0] == 1 for x in inputs) or len(inputs)
+    batches = sorted({int(x.shape[0]) for x in inputs})
     worst, agree, passed = 0.0, 0, True
     with torch.no_grad():
         for x in inputs:
             expected = model(torch.from_numpy(x)).numpy()
             got = np.asarray(predictor(x))
             if got.shape != expected.shape:
-                return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=float("inf"),
-                                    top1_agreement=0.0, passed=False)
+                return Verification(samples=samples, rtol=rtol, atol=atol, max_abs_diff=float("inf"),
+                                    top1_agreement=0.0, passed=False, batch_sizes=batches)
             worst = max(worst, float(np.max(np.abs(got - expected))))
             passed = passed and bool(np.all(np.abs(got - expected) <= atol + rtol * np.abs(expected)))
             agree += int(np.array_equal(got.argmax(-1), expected.argmax(-1)))
-    return Verification(samples=len(inputs), rtol=rtol, atol=atol, max_abs_diff=worst,
-                        top1_agreement=agree / max(len(inputs), 1), passed=passed and agree == len(inputs))
+    return Verification(samples=samples, rtol=rtol, atol=atol, max_abs_diff=worst,
+                        top1_agreement=agree / max(len(inputs), 1), passed=passed and agree == len(inputs),
+                        batch_sizes=batches)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,8 +248,32 @@ def _warn(message: str) -> None:
 
 
 def _fresh_out(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    """``out`` is a new (or empty) folder this process can create and write; checked before any work."""
+    from autoprune.files import check_writable_folder
+
+    if out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"--out {out}: already exists and is not empty; choose a new folder or remove it")
+    check_writable_folder(out)
+
+
+def _load_weights(path: Path, recipe: Rebuild, task: Task, trial: int, run_path: str | Path) -> nn.Module:
+    """The trial's model with its saved weights; one-line errors when the file is not a state dict or not this trial's."""
+    import pickle
+
+    import torch
+
+    try:
+        state = torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        raise ConfigError(f"{path}: not a readable state dict ({type(err).__name__}: "
+                          f"{' '.join(str(err).split())[:160]}); re-run the search's trial or restore the file") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{path}: not a state dict (a mapping of parameter names to tensors), got {type(state).__name__}")
+    try:
+        return rebuild(task, PruningPlan.from_dict(recipe.plan), recipe.settings, state).model
+    except PlanError as err:
+        raise ConfigError(f"{path}: the weights do not fit trial {trial} of {run_path} (the file was replaced, or it "
+                          f"comes from another task or plan): {err}") from None
 
 
 def export_trial(
@@ -241,6 +283,7 @@ def export_trial(
     out: str | Path,
     *,
     force: bool = False,
+    dynamic_batch: bool = True,
     samples: int = 32,
     warn: Callable[[str], None] = _warn,
 ) -> ExportResult:
@@ -273,6 +316,9 @@ def export_trial(
     if record.precision != "fp32":
         return export_quantized(data, record, fmt, Path(out), on_front=on_front)
     exporter = EXPORTERS.get(fmt, where="--format")()
+    if not dynamic_batch and not exporter.batch_option:
+        raise ConfigError(f"--static-batch applies to onnx and tvm exports, not --format {fmt} (it takes any batch)")
+    exporter.dynamic_batch = dynamic_batch and exporter.batch_axis
     profile = data.config.profile
     exporter.check(profile)
     out = Path(out)
@@ -284,7 +330,7 @@ def export_trial(
     task = resolve_task(data.config.task)
     recipe = Rebuild(task=data.config.task, plan=record.plan, settings=data.config.pruner)
     dense_model = task.build_model()
-    model = recipe.model(task, weights)
+    model = _load_weights(weights, recipe, task, trial, run_path)
     stats = model_stats(model, task.example_input)
     if (stats.macs, stats.params) != (record.macs, record.params):
         raise ExportError(f"trial {trial}: the rebuilt model has {stats.macs} MACs / {stats.params} params, its record "
@@ -298,10 +344,16 @@ def export_trial(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         n = min(samples, len(task.val_set))
+        import numpy as np
+
         inputs = [task.val_set[i][0].unsqueeze(0).numpy() for i in range(n)]
+        if exporter.dynamic_batch:  # and a batch of 8 (repeated when there are fewer samples), as users serve
+            inputs.append(np.concatenate([inputs[i % n] for i in range(8)]))
         try:  # exporters and runtimes (torch.onnx, TVM) report what they cannot convert as RuntimeError
             files = exporter.write(model, task.example_input, profile, recipe, staging)
             atomic_write_json(staging / MANIFEST, {"format": fmt, "files": [f.name for f in files], "trial": trial,
+                                                   "batch": "dynamic" if exporter.dynamic_batch else
+                                                   int(task.example_input.shape[0]),
                                                    "input_shape": list(task.example_input.shape),
                                                    "input_dtype": str(task.example_input.dtype).replace("torch.", "")})
             check = verify(model, exporter.load(staging), inputs, exporter.tolerance)

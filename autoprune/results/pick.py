@@ -50,6 +50,15 @@ def accuracy_fraction(value: float) -> float:
     return value / 100.0 if value > 1.0 else value
 
 
+def fastest_within(front: Sequence[TrialRecord], dense: DenseReference, tolerance: float) -> TrialRecord | None:
+    """The one recommendation rule: the Pareto model with the lowest measured p50 latency whose accuracy is within
+    ``tolerance`` of the dense model's (``pick --min-accuracy``'s rule; the sweep report and the search's progress
+    line use it too). None when no model is that accurate."""
+    near = [r for r in front if r.accuracy is not None and r.latency_ms is not None
+            and r.accuracy >= dense.accuracy - tolerance]
+    return min(near, key=lambda r: (r.latency_ms, -r.accuracy), default=None)
+
+
 def pick(
     front: Sequence[TrialRecord],
     *,
@@ -71,6 +80,8 @@ def pick(
     given = [max_latency_ms is not None, min_accuracy is not None, bool(knee)]
     if sum(given) != 1:
         raise ConfigError("pick: give exactly one of --max-latency-ms, --min-accuracy, --knee")
+    if min_accuracy is not None and not 0.0 <= min_accuracy <= 100.0:
+        raise ConfigError(f"--min-accuracy must be a fraction in [0, 1] or a percent in (1, 100], got {min_accuracy:g}")
     ordered = sorted(front, key=lambda r: (r.latency_ms, -(r.accuracy or 0.0)))
     if not ordered:
         raise ConfigError("pick: the Pareto front is empty (no complete trial yet)")
@@ -122,7 +133,7 @@ def choice_table(choice: Choice, dense: DenseReference):
             continue
         table.add_row(role, str(r.number), *((r.precision,) if quantized else ()), f"{100 * r.accuracy:.2f}",
                       f"{100 * (r.accuracy - dense.accuracy):+.2f}", f"{r.latency_ms:.4f}", f"{r.latency_p90_ms:.4f}",
-                      f"{r.speedup:.2f}x", f"{r.macs / 1e6:.2f}", f"{r.params / 1e3:.1f}",
+                      f"{dense.speedup_of(r.latency_ms):.2f}x", f"{r.macs / 1e6:.2f}", f"{r.params / 1e3:.1f}",
                       style="bold" if r is choice.chosen else None)
     lat = dense.latency
     table.add_row("dense", "-", *(("fp32",) if quantized else ()), f"{100 * dense.accuracy:.2f}", "+0.00", f"{lat.median_ms:.4f}",

@@ -193,7 +193,8 @@ def _front_table(data: RunData) -> str:
             f'<td>{100 * r.accuracy:.2f}</td>'
             f'<td>{100 * (r.accuracy - data.dense.accuracy):+.2f}</td><td>{_fmt(r.test_accuracy, ".2f", 100)}</td>'
             f'<td>{r.latency_ms:.4f}</td>'
-            f'<td>{r.latency_p90_ms:.4f}</td><td>{100 * r.latency.cv:.1f}</td><td>{r.speedup:.2f}x</td>'
+            f'<td>{r.latency_p90_ms:.4f}</td><td>{100 * r.latency.cv:.1f}</td>'
+            f'<td>{data.dense.speedup_of(r.latency_ms):.2f}x</td>'
             f'<td>{r.macs:,}</td><td>{r.params:,}</td><td>{sum(shares) / max(len(shares), 1):.2f}</td></tr>')
     return _table(head, rows)
 

@@ -18,13 +18,13 @@ from autoprune.config import OBJECTIVES, SearchConfig, search_config_from_dict
 from autoprune.environment import library_versions, machine_fingerprint
 from autoprune.errors import ConfigError
 from autoprune.execution.outcomes import Candidate
-from autoprune.files import atomic_write_bytes, atomic_write_json
+from autoprune.files import atomic_write_bytes, atomic_write_json, check_writable_folder, read_json
 from autoprune.plan import PruningPlan
 from autoprune.pruning.saving import save_pruned
 from autoprune.records import DenseReference, TrialRecord
 from autoprune.results.pareto_file import write_pareto
 from autoprune.search.objectives import Scoring
-from autoprune.search.study import finished_records, open_study
+from autoprune.search.study import finished_records, open_study, study_errors
 
 #: fields that must match for a run folder to be resumed with a new command
 IDENTITY_FIELDS = ("task", "agent", "seed", "objectives", "profile", "space")
@@ -88,12 +88,24 @@ class RunFolder:
         if not self.config.is_file():
             return
         # both read back the same way, so a record written by an older autoprune compares by meaning
-        saved = _plain(search_config_from_dict(json.loads(self.config.read_text()), str(self.config)).to_dict())
+        saved = _plain(self.read_config().to_dict())
         current = _plain(config.to_dict())
         for key in IDENTITY_FIELDS:
             if saved.get(key) != current.get(key):
                 raise ConfigError(f"{self.path}: holds a search with a different `{key}`; resume it with the same "
                                   f"settings or choose another --out")
+
+    def read_config(self) -> SearchConfig:
+        """The resolved config a search recorded here; ConfigError naming ``config.json`` when it is damaged."""
+        data = read_json(self.config, "the resolved search config autoprune wrote")
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.config}: not a search config (a JSON object was expected, got "
+                              f"{type(data).__name__})")
+        return search_config_from_dict(data, str(self.config))
+
+    def check_writable(self) -> None:
+        """Before any work: the folder is, or can be created as, a folder this process can write into."""
+        check_writable_folder(self.path)
 
     def start(self, config: SearchConfig) -> None:
         """Create the folder and record the resolved config, library versions, machine and seed."""
@@ -104,10 +116,61 @@ class RunFolder:
 
     def read_dense(self) -> DenseReference | None:
         """The dense reference an earlier session measured, if any (a resumed run keeps it)."""
-        return DenseReference.from_dict(json.loads(self.dense.read_text())) if self.dense.is_file() else None
+        if not self.dense.is_file():
+            return None
+        data = read_json(self.dense, "the dense model's reference measurement")
+        try:
+            return DenseReference.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ConfigError(f"{self.dense}: not a dense reference ({type(err).__name__}: {err}); delete it to "
+                              "measure the dense model again") from None
 
     def write_dense(self, dense: DenseReference) -> None:
         atomic_write_json(self.dense, dense.to_dict())
+
+
+class RunSetup:
+    """Guards the set-up of a search session (folder, config, study, dense model, feasibility check).
+
+    A *fresh* run (no ``config.json`` before) that fails before ``commit()`` -- a constraint no
+    plan can meet, an objective the profile does not measure, Ctrl-C while the dense model is
+    measured -- removes everything the session created in the folder (and a new SQLite ``--storage``
+    file), so the corrected command on the same ``--out`` starts clean. A resumed run is left as it was.
+    """
+
+    def __init__(self, run: RunFolder, storage: str | None = None) -> None:
+        self.run = run
+        self.existed = run.path.is_dir()
+        self.before = {p.name for p in run.path.iterdir()} if self.existed else set()
+        self.fresh = not run.config.is_file()
+        self.new_files: list[Path] = []
+        prefix = "sqlite:///"
+        if storage and storage.startswith(prefix) and not Path(storage[len(prefix):]).exists():
+            db = Path(storage[len(prefix):])
+            self.new_files = [db, *(db.with_name(db.name + s) for s in ("-wal", "-shm", "-journal"))]
+        self.committed = False
+
+    def commit(self) -> None:
+        """The session got past its checks: from now on the folder holds a run worth resuming."""
+        self.committed = True
+
+    def __enter__(self) -> RunSetup:
+        return self
+
+    def __exit__(self, kind, error, traceback) -> bool:
+        if kind is None or self.committed or not self.fresh:
+            return False
+        import shutil
+
+        for path in self.new_files:
+            path.unlink(missing_ok=True)
+        if not self.existed:
+            shutil.rmtree(self.run.path, ignore_errors=True)
+        elif self.run.path.is_dir():
+            for entry in self.run.path.iterdir():
+                if entry.name not in self.before:
+                    shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+        return False
 
 
 def _plain(data: dict[str, Any]) -> Any:
@@ -177,12 +240,14 @@ def load_run(path: str | Path) -> RunData:
         ConfigError: ``path`` is not a run folder, or it holds no dense reference yet.
     """
     run = RunFolder.existing(path)
-    config = search_config_from_dict(json.loads(run.config.read_text()), str(run.config))
+    config = run.read_config()
     dense = run.read_dense()
     if dense is None:
         raise ConfigError(f"{path}: the search has not measured the dense model yet (no dense.json)")
-    environment = json.loads(run.environment.read_text()) if run.environment.is_file() else {}
-    study = open_study(run.storage_url(), [OBJECTIVES[o] for o in config.objectives], create=False)
-    records = finished_records(study)
+    environment = read_json(run.environment, "library versions and the machine") if run.environment.is_file() else {}
+    study = open_study(run.storage_url(), [OBJECTIVES[o] for o in config.objectives], create=False,
+                       source=str(run.study_db))
+    with study_errors(run.storage_url(), str(run.study_db)):
+        records = finished_records(study)
     return RunData(run=run, config=config, dense=dense, environment=environment, records=records,
                    front=Scoring.from_config(config, dense).front(records))

@@ -7,6 +7,7 @@ call on the same folder.
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,9 +18,11 @@ from autoprune.execution.executor import Executor
 from autoprune.execution.placement import make_executor
 from autoprune.hardware.predictor import choose_predictor
 from autoprune.pruning import discover_groups, model_stats
-from autoprune.records import DenseReference, TrialRecord
+from autoprune.pruning.ranking import task_unit_scores
+from autoprune.records import DenseReference, TrialRecord, TrialState
+from autoprune.registry import AGENTS
 from autoprune.results.pareto_file import screening_info, write_pareto
-from autoprune.results.run import RunFolder, RunWriter
+from autoprune.results.run import RunFolder, RunSetup, RunWriter
 from autoprune.search.agent import AgentContext, make_agent
 from autoprune.search.objectives import Scoring
 from autoprune.search.space import PlanSpace, layer_macs
@@ -27,6 +30,7 @@ from autoprune.search.study import finished_records, open_study
 from autoprune.training import evaluate, test_score
 
 if TYPE_CHECKING:
+    import optuna
     from torch import nn
 
     from autoprune.pruning import PrunableGroup
@@ -66,20 +70,28 @@ def run_search(
     """
     notify = on_event or (lambda kind, payload: None)
     run = RunFolder(Path(out))
+    run.check_writable()  # a file, a read-only folder: refused before any work
     run.check_resumable(config)
     task = config.trial_task()
     choice = choose_predictor(config.predictor, config.profile, config.task)
     screening = screening_info(choice, config.predictor_margin)
-    run.start(config)
-    dense_model = task.build_model()
-    groups = discover_groups(dense_model, task.example_input, config.pruner.ignore, round_to=config.pruner.round_to)
-    with executor or make_executor(execution or ExecutionConfig(), config, task, dense_model, choice.predictor) as jobs:
-        dense = run.read_dense() or _measure_dense(run, task, dense_model, groups, jobs)
-        notify("dense", dense)
-        notify("screening", screening)
-        search = _open_search(config, run, storage, dense, groups, dense_model, task, jobs)
-        writer = RunWriter(run=run, config=config, dense=dense, screening=screening)
-        records = Driver(search, writer, deadline=deadline, on_event=notify).run()
+    directions = [OBJECTIVES[o] for o in config.objectives]
+    with RunSetup(run, storage) as setup:  # a fresh run that fails before its first trial leaves nothing behind
+        run.start(config)
+        study = open_study(storage or run.storage_url(), directions,
+                           source=f"--storage {storage}" if storage else str(run.study_db))
+        dense_model = task.build_model()
+        groups = discover_groups(dense_model, task.example_input, config.pruner.ignore,
+                                 round_to=config.pruner.round_to)
+        with executor or make_executor(execution or ExecutionConfig(), config, task, dense_model,
+                                       choice.predictor) as jobs:
+            dense = run.read_dense() or _measure_dense(run, task, dense_model, groups, jobs)
+            notify("dense", dense)
+            notify("screening", screening)
+            search = _open_search(config, run, study, dense, groups, dense_model, task, jobs)
+            setup.commit()
+            writer = RunWriter(run=run, config=config, dense=dense, screening=screening)
+            records = Driver(search, writer, deadline=deadline, on_event=notify).run()
     front = write_pareto(run.pareto, config, dense, records, screening)
     return SearchOutcome(run=run, dense=dense, records=records, front=front)
 
@@ -95,17 +107,33 @@ def _measure_dense(run: RunFolder, task: Task, model: nn.Module, groups: list[Pr
     return dense
 
 
-def _open_search(config: SearchConfig, run: RunFolder, storage: str | None, dense: DenseReference,
+def _open_search(config: SearchConfig, run: RunFolder, study: optuna.Study, dense: DenseReference,
                  groups: list[PrunableGroup], model: nn.Module, task: Task, executor: Executor) -> Search:
-    """The study (its sampler the agent), plan space and scoring; on a fresh run, the feasibility check."""
+    """The study's sampler (the agent), plan space and scoring; on a fresh run, the feasibility check."""
     scoring = Scoring.from_config(config, dense)
-    study = open_study(storage or run.storage_url(), [OBJECTIVES[o] for o in config.objectives])
+    ranks = getattr(AGENTS.get(config.agent, where="--agent"), "needs_unit_scores", False)
     space = PlanSpace.build(groups, config.space, config.pruner, config.profile.fast_structures,
                             macs=layer_macs(model, task.example_input),
-                            runnable_precisions=runnable_precisions(config.profile))
+                            runnable_precisions=runnable_precisions(config.profile),
+                            unit_scores=task_unit_scores(task, config.pruner, model) if ranks else None)
     context = AgentContext(space=space, seed=config.seed, scoring=scoring, log_dir=run.path,
                            resumed_trials=len(study.get_trials(deepcopy=False)))
     study.sampler = make_agent(config.agent, context)
     if not finished_records(study):
         check_feasible(config, dense, space, executor)
     return Search(config=config, study=study, space=space, scoring=scoring, executor=executor)
+
+
+def all_failed(records: list[TrialRecord]) -> str | None:
+    """When every finished trial failed: one line with the count and the most common reason (None otherwise).
+
+    A search like that has no front and nothing to tell the agent; its cause is almost always one
+    error repeated (a fine-tune that diverges, a backend that cannot run the pruned model).
+    """
+    if not records or any(r.state != TrialState.FAILED for r in records):
+        return None
+    reasons = Counter(" ".join((r.reason or "no reason recorded").split()) for r in records)
+    reason, count = reasons.most_common(1)[0]
+    others = f"; {len(reasons) - 1} other reason(s): `autoprune report` lists them" if len(reasons) > 1 else ""
+    return (f"all {len(records)} trials failed; most common reason ({count} of {len(records)}): "
+            f"{reason[:300]}{others}")

@@ -6,8 +6,8 @@ joins or starts Ray once, and runs each search into ``OUT/<search name>/`` with 
 does not need (it reached its trial budget early) goes to the ones after it. Inside a search
 the driver stops starting trials whose estimated duration (median of finished trials) would
 overrun its share. The report (``report.md``, ``report.html``, ``sweep.json``) shows each
-Pareto front and the recommended model per hardware profile: the fastest Pareto trial within
-``accuracy_tolerance`` of its dense model.
+Pareto front and the recommended model per hardware profile: the Pareto trial with the lowest
+measured p50 within ``accuracy_tolerance`` of its dense model (``pick.fastest_within``).
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from autoprune.errors import ConfigError
 from autoprune.execution.driver import EventSink
 from autoprune.execution.ray_executor import connect_ray
 from autoprune.files import atomic_write_json, atomic_write_text
-from autoprune.records import TrialRecord, TrialState
+from autoprune.records import DenseReference, TrialRecord, TrialState
+from autoprune.results.pick import fastest_within
 from autoprune.results.search import SearchOutcome, run_search
 
 
@@ -85,22 +86,28 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
 
 
 def recommend(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], tolerance: float) -> dict[str, dict[str, Any]]:
-    """Per profile: the fastest Pareto trial within ``tolerance`` of its dense accuracy (across searches)."""
+    """Per profile: the Pareto trial with the lowest measured p50 within ``tolerance`` of its dense accuracy, across
+    searches (``pick.fastest_within``, the rule ``pick`` and the report use); its speed-up is its search's dense p50
+    over its p50, the numbers the front shows."""
     best: dict[str, dict[str, Any]] = {}
     for name, config, outcome in outcomes:
-        near = [r for r in outcome.front if r.accuracy is not None and r.accuracy >= outcome.dense.accuracy - tolerance]
-        for r in near:
-            current = best.get(config.profile.name)
-            if current is None or (r.speedup or 0.0) > current["speedup"]:
-                best[config.profile.name] = {"search": name, "trial": r.number, "accuracy": r.accuracy,
-                                             "dense_accuracy": outcome.dense.accuracy, "latency_ms": r.latency_ms,
-                                             "speedup": r.speedup or 0.0, "model_path": r.model_path}
+        r = fastest_within(outcome.front, outcome.dense, tolerance)
+        if r is None or r.latency_ms is None or r.accuracy is None:
+            continue
+        current = best.get(config.profile.name)
+        if current is None or r.latency_ms < current["latency_ms"]:
+            best[config.profile.name] = {"search": name, "trial": r.number, "accuracy": r.accuracy,
+                                         "dense_accuracy": outcome.dense.accuracy, "latency_ms": r.latency_ms,
+                                         "dense_latency_ms": outcome.dense.latency.median_ms,
+                                         "speedup": outcome.dense.speedup_of(r.latency_ms),
+                                         "model_path": r.model_path}
     return best
 
 
-def _front_rows(front: list[TrialRecord], dense_accuracy: float) -> list[list[str]]:
-    return [[str(r.number), f"{100 * r.accuracy:.2f}", f"{100 * (r.accuracy - dense_accuracy):+.2f}",
-             f"{r.latency_ms:.3f}", f"{r.speedup:.2f}x", f"{(r.macs or 0) / 1e6:.2f}", r.model_path or ""]
+def _front_rows(front: list[TrialRecord], dense: DenseReference) -> list[list[str]]:
+    return [[str(r.number), f"{100 * r.accuracy:.2f}", f"{100 * (r.accuracy - dense.accuracy):+.2f}",
+             f"{r.latency_ms:.3f}", f"{dense.speedup_of(r.latency_ms):.2f}x", f"{(r.macs or 0) / 1e6:.2f}",
+             r.model_path or ""]
             for r in front]
 
 
@@ -127,7 +134,7 @@ def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str],
         lines = [f"task `{config.task}`, profile `{config.profile.name}`, space `{config.space.name}`, "
                  f"agent `{config.agent}`, run folder `{outcome.run.path}`", counts,
                  f"dense: accuracy {100 * dense.accuracy:.2f}%, p50 {dense.latency.median_ms:.3f} ms"]
-        sections.append((f"Search {name}: Pareto front", lines, FRONT_HEAD, _front_rows(outcome.front, dense.accuracy)))
+        sections.append((f"Search {name}: Pareto front", lines, FRONT_HEAD, _front_rows(outcome.front, dense)))
     return sections
 
 

@@ -74,6 +74,9 @@ class PlanSpace:
         group_structures: the allowed structures of each group, by group name.
         macs: MACs of each Conv/Linear layer by name (empty: unknown; estimates then use channels).
         settings: the pruner's settings (its channel rounding decides which plans build the same candidate).
+        unit_scores: per group, the dense model's mean-normalised importance of each unit the pruner
+            removes (channel positions, or heads), as :func:`autoprune.pruning.ranking.unit_scores`
+            gives them; empty unless an agent ranks channels (``global``).
         precisions: the precisions a plan may take (the first is the default of baselines that do not choose).
     """
 
@@ -82,18 +85,21 @@ class PlanSpace:
     group_structures: Mapping[str, tuple[str, ...]]
     settings: PrunerSettings
     macs: Mapping[str, float] = field(default_factory=dict)
+    unit_scores: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     precisions: tuple[str, ...] = (DEFAULT_PRECISION,)
 
     @classmethod
     def build(cls, groups: list[PrunableGroup], space: SearchSpace, settings: PrunerSettings,
               fast_structures: tuple[str, ...], *, macs: Mapping[str, float] | None = None,
+              unit_scores: Mapping[str, tuple[float, ...]] | None = None,
               runnable_precisions: tuple[str, ...] | None = None) -> PlanSpace:
         """Only structures both the space allows (per layer type) and the profile runs fast are proposed, and
         only the space's precisions the profile runs (``runnable_precisions``; None: all the space lists)."""
         precisions = tuple(p for p in space.precisions if runnable_precisions is None or p in runnable_precisions)
         return cls(groups=tuple(groups), space=space, settings=settings,
                    group_structures={g.name: allowed_structures(g, space, fast_structures) for g in groups},
-                   macs=dict(macs or {}), precisions=precisions or (DEFAULT_PRECISION,))
+                   macs=dict(macs or {}), unit_scores=dict(unit_scores or {}),
+                   precisions=precisions or (DEFAULT_PRECISION,))
 
     @property
     def names(self) -> list[str]:

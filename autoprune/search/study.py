@@ -7,9 +7,13 @@ any SQLAlchemy URL works (a team database).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from autoprune.errors import ConfigError, StorageError
 from autoprune.records import TrialRecord
 
 if TYPE_CHECKING:
@@ -23,16 +27,71 @@ HYPERVOLUME_ATTR = "hypervolume"
 
 
 def open_study(storage_url: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler | None = None, *,
-               create: bool = True) -> optuna.Study:
-    """Create or load the run's multi-objective study (``create=False``: it must exist)."""
+               create: bool = True, source: str | None = None) -> optuna.Study:
+    """Create or load the run's multi-objective study (``create=False``: it must exist).
+
+    Args:
+        source: how the user named the storage, for messages (default: the SQLite file, or the URL).
+
+    Raises:
+        ConfigError: the URL names no database autoprune can open (unknown scheme, missing driver).
+        StorageError: the database cannot be opened or read (corrupt, truncated, unreachable, holds no study).
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = _storage(storage_url)
-    if create:
-        return optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=list(directions),
-                                   sampler=sampler, load_if_exists=True)
-    return optuna.load_study(storage=storage, study_name=STUDY_NAME, sampler=sampler)
+    with study_errors(storage_url, source):
+        storage = _storage(storage_url)
+        if create:
+            return optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=list(directions),
+                                       sampler=sampler, load_if_exists=True)
+        try:
+            return optuna.load_study(storage=storage, study_name=STUDY_NAME, sampler=sampler)
+        except KeyError:
+            raise StorageError(f"{_source(storage_url, source)}: holds no autoprune study (`{STUDY_NAME}`); is it the "
+                               "study.db of an autoprune run?") from None
+
+
+def _source(storage_url: str, source: str | None) -> str:
+    if source is not None:
+        return source
+    prefix = "sqlite:///"
+    return storage_url[len(prefix):] if storage_url.startswith(prefix) else storage_url
+
+
+def _short(err: BaseException) -> str:
+    """The first line of a database error, without SQLAlchemy's background link."""
+    text = str(getattr(err, "orig", None) or err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+@contextmanager
+def study_errors(storage_url: str, source: str | None = None) -> Iterator[None]:
+    """Turn what a bad or broken study storage raises into one-line errors naming it."""
+    import sqlite3
+
+    import sqlalchemy.exc
+
+    where = _source(storage_url, source)
+    db = Path(_source(storage_url, None))  # the SQLite file, for an sqlite:/// URL
+    try:
+        yield
+    except (sqlalchemy.exc.NoSuchModuleError, sqlalchemy.exc.ArgumentError) as err:
+        raise ConfigError(f"{where}: not a database URL autoprune can open ({_short(err)}); give sqlite:///PATH or "
+                          "a SQLAlchemy URL such as postgresql://USER@HOST/DB") from None
+    except ImportError as err:
+        raise ConfigError(f"{where}: the database driver is not installed ({err}); install it (e.g. "
+                          "psycopg2-binary for postgresql://) or use sqlite:///PATH") from None
+    except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as err:
+        folder = db.parent
+        if storage_url.startswith("sqlite") and folder.is_dir() and not os.access(folder, os.W_OK):
+            raise StorageError(f"{where}: cannot open the study database: {folder} is read-only (SQLite needs to "
+                               "write its lock files beside it); copy the run folder somewhere writable") from None
+        if storage_url.startswith("sqlite") and db.is_file():
+            raise StorageError(f"{where}: not a readable study database ({_short(err)}); restore it from a backup "
+                               "or start a new run in another folder") from None
+        raise StorageError(f"{where}: cannot open the study database ({_short(err)}); check the URL, that the "
+                           "server is up and the folder exists and is writable") from None
 
 
 def _storage(storage_url: str) -> optuna.storages.RDBStorage:

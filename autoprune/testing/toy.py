@@ -33,13 +33,20 @@ SCORING = Scoring(objectives=("accuracy", "latency"), dense={"latency": 1.0}, we
                   reference={"accuracy": 0.5, "latency": 1.0})
 
 
+#: spread of each toy group's unit importance around its mean (a wider spread has more unimportant channels)
+SPREADS = {"conv1": 0.9, "conv2": 0.3, "conv3": 0.8, "fc1": 0.1}
+
+
 def toy_space(space: SearchSpace | None = None, fast: tuple[str, ...] = ("channel",),
               precisions: tuple[str, ...] | None = None) -> PlanSpace:
-    """The four ``TARGETS`` groups, 64 channels each, no rounding; ``precisions``: those the target runs."""
+    """The four ``TARGETS`` groups, 64 channels each, no rounding; unit importance spread as ``SPREADS`` says;
+    ``precisions``: those the target runs."""
     groups = [PrunableGroup(name=n, channels=64, layers=(n,), root_type="Linear" if n.startswith("fc") else "Conv2d")
               for n in TARGETS]
+    scores = {n: tuple(1.0 + SPREADS[n] * (2 * j / 63 - 1) for j in range(64)) for n in TARGETS}
     return PlanSpace.build(groups, space or SearchSpace(name="toy", ratio_step=0.05), PrunerSettings(), fast,
-                           macs={"conv1": 4.0, "conv2": 3.0, "conv3": 2.0, "fc1": 1.0}, runnable_precisions=precisions)
+                           macs={"conv1": 4.0, "conv2": 3.0, "conv3": 2.0, "fc1": 1.0}, unit_scores=scores,
+                           runnable_precisions=precisions)
 
 
 def toy_record(number: int, plan: PruningPlan) -> TrialRecord:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+import autoprune.testing.fakes  # noqa: F401  (the `fake` backend, for command-line searches)
+from autoprune.cli import main
 from autoprune.config import SearchConfig, SearchSpace
 from autoprune.records import TrialState
 from autoprune.results.run import RunFolder
-from autoprune.results.search import run_search
+from autoprune.results.search import all_failed, run_search
 from autoprune.search.study import finished_records, open_study
 from tests.conftest import ROOT
 
@@ -59,6 +62,49 @@ def test_rejected_candidates_cost_no_fine_tune(tmp_path: Path, fake_profile) -> 
     outcome = run_search(config, tmp_path / "run")
     assert all(r.state == "rejected" and "not faster than dense" in r.reason for r in outcome.records)
     assert all("finetune" not in r.seconds and r.latency is not None for r in outcome.records)
+
+
+def _cli_search(tmp_path: Path, *extra: str) -> list[str]:
+    """A command-line search on the fake backend (instant latency) and the tiny task."""
+    (tmp_path / "hw.yaml").write_text("name: t-fake\nbackend: fake\nwarmup_s: 0\nmin_runs: 4\nrepeats: 2\n"
+                                      "max_cv: 1.0\nround_to: 4\n")
+    (tmp_path / "space.yaml").write_text("name: t\nmin_channels: 4\n")
+    (tmp_path / "c.yaml").write_text("min_speedup: 0.0\nfinetune: {epochs: 1}\n")
+    return ["search", "--task", TASK, "--hw", str(tmp_path / "hw.yaml"), "--space", str(tmp_path / "space.yaml"),
+            "--config", str(tmp_path / "c.yaml"), "--agent", "random", *extra]
+
+
+def test_a_search_whose_every_trial_failed_exits_1_with_the_commonest_reason(tmp_path: Path, monkeypatch,
+                                                                             capsys) -> None:
+    import autoprune.execution.runner as runner
+
+    def diverge(*args, **kwargs) -> None:
+        raise RuntimeError("fine-tune diverged: loss is nan")
+
+    monkeypatch.setattr(runner, "fine_tune", diverge)
+    assert main(_cli_search(tmp_path, "--trials", "3", "--out", str(tmp_path / "run"))) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == ("autoprune: error: all 3 trials failed; most common reason (3 of 3): RuntimeError: fine-tune "
+                       "diverged: loss is nan")
+    records = finished_records(open_study(RunFolder(tmp_path / "run").storage_url(), ["maximize", "minimize"]))
+    assert [r.state for r in records] == [TrialState.FAILED] * 3
+    # one trial that did not fail (complete or rejected) and the search is not a failure
+    assert all_failed([dataclasses.replace(records[0], state=TrialState.REJECTED), *records[1:]]) is None
+    assert all_failed([]) is None
+
+
+def test_a_fresh_run_refused_after_set_up_leaves_nothing_and_the_corrected_command_runs(tmp_path: Path,
+                                                                                       capsys) -> None:
+    out = tmp_path / "run"
+    args = _cli_search(tmp_path, "--trials", "1", "--out", str(out))
+    assert main(args + ["--min-accuracy", "1.5"]) == 2  # refused after the dense model was measured
+    assert "min_accuracy 1.5 is above the dense model's" in capsys.readouterr().err
+    assert not out.exists()
+    out.mkdir()  # an empty folder given as --out is kept, and kept empty
+    assert main(args + ["--objectives", "accuracy,memory"]) == 2
+    assert list(out.iterdir()) == []
+    assert main(args) == 0  # the corrected command on the same --out
+    assert (out / "config.json").is_file() and (out / "pareto.json").is_file()
 
 
 def _finished(db: Path) -> int:

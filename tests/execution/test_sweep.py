@@ -1,6 +1,7 @@
 """Sweep files, deadlines, and `sweep submit/status/logs` against a real Ray head on 127.0.0.1."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -122,3 +123,40 @@ def test_an_unreachable_cluster_fails_fast_with_the_address(capsys) -> None:
                  "--out", str(Path(tempfile.mkdtemp()) / "run")]) == 2
     err = capsys.readouterr().err
     assert f"--ray-address {address}: cannot reach the Ray cluster" in err and time.time() - start < 30
+
+
+def test_the_recommendation_is_the_fastest_front_model_within_tolerance_by_the_fronts_numbers(tmp_path: Path,
+                                                                                             fake_profile) -> None:
+    """The issue's case: the interleaved ratio ranks a 76.6 ms model (1.83x) above a 9.5 ms one (1.12x); the front,
+    `pick` and the recommendation go by measured p50, and the speed-up shown is dense p50 / p50."""
+    from autoprune.config import SearchConfig, SearchSpace
+    from autoprune.records import DenseReference, TrialRecord, TrialState
+    from autoprune.results.pick import pick
+    from autoprune.results.run import RunFolder
+    from autoprune.results.search import SearchOutcome
+    from autoprune.results.sweep import recommend, write_report
+    from autoprune.testing.fakes import stats
+
+    def record(number: int, accuracy: float, ms: float, interleaved: float) -> TrialRecord:
+        return TrialRecord(number=number, plan={}, state=TrialState.COMPLETE, accuracy=accuracy, latency=stats(ms),
+                           dense_latency=stats(ms * interleaved), speedup=interleaved, macs=1, params=1)
+
+    dense = DenseReference(accuracy=0.95, latency=stats(140.0), macs=10, params=10, groups=[])
+    slow, fast, inaccurate = record(1, 0.949, 76.6, 1.83), record(2, 0.945, 9.5, 1.12), record(3, 0.80, 5.0, 3.0)
+    front = [inaccurate, fast, slow]
+    config = SearchConfig(task="t", profile=fake_profile, space=SearchSpace(name="s"), trials=3)
+    outcome = SearchOutcome(run=RunFolder(tmp_path / "a"), dense=dense, records=front, front=front)
+    picked = recommend([("a", config, outcome)], tolerance=0.01)[fake_profile.name]
+    assert picked["trial"] == 2 and picked["latency_ms"] == 9.5
+    assert picked["speedup"] == pytest.approx(140.0 / 9.5)
+    assert pick(front, min_accuracy=0.95 - 0.01).chosen.number == picked["trial"]  # `pick`'s rule is the same
+    # across searches on one profile the lowest p50 wins, whatever each search's dense measurement was
+    other = SearchOutcome(run=RunFolder(tmp_path / "b"), dense=dataclasses.replace(dense, latency=stats(20.0)),
+                          records=[record(0, 0.95, 12.0, 3.5)], front=[record(0, 0.95, 12.0, 3.5)])
+    assert recommend([("b", config, other), ("a", config, outcome)], 0.01)[fake_profile.name]["search"] == "a"
+    from autoprune.config import SweepConfig, SweepEntry
+
+    sweep = SweepConfig(name="w", searches=(SweepEntry(name="a", search=config),))
+    report = write_report(sweep, [("a", config, outcome)], tmp_path).read_text()
+    assert f"| {fake_profile.name} | a | 2 | 94.50 | 95.00 | 9.500 | {140.0 / 9.5:.2f}x |" in report
+    assert f"| 1 | 94.90 | -0.10 | 76.600 | {140.0 / 76.6:.2f}x |" in report  # the front table's speed-ups agree

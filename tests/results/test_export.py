@@ -237,3 +237,26 @@ def test_an_exporter_crash_is_one_error_and_leaves_nothing(tiny_run: Path, tmp_p
     with pytest.raises(ExportError, match="exporting or reloading trial .* failed: RuntimeError: Exporting the operator"):
         export_trial(tiny_run, load_run(tiny_run).front[0].number, "onnx", tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_exports_serve_batches_unless_static(tiny_run: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    trial = load_run(tiny_run).front[0].number
+    inputs = validation_inputs(8)
+    expected = pruned_outputs(tiny_run, trial, inputs)
+    dynamic = export_trial(tiny_run, trial, "onnx", tmp_path / "dynamic")
+    assert dynamic.card["verification"]["batch_sizes"] == [1, 8] and dynamic.card["verification"]["passed"]
+    session = ort.InferenceSession(str(tmp_path / "dynamic/model.onnx"), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    for batch in (inputs[:1], inputs):  # batch 1 and batch 8 from the same file
+        got = session.run(None, {name: batch})[0]
+        np.testing.assert_allclose(got, expected[: len(batch)], rtol=1e-4, atol=1e-5)
+    assert json.loads((tmp_path / "dynamic/export.json").read_text())["batch"] == "dynamic"
+
+    static = export_trial(tiny_run, trial, "onnx", tmp_path / "static", dynamic_batch=False)
+    assert static.card["verification"]["batch_sizes"] == [1]
+    session = ort.InferenceSession(str(tmp_path / "static/model.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {name: inputs[:1]})[0], expected[:1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(Exception, match="Expected: 1"):
+        session.run(None, {name: inputs})

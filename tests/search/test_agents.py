@@ -13,7 +13,7 @@ from autoprune.registry import AGENTS
 from autoprune.search.rl import CURVE_FILE
 from autoprune.search.uniform import sweep_order
 from autoprune.testing.suites import AgentSuite
-from autoprune.testing.toy import SCORING, TARGETS, drive, new_study, toy_space
+from autoprune.testing.toy import SCORING, SPREADS, TARGETS, drive, new_study, toy_space
 
 
 @pytest.fixture(params=AGENTS.names())
@@ -28,10 +28,10 @@ class TestEveryAgent(AgentSuite):
 
 
 def test_every_issue_agent_is_registered() -> None:
-    assert {"tpe", "nsga2", "random", "uniform", "rl"} <= set(AGENTS.names())
+    assert {"tpe", "nsga2", "random", "uniform", "rl", "global"} <= set(AGENTS.names())
 
 
-@pytest.mark.parametrize("name", ["rl", "uniform"])
+@pytest.mark.parametrize("name", ["rl", "uniform", "global"])
 def test_plan_agents_resume_exactly_as_if_uninterrupted(name: str, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     space = toy_space()
@@ -103,3 +103,62 @@ def test_canonical_plans_merge_after_channel_rounding() -> None:
     assert space.canonical(a) == space.canonical(b) != space.canonical(c)
     dense = PruningPlan.of({n: GroupPlan(ratio=0.4, structure="none") for n in TARGETS})
     assert space.canonical(dense) == space.canonical(PruningPlan.of({n: GroupPlan(ratio=0.0) for n in TARGETS}))
+
+
+def test_global_ranks_channels_across_groups() -> None:
+    """Groups whose channels matter less (a wider importance spread around the group mean) lose more of them,
+    every proposal is a different candidate, and the sweep spans the compression range."""
+    from autoprune.search.agent import AgentContext
+    from autoprune.search.global_ranking import GlobalRankingAgent
+
+    space = toy_space()
+    agent = GlobalRankingAgent(AgentContext(space=space, seed=0, scoring=SCORING))
+    records = drive("global", new_study(), space, 8)
+    plans = [PruningPlan.from_dict(r.plan) for r in records]
+    assert len({space.canonical(p) for p in plans}) == 8
+    # below the mean score, a group with a wider spread has more channels under any threshold
+    ratios = agent.plan_after(80).as_dict()
+    by_spread = sorted(TARGETS, key=SPREADS.get)
+    assert [ratios[n].ratio for n in by_spread] == sorted(ratios[n].ratio for n in by_spread)
+    assert ratios["fc1"].ratio == 0.0 < ratios["conv1"].ratio
+    assert any(len({g.ratio for _, g in p.groups}) > 1 for p in plans)
+    macs = [agent.estimate(p) for p in plans]
+    assert min(macs) < 0.35 and max(macs) > 0.8
+    # a plan removing the k globally least important units: every removed unit scores below every kept one
+    plan = agent.plan_after(100)
+    cut = {n: round(g.ratio * 64) for n, g in plan.groups}
+    removed = [s for n in TARGETS for s in space.unit_scores[n][:cut[n]]]
+    kept = [s for n in TARGETS for s in space.unit_scores[n][cut[n]:]]
+    assert max(removed) <= min(kept) + 0.05  # up to the 5% grid
+
+
+@pytest.mark.parametrize("target", [0.3, 0.5, 0.7])
+def test_global_meets_its_mac_target_on_a_tiny_model(target: float) -> None:
+    """On a real model (L2 importance, channels rounded to 8) the pruned candidate's counted MACs hit the target."""
+    import copy
+
+    import torch
+
+    from autoprune.pruning import apply_plan, discover_groups, model_stats
+    from autoprune.pruning.ranking import unit_scores
+    from autoprune.search.agent import AgentContext
+    from autoprune.search.global_ranking import GlobalRankingAgent
+    from autoprune.search.space import PlanSpace, layer_macs
+    from autoprune.testing.models import ResNet
+
+    torch.manual_seed(0)
+    model = ResNet((1, 1), width=32).eval()
+    x = torch.randn(1, 3, 32, 32)
+    settings = PrunerSettings(round_to=8, min_channels=8, importance="l2")
+    groups = discover_groups(model, x, round_to=8)
+    space = PlanSpace.build(groups, SearchSpace(name="s", ratio_max=0.9), settings, ("channel",),
+                            macs=layer_macs(model, x), unit_scores=unit_scores(copy.deepcopy(model), x, settings))
+    agent = GlobalRankingAgent(AgentContext(space=space, seed=0, scoring=SCORING))
+    plan = agent.plan_for(target)
+    assert len({g.ratio for _, g in plan.groups}) > 1  # not one global ratio
+    dense = model_stats(model, x).macs
+    pruned = apply_plan(copy.deepcopy(model), x, plan, settings).model
+    achieved = model_stats(pruned, x).macs / dense
+    # 32-channel groups at round_to 8 move in steps of a quarter of their width: within 0.06 below the target
+    assert target - 0.06 <= achieved <= target + 1e-6, (target, achieved)
+    assert agent.estimate(plan) == pytest.approx(achieved, rel=0.01)

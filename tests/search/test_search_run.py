@@ -111,7 +111,7 @@ def test_cli_config_file_and_flags(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--agent", "bogus"], "`agent` must be one of nsga2, random, rl, tpe, uniform, got 'bogus'"),
+    (["--agent", "bogus"], "`agent` must be one of global, nsga2, random, rl, tpe, uniform, got 'bogus'"),
     (["--objectives", "accuracy,speed"], "`objectives` must be one of accuracy, latency"),
     (["--objectives", "accuracy,memory"], "`memory` is not measured by profile 'cpu-onnxruntime'"),
     (["--max-latency-ms", "0.000001"], "constraints cannot be met"),
