@@ -314,6 +314,9 @@ def export_trial(
                               "pass --force to export it anyway")
         warn(f"trial {trial} is not on the Pareto front (front: {front}); exporting it because of --force")
     if record.precision != "fp32":
+        if not dynamic_batch:
+            raise ConfigError(f"--static-batch: trial {trial} is {record.precision}, and its file was quantized with a "
+                              "dynamic batch axis (the one the search scored); export it without --static-batch")
         return export_quantized(data, record, fmt, Path(out), on_front=on_front)
     exporter = EXPORTERS.get(fmt, where="--format")()
     if not dynamic_batch and not exporter.batch_option:
