@@ -118,6 +118,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     task = resolve_task(args.task)
     stats = measure_models(profile, [task.build_model()], task.example_input)[0]
     Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
+    if stats.cv > profile.max_cv:
+        print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:g}% "
+              f"even after {profile.max_remeasure} re-measurement(s): other work shares the device, so these figures "
+              "are unreliable; measure on an idle machine", file=sys.stderr)
     return 0
 
 
@@ -467,6 +471,9 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
         if kind == "search":
             name, i, n = payload
             console.print(f"[bold]search {i + 1}/{n}: {name}")
+        elif kind == "skipped":
+            name, i, n = payload
+            console.print(f"search {i + 1}/{n}: {name} skipped: the --until deadline has passed")
         elif kind == "screening":
             console.print("  " + screening_line(payload), highlight=False)
         elif kind == "trial":
@@ -482,8 +489,11 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
 
     from autoprune.config import load_sweep
     from autoprune.execution.ray_jobs import submit_sweep
+    from autoprune.results.sweep import parse_until
 
     sweep, _ = load_sweep(args.file)
+    if args.until:
+        parse_until(args.until)  # a bad time is refused here, not on the cluster
     out = args.out or str((Path("results/sweeps") / sweep.name).resolve())
     print(submit_sweep(args.address, args.file, out=out, until=args.until, python=args.python))
     return 0

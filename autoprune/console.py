@@ -130,7 +130,15 @@ def discovery_tables(report: Discovery) -> list[Table]:
     left.add_column("reason")
     for item in report.left_out:
         left.add_row(item.layer, item.type, item.reason)
-    return [groups, left]
+    blocks = Table(title=f"{len(report.blocks)} droppable blocks (structure `drop`: input and output shapes match; "
+                         "a search space allows it per block type)")
+    blocks.add_column("block", overflow="fold")
+    for column in ("type", "MACs %", "params %", "layers"):
+        blocks.add_column(column, justify="right")
+    for b in report.blocks:
+        blocks.add_row(b.name, b.root_type, f"{100 * b.macs_share:.1f}", f"{100 * b.params_share:.1f}",
+                       str(len(b.layers)))
+    return [groups, left, blocks]
 
 
 def sensitivity_table(report: SensitivityReport) -> Table:

@@ -59,8 +59,18 @@ def _nearest_existing(path: Path) -> Path:
     return path
 
 
+#: below this much free space a run is refused before it starts (a trial's weights and the study need room)
+MIN_FREE_BYTES = 50 * 2**20
+
+
 def _probe_write(folder: Path, what: str) -> None:
-    """StorageError unless a file can be created (and removed) in ``folder``."""
+    """StorageError unless a file can be created (and removed) in ``folder`` and its disk has ``MIN_FREE_BYTES``."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise StorageError(f"{folder}: only {free / 2**20:.1f} MiB free on its disk; free space or choose "
+                           f"another {what}")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".autoprune-probe-", dir=folder)
         os.close(fd)

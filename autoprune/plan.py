@@ -18,8 +18,9 @@ from autoprune.errors import PlanError
 from autoprune.registry import IMPORTANCES
 from autoprune.validation import check_choice, check_int, check_list, is_list, require
 
-#: Structure choices a group can take. ``none`` leaves the group dense.
-STRUCTURES = ("channel", "unstructured", "nm", "none")
+#: Structure choices a group can take. ``none`` leaves the group dense; ``drop`` removes a whole block
+#: (a droppable block of a layer stack, see ``pruning/blocks.py``; its ratio is ignored).
+STRUCTURES = ("channel", "unstructured", "nm", "drop", "none")
 #: how masked structures rank weights: per layer, or across all layers of the group
 MASK_SCOPES = ("layer", "group")
 #: numeric precisions a plan can ship in (which ones a search may propose: the space's
@@ -33,7 +34,8 @@ PRECISION_KEY = "precision"
 
 @dataclass(frozen=True, kw_only=True)
 class GroupPlan:
-    """How one prunable group is pruned: a structure and the share of it to remove."""
+    """How one prunable group is pruned: a structure and the share of it to remove (``drop``: all of it, the ratio
+    is ignored)."""
 
     ratio: float
     structure: str = "channel"
@@ -46,7 +48,7 @@ class GroupPlan:
 
     @property
     def is_noop(self) -> bool:
-        return self.structure == "none" or self.ratio == 0.0
+        return self.structure == "none" or (self.ratio == 0.0 and self.structure != "drop")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +108,7 @@ class PruningPlan:
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def mean_ratio(self) -> float:
-        active = [g.ratio for _, g in self.groups if g.structure != "none"]
+        active = [1.0 if g.structure == "drop" else g.ratio for _, g in self.groups if g.structure != "none"]
         return sum(active) / len(active) if active else 0.0
 
 

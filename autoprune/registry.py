@@ -104,6 +104,7 @@ IMPORTANCES: Registry[Any] = Registry("importance", {
 #: embedded tasks (``task.py``): ``() -> Task``
 TASKS: Registry[Any] = Registry("task", {
     "digits": "autoprune.tasks.digits:digits_task",
+    "minilm": "autoprune.tasks.minilm:minilm_task",
 })
 
 #: export formats (``results/export.py``): ``Exporter`` subclasses

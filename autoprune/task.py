@@ -7,8 +7,8 @@ only the name crosses process boundaries.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from autoprune.errors import ConfigError
@@ -80,6 +80,8 @@ class Task:
             computed once over a whole split (so it may compare samples with each other).
         loss: the fine-tune loss of (primary) outputs against targets (default cross-entropy).
         recipe: the fine-tune recipe for candidates.
+        extra_metrics: more scores of the same outputs against the targets, by name, reported beside the
+            metric in a model card (dense and pruned, validation and test); never selected on.
     """
 
     name: str
@@ -92,6 +94,7 @@ class Task:
     metric_name: str = "accuracy"
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy
     recipe: FineTuneRecipe = FineTuneRecipe()
+    extra_metrics: Mapping[str, Callable[[torch.Tensor, torch.Tensor], float]] = field(default_factory=dict)
     ignored_layers: Callable[[nn.Module], list[nn.Module]] | None = None
 
 

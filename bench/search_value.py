@@ -184,7 +184,8 @@ def run_agent(agent: str, seed: int, finetunes: int, args, out: Path) -> Run:
 
     finetune = {"epochs": args.epochs, **({"lr": args.lr} if args.lr else {})}
     profile, space = load_profile(args.hw), load_space(args.space)
-    folder = out / f"{agent}-f{finetunes}-s{seed}"
+    # the recipe is in the name: a run folder resumes only with its own recipe (it is not an identity field)
+    folder = out / f"{agent}-f{finetunes}-e{args.epochs}-t{args.train_fraction:g}-lr{args.lr or 'task'}-s{seed}"
     trials, cap = finetunes, finetunes * args.max_trials_factor
     start = time.perf_counter()
     while True:
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop a run after this x --finetunes trials even if fewer fine-tunes were spent")
     parser.add_argument("--epochs", type=int, default=1, help="fine-tune epochs (the same recipe for everyone)")
     parser.add_argument("--lr", type=float, default=None, help="fine-tune learning rate (default: the task's)")
-    parser.add_argument("--train-fraction", type=float, default=0.25, help="share of the training set fine-tuned on")
+    parser.add_argument("--train-fraction", type=float, default=1.0, help="share of the training set fine-tuned on")
     parser.add_argument("--budgets", default="0.3,0.5,0.7", help="latency budgets as shares of dense")
     parser.add_argument("--reference", type=float, default=0.5, help="hypervolume reference score (all agents)")
     parser.add_argument("--warm", type=int, default=4,

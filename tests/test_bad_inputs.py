@@ -157,3 +157,17 @@ def test_bad_input_gives_one_line_and_exit_2(case: Case, corpus_base, tmp_path, 
     assert lines[0].startswith("autoprune"), lines[0]
     assert case.expect in lines[0], lines[0]
     assert (_listing(folder), _listing(run) if run.exists() else set()) == before, "the failed command wrote files"
+
+
+def test_a_full_disk_is_refused_before_any_work(tmp_path, monkeypatch, capsys) -> None:
+    import shutil as shutil_module
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil_module, "disk_usage", lambda path: usage(10**9, 10**9 - 2**20, 2**20))
+    args = ["sensitivity", "--task", TASK, "--hw", str(tmp_path / "hw.yaml"), "--space",
+            str(ROOT / "search_spaces/default.yaml"), "--out", str(tmp_path / "s.json")]
+    (tmp_path / "hw.yaml").write_text(GOOD_HW.replace("backend: fake", "backend: onnxruntime"))
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"autoprune: error: {tmp_path}: only 1.0 MiB free on its disk; free space or choose another --out"]

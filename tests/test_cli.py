@@ -75,3 +75,11 @@ def test_a_predictor_path_in_a_config_file_is_relative_to_it(tmp_path) -> None:
     flagged = build_parser().parse_args(["search", "--out", "x", "--config", str(tmp_path / "c.yaml"),
                                          "--predictor", "off", "--predictor-margin", "0.3"])
     assert (_search_config(flagged).predictor, _search_config(flagged).predictor_margin) == ("off", 0.3)
+
+
+def test_profile_warns_when_cv_stays_above_the_profiles_limit(tmp_path, capsys) -> None:
+    (tmp_path / "p.yaml").write_text("name: strict\nbackend: onnxruntime\nwarmup_s: 0.01\nmin_runs: 20\nrepeats: 2\n"
+                                     "max_cv: 0.0\nmax_remeasure: 0\n")
+    assert main(["profile", "--task", "tests.tiny_task:tiny_task", "--hw", str(tmp_path / "p.yaml")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("autoprune: warning: CV ") and "above the profile's max_cv 0%" in err[0]

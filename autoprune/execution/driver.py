@@ -28,7 +28,7 @@ from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.search.fidelity import promotion_refusal
 from autoprune.search.objectives import Scoring
 from autoprune.search.space import PlanSpace
-from autoprune.search.study import HYPERVOLUME_ATTR, RECORD_ATTR
+from autoprune.search.study import DUPLICATE_ATTR, HYPERVOLUME_ATTR, RECORD_ATTR
 
 if TYPE_CHECKING:
     import optuna
@@ -107,12 +107,12 @@ class Driver:
     """
 
     def __init__(self, search: Search, sink: RunSink, *, deadline: float | None = None,
-                 on_event: EventSink | None = None) -> None:
+                 on_event: EventSink | None = None, prior_durations: Sequence[float] = ()) -> None:
         self.search = search
         self.sink = sink
         self.notify = on_event or (lambda kind, payload: None)
         self.records = resume(search.study, search.config.objectives)
-        self.clock = TrialClock.of(deadline, self.records)
+        self.clock = TrialClock.of(deadline, self.records, prior_durations)
         self.trials: dict[int, optuna.trial.Trial] = {}  # asked, not finished
         self.promoted: dict[int, TrialRecord] = {}  # screened candidates being fine-tuned
         self.batch: list[TrialRecord] = []
@@ -187,6 +187,8 @@ class Driver:
         for name, value in zip(("latency", "accuracy", "params"), scoring.constraint_values(record), strict=True):
             trial.set_constraint(name, value)  # Optuna's samplers prefer feasible trials
         trial.set_user_attr(HYPERVOLUME_ATTR, scoring.hypervolume(self.records))
+        if record.duplicate_of is not None:  # visible as such in the study (optuna-dashboard), told as pruned
+            trial.set_user_attr(DUPLICATE_ATTR, record.duplicate_of)
         trial.set_user_attr(RECORD_ATTR, record.to_dict())
         tell(self.search.study, trial.number, record, self.search.config.objectives)
         self.batch.append(record)

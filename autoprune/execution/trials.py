@@ -35,16 +35,20 @@ def resume(study: optuna.Study, objectives: Sequence[str]) -> list[TrialRecord]:
 
 
 def tell(study: optuna.Study, number: int, record: TrialRecord, objectives: Sequence[str]) -> None:
-    """Tell the study how trial ``number`` ended: objective values, or pruned (rejected), or failed."""
+    """Tell the study how trial ``number`` ended: objective values, or pruned (rejected), or failed.
+
+    A duplicate (``duplicate_of``) is told as pruned whatever its original's state: it is the same candidate,
+    and a second COMPLETE trial would count twice on any front drawn from the study (optuna-dashboard's).
+    """
     import optuna
 
-    if record.state == TrialState.COMPLETE:
+    if record.state == TrialState.COMPLETE and record.duplicate_of is None:
         values = [record.objective(o) for o in objectives]
         if any(v is None for v in values):
             raise ValueError(f"trial {number}: objective missing in {dict(zip(objectives, values, strict=True))}")
         study.tell(number, values)
     else:
-        rejected = record.state == TrialState.REJECTED
+        rejected = record.state in (TrialState.REJECTED, TrialState.COMPLETE)
         study.tell(number, state=optuna.trial.TrialState.PRUNED if rejected else optuna.trial.TrialState.FAIL)
 
 
@@ -61,16 +65,24 @@ def reuse_duplicate(records: Sequence[TrialRecord], space: PlanSpace, number: in
 
 @dataclass
 class TrialClock:
-    """Estimates a trial's wall time from finished trials, to stop starting trials before a deadline."""
+    """Estimates a trial's wall time from finished trials, to stop starting trials before a deadline.
+
+    Before any trial of this search has finished, the estimate is the median of ``prior`` (trial
+    durations of earlier searches of the same task and profile, e.g. in a sweep); with neither, only
+    one trial runs until the first duration is known, so a deadline is overrun by at most one trial.
+    """
 
     deadline: float | None
     #: wall times of finished trials (seeded with the work earlier sessions recorded)
     durations: list[float]
     started: dict[int, float] = field(default_factory=dict)
+    #: trial durations of earlier searches, used until this search has its own
+    prior: list[float] = field(default_factory=list)
 
     @classmethod
-    def of(cls, deadline: float | None, records: Sequence[TrialRecord]) -> TrialClock:
-        return cls(deadline=deadline, durations=[sum(r.seconds.values()) for r in records if r.seconds])
+    def of(cls, deadline: float | None, records: Sequence[TrialRecord], prior: Sequence[float] = ()) -> TrialClock:
+        return cls(deadline=deadline, durations=[sum(r.seconds.values()) for r in records if r.seconds],
+                   prior=list(prior))
 
     def start(self, number: int) -> None:
         self.started[number] = time.time()
@@ -79,10 +91,15 @@ class TrialClock:
         if number in self.started:
             self.durations.append(time.time() - self.started.pop(number))
 
+    def estimate(self) -> float | None:
+        """The median duration of the last 20 trials (this search's, else the prior ones), or None."""
+        recent = sorted((self.durations or self.prior)[-20:])
+        return recent[len(recent) // 2] if recent else None
+
     def allows_another(self) -> bool:
         if self.deadline is None:
             return True
-        if not self.durations:  # nothing to estimate from yet: start while there is time left
-            return time.time() < self.deadline
-        recent = sorted(self.durations[-20:])
-        return time.time() + recent[len(recent) // 2] <= self.deadline
+        estimate = self.estimate()
+        if estimate is None:  # nothing to estimate from: one trial at a time until the first one has finished
+            return not self.started and time.time() < self.deadline
+        return time.time() + estimate <= self.deadline

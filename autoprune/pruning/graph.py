@@ -45,7 +45,8 @@ class PrunableGroup:
         channels: width of the root layer's output (what a ratio removes a share of).
         layers: module names of every coupled layer.
         root_type: class name of the root layer.
-        unit: ``channel``, or ``head`` for attention groups (a ratio removes whole heads).
+        unit: ``channel``, ``head`` for attention groups (a ratio removes whole heads), or ``block`` for a
+            droppable block (structures ``drop``/``none``; ``layers`` are its weighted layers).
         heads: head count of an attention group, else None.
         channel_groups: channels are pruned alike in this many groups (grouped convs, splits, heads).
         couplings: why the layers are coupled (residual add, concat, depthwise conv, ...).
@@ -78,13 +79,15 @@ class LeftOut:
 
 @dataclass(frozen=True, kw_only=True)
 class Discovery:
-    """The discovery report: prunable groups, left-out layers, model totals."""
+    """The discovery report: prunable groups, left-out layers, model totals, and the droppable blocks (depth
+    pruning: ``blocks``, unit ``block``; a search space offers them only where it allows ``drop``)."""
 
     model: str
     groups: tuple[PrunableGroup, ...]
     left_out: tuple[LeftOut, ...]
     macs: int
     params: int
+    blocks: tuple[PrunableGroup, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -421,7 +424,30 @@ def discover(model: nn.Module, example_input: Inputs, ignore: tuple[str, ...] = 
             structures=("channel", "unstructured", *(("nm",) if nm_ok else ()), "none")))
     left = _left_out(model, traced, analysis, ignored) + unshrinkable
     return Discovery(model=type(model).__name__, groups=tuple(groups), left_out=tuple(left), macs=int(macs),
-                     params=int(params))
+                     params=int(params), blocks=tuple(droppable_blocks(model, example_input, layer_macs, macs, params,
+                                                                        ignore)))
+
+
+def droppable_blocks(model: nn.Module, example_input: Inputs, layer_macs: dict[str, float] | None = None,
+                     macs: float = 0.0, params: int = 0, ignore: tuple[str, ...] = ()) -> list[PrunableGroup]:
+    """The blocks ``drop`` can remove (:func:`autoprune.pruning.blocks.find_blocks`) as groups of unit ``block``;
+    a block matching an ``ignore`` pattern is not offered."""
+    from autoprune.pruning.blocks import find_blocks
+
+    if layer_macs is None:
+        macs, layer_macs = count_macs(model, example_input)
+        params = sum(p.numel() for p in model.parameters())
+    out = []
+    for block in find_blocks(model, example_input):
+        if any(fnmatch.fnmatch(block.name, p) for p in ignore):
+            continue
+        block_params = sum(p.numel() for p in block.module.parameters())
+        block_macs = layer_macs.get(block.name, 0)  # a module counts what runs inside it
+        out.append(PrunableGroup(name=block.name, channels=1, layers=tuple(block.layers), root_type=block.type,
+                                 unit="block", macs_share=round(block_macs / macs, 4) if macs else 0.0,
+                                 params_share=round(block_params / params, 4) if params else 0.0,
+                                 structures=("drop", "none")))
+    return out
 
 
 def _left_out(model: nn.Module, traced: Traced, analysis: Analysis, ignored: list[nn.Module]) -> list[LeftOut]:

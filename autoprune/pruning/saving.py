@@ -56,7 +56,7 @@ def rebuild(task: Task, plan: PruningPlan, settings: PrunerSettings,
         calibration = (calibration_batches(task.train_set) if make_importance(settings.importance).needs_data
                        else None)
         return apply_plan(model, task.example_input, plan, settings, calibration=calibration)
-    structural = PruningPlan.of({n: g for n, g in plan.as_dict().items() if g.structure == "channel"})
+    structural = PruningPlan.of({n: g for n, g in plan.as_dict().items() if g.structure in ("channel", "drop")})
     result = apply_plan(model, task.example_input, structural,
                         dataclasses.replace(settings, importance=STRUCTURE_ONLY_IMPORTANCE))
     try:

@@ -11,6 +11,9 @@ Per group, the structure decides what happens:
   are updated, and ``nn.MultiheadAttention`` keeps its dense softmax scale.
 * ``unstructured`` / ``nm``: the Conv/Linear layers producing the group's channels get a
   magnitude (or N:M) mask; the ratio is the share of weights removed (N:M fixes it at 1 - N/M).
+* ``drop``: the group is a droppable block (``pruning/blocks.py``), removed from its layer stack
+  whole; a Hugging Face config's depth follows. Layers are named as in the dense model in the
+  plan; the result's masks are named as in the pruned model (later blocks renumbered).
 * ``none`` or ratio 0: untouched.
 
 The pruned model is checked with one forward pass: every output tensor (tensor, tuple, dict or
@@ -27,6 +30,7 @@ from autoprune.errors import PlanError
 from autoprune.inputs import Inputs, call, output_signature
 from autoprune.plan import PrunerSettings, PruningPlan
 from autoprune.pruning import heads as head_attrs
+from autoprune.pruning.blocks import BlockInfo, drop_blocks, find_blocks
 from autoprune.pruning.graph import (
     ROOT_TYPES,
     GroupInfo,
@@ -58,6 +62,7 @@ class PruneResult:
         masked_groups: per masked layer, the group whose plan masked it.
         skipped: per layer of a masked group that could not take the structure, why.
         unshrinkable: per planned group that keeps its width, why no allowed width is smaller.
+        dropped: the blocks removed by ``drop`` (dense module names).
     """
 
     model: nn.Module
@@ -69,6 +74,7 @@ class PruneResult:
     masked_groups: dict[str, str] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     unshrinkable: dict[str, str] = field(default_factory=dict)
+    dropped: tuple[str, ...] = ()
 
     def reapply_masks(self, model: nn.Module) -> None:
         """Re-zero the masked weights of ``model`` (pass as ``fine_tune(after_step=...)``)."""
@@ -194,7 +200,8 @@ def apply_plan(
     wanted = plan.as_dict()
     traced = trace(model, example_input)
     infos = {info.name: info for info in analyse(model, traced, user_ignored(model, settings.ignore)).infos}
-    unknown = sorted(set(wanted) - set(infos))
+    blocks = _planned_blocks(model, example_input, wanted, infos)
+    unknown = sorted(set(wanted) - set(infos) - set(blocks))
     if unknown:
         raise PlanError(f"group {unknown[0]!r} is not a prunable group of {type(model).__name__}; "
                         f"groups: {', '.join(infos)}")
@@ -215,10 +222,55 @@ def apply_plan(
             masked_groups.update(dict.fromkeys(group_masks, name))
     apply_masks(model, masks)
     model.zero_grad(set_to_none=True)  # calibration gradients must not leak into fine-tuning
+    dropped = _keep_one_per_stack(model, [blocks[name] for name, spec in active.items() if spec.structure == "drop"],
+                                  shrunk.unshrinkable)
+    if dropped:
+        before = dict(model.named_modules())
+        drop_blocks(model, dropped)
+        after = {m: n for n, m in model.named_modules()}
+        rename = {old: after[m] for old, m in before.items() if m in after}
+        masks = {rename[k]: v for k, v in masks.items() if k in rename}
+        masked_groups = {rename[k]: v for k, v in masked_groups.items() if k in rename}
+        skipped = {rename.get(k, k): v for k, v in skipped.items()}
     _check_runs(model, example_input, traced.signature, active)
+    shrunk.channels.update({b.name: (1, 0) for b in dropped})  # a block is one unit, and it is gone
     return PruneResult(model=model, channels=shrunk.channels, heads=shrunk.heads, removed=shrunk.removed, masks=masks,
                        sparsity=layer_sparsity(model, list(masks)), masked_groups=masked_groups, skipped=skipped,
-                       unshrinkable=shrunk.unshrinkable)
+                       unshrinkable=shrunk.unshrinkable, dropped=tuple(sorted(b.name for b in dropped)))
+
+
+def _keep_one_per_stack(model: nn.Module, dropped: list[BlockInfo], unshrinkable: dict[str, str]) -> list[BlockInfo]:
+    """``dropped`` less the last block of any stack it would empty (a model keeps some depth, as a layer keeps some
+    width); the kept block is reported in ``unshrinkable``."""
+    names = {m: n for n, m in model.named_modules()}
+    keep = []
+    for block in dropped:
+        planned = [b for b in dropped if b.stack is block.stack]
+        if len(planned) == len(block.stack) and block is planned[-1]:
+            unshrinkable[block.name] = (f"kept: dropping every block of `{names[block.stack]}` would leave it empty "
+                                        "(a stack keeps at least one block)")
+            continue
+        keep.append(block)
+    return keep
+
+
+def _planned_blocks(model: nn.Module, example_input: Inputs, wanted: dict, infos: dict) -> dict[str, BlockInfo]:
+    """The droppable blocks the plan names (found only when it names a group that is not a channel group).
+
+    Raises:
+        PlanError: ``drop`` on something that is not a droppable block, or another structure on a block.
+    """
+    others = {name: spec for name, spec in wanted.items() if name not in infos or spec.structure == "drop"}
+    if not others:
+        return {}
+    blocks = {b.name: b for b in find_blocks(model, example_input)}
+    for name, spec in wanted.items():
+        if spec.structure == "drop" and name not in blocks:
+            raise PlanError(f"group {name!r}: `drop` removes a whole block whose input and output shapes match; "
+                            f"droppable blocks of {type(model).__name__}: {', '.join(blocks) or 'none'}")
+        if name in blocks and name not in infos and spec.structure not in ("drop", "none"):
+            raise PlanError(f"group {name!r} is a block: its structure is `drop` or `none`, got {spec.structure!r}")
+    return {name: blocks[name] for name in others if name in blocks}
 
 
 @dataclass

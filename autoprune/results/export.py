@@ -17,7 +17,7 @@ import shutil
 import sys
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,10 +35,13 @@ if TYPE_CHECKING:
     from torch import nn
 
     from autoprune.config import HardwareProfile, SearchConfig
+    from autoprune.inputs import Inputs
     from autoprune.task import Task
 
 MANIFEST = "export.json"
-Predictor = Callable[["np.ndarray"], "np.ndarray"]
+#: one input batch as numpy arrays, shaped like the task's example input (an array, a tuple or a dict of arrays)
+NumpyInputs = Any
+Predictor = Callable[[NumpyInputs], "np.ndarray"]
 
 
 class ExportError(AutopruneError):
@@ -85,13 +88,14 @@ class Exporter(ABC):
         """Raise a user error when this format cannot be produced for ``profile``."""
 
     @abstractmethod
-    def write(self, model: nn.Module, example_input: torch.Tensor, profile: HardwareProfile, recipe: Rebuild,
+    def write(self, model: nn.Module, example_input: Inputs, profile: HardwareProfile, recipe: Rebuild,
               folder: Path) -> list[Path]:
         """Write the model's files into ``folder``; return them."""
 
     @abstractmethod
     def load(self, folder: Path) -> Predictor:
-        """A function from one input batch (numpy) to the model's output (numpy), from ``folder`` alone."""
+        """A function from one input batch (numpy: an array, a tuple or a dict of arrays, as the task's example
+        input) to the model's (primary) output (numpy), from ``folder`` alone."""
 
 
 class OnnxExporter(Exporter):
@@ -111,8 +115,8 @@ class OnnxExporter(Exporter):
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: session.run(None, {name: x})[0]
+        wanted = {i.name for i in session.get_inputs()}  # inputs the exporter folded away are not fed
+        return lambda x: session.run(None, {k: v for k, v in _named_arrays(x) if k in wanted})[0]
 
 
 class TorchExporter(Exporter):
@@ -133,8 +137,10 @@ class TorchExporter(Exporter):
         model = load_torch_export(folder)
 
         def predict(x):
+            from autoprune.inputs import call, primary_output
+
             with torch.no_grad():
-                return model(torch.from_numpy(x)).numpy()
+                return primary_output(call(model, _to_torch(x))).numpy()
 
         return predict
 
@@ -185,10 +191,61 @@ class TvmExporter(Exporter):
         vm = tvm.relax.VirtualMachine(tvm.runtime.load_module(str(folder / name)), tvm.cpu())
 
         def predict(x):
-            out = vm["main"](tvm.runtime.tensor(x))
+            out = vm["main"](*[tvm.runtime.tensor(v) for _, v in _named_arrays(x)])
             return (out if hasattr(out, "numpy") else out[0]).numpy()
 
         return predict
+
+
+def _named_arrays(x: NumpyInputs) -> list[tuple[str, np.ndarray]]:
+    """Numpy inputs in calling order, named as :func:`autoprune.inputs.named_tensors` names tensors (the ONNX
+    graph's input names)."""
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        return [("input", x)]
+    if isinstance(x, Mapping):
+        return list(x.items())
+    return [(f"input{i}", v) for i, v in enumerate(x)]
+
+
+def _to_torch(x: NumpyInputs) -> Inputs:
+    import numpy as np
+    import torch
+
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(x)
+    if isinstance(x, Mapping):
+        return {k: torch.from_numpy(v) for k, v in x.items()}
+    return tuple(torch.from_numpy(v) for v in x)
+
+
+def _rows(x: NumpyInputs) -> int:
+    """The batch size of numpy inputs (the first dimension of the first array)."""
+    return int(_named_arrays(x)[0][1].shape[0])
+
+
+def _batch_of(samples: list[NumpyInputs]) -> NumpyInputs:
+    """Batch-1 numpy inputs of one structure concatenated into one batch of the same structure."""
+    import numpy as np
+
+    first = samples[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(samples)
+    if isinstance(first, Mapping):
+        return {k: np.concatenate([s[k] for s in samples]) for k in first}
+    return tuple(np.concatenate([s[i] for s in samples]) for i in range(len(first)))
+
+
+def numpy_inputs(inputs: Inputs) -> NumpyInputs:
+    """A tensor, tuple or dict of tensors as the same structure of numpy arrays."""
+    import torch
+
+    if isinstance(inputs, torch.Tensor):
+        return inputs.detach().cpu().numpy()
+    if isinstance(inputs, Mapping):
+        return {k: v.detach().cpu().numpy() for k, v in inputs.items()}
+    return tuple(v.detach().cpu().numpy() for v in inputs)
 
 
 def load_export(folder: str | Path) -> Predictor:
@@ -212,18 +269,23 @@ class Verification:
     batch_sizes: list[int]
 
 
-def verify(model: nn.Module, predictor: Predictor, inputs: list[np.ndarray], tolerance: tuple[float, float]) -> Verification:
-    """Run ``inputs`` through both and compare element-wise (``|a - b| <= atol + rtol * |b|``) and by top-1."""
+def verify(model: nn.Module, predictor: Predictor, inputs: list[NumpyInputs],
+           tolerance: tuple[float, float]) -> Verification:
+    """Run ``inputs`` through both and compare the (primary) outputs element-wise (``|a - b| <= atol + rtol * |b|``)
+    and by top-1 (the arg-max over the last axis)."""
     import numpy as np
     import torch
 
+    from autoprune.inputs import call, primary_output
+
     rtol, atol = tolerance
-    samples = sum(x.shape[0] == 1 for x in inputs) or len(inputs)
-    batches = sorted({int(x.shape[0]) for x in inputs})
+    sizes = [_rows(x) for x in inputs]
+    samples = sum(size == 1 for size in sizes) or len(inputs)
+    batches = sorted(set(sizes))
     worst, agree, passed = 0.0, 0, True
     with torch.no_grad():
         for x in inputs:
-            expected = model(torch.from_numpy(x)).numpy()
+            expected = primary_output(call(model, _to_torch(x))).numpy()
             got = np.asarray(predictor(x))
             if got.shape != expected.shape:
                 return Verification(samples=samples, rtol=rtol, atol=atol, max_abs_diff=float("inf"),
@@ -234,6 +296,46 @@ def verify(model: nn.Module, predictor: Predictor, inputs: list[np.ndarray], tol
     return Verification(samples=samples, rtol=rtol, atol=atol, max_abs_diff=worst,
                         top1_agreement=agree / max(len(inputs), 1), passed=passed and agree == len(inputs),
                         batch_sizes=batches)
+
+
+def _input_manifest(example: Inputs) -> dict[str, Any]:
+    """The graph's inputs for ``export.json``: name, shape and dtype of each (``input_shape``/``input_dtype`` too
+    when the model takes one tensor)."""
+    import torch
+
+    from autoprune.inputs import named_tensors
+
+    inputs = [{"name": name, "shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", "")}
+              for name, t in named_tensors(example)]
+    if isinstance(example, torch.Tensor):
+        return {"input_shape": inputs[0]["shape"], "input_dtype": inputs[0]["dtype"], "inputs": inputs}
+    return {"inputs": inputs}
+
+
+def extra_scores(task: Task, dense: nn.Module, model: nn.Module) -> dict[str, dict[str, dict[str, float]]]:
+    """The task's ``extra_metrics`` of the dense and the pruned model on validation and test:
+    ``{name: {"validation": {"dense": ..., "pruned": ...}, "test": {...}}}`` (empty when the task has none)."""
+    if not task.extra_metrics:
+        return {}
+    import torch
+    from torch.utils.data import DataLoader
+
+    from autoprune.inputs import call, primary_output
+
+    @torch.no_grad()
+    def outputs(net: nn.Module, dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        net.eval()
+        outs, targets = [], []
+        for inputs, target in DataLoader(dataset, batch_size=512):
+            outs.append(primary_output(call(net, inputs)))
+            targets.append(target)
+        return torch.cat(outs), torch.cat(targets)
+
+    splits = {"validation": task.val_set, **({"test": task.test_set} if task.test_set is not None else {})}
+    gathered = {(split, who): outputs(net, dataset) for split, dataset in splits.items()
+                for who, net in (("dense", dense), ("pruned", model))}
+    return {name: {split: {who: float(fn(*gathered[(split, who)])) for who in ("dense", "pruned")}
+                   for split in splits} for name, fn in task.extra_metrics.items()}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -295,6 +397,7 @@ def export_trial(
         ExportError: the rebuilt model does not match its record, or the export does not match it.
     """
     from autoprune.hardware.protocol import measure_models
+    from autoprune.inputs import batch_size, map_tensors
     from autoprune.pruning import model_stats
     from autoprune.results.model_card import build_card, card_markdown
     from autoprune.results.run import load_run
@@ -347,18 +450,15 @@ def export_trial(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         n = min(samples, len(task.val_set))
-        import numpy as np
-
-        inputs = [task.val_set[i][0].unsqueeze(0).numpy() for i in range(n)]
+        inputs = [numpy_inputs(map_tensors(task.val_set[i][0], lambda t: t.unsqueeze(0))) for i in range(n)]
         if exporter.dynamic_batch:  # and a batch of 8 (repeated when there are fewer samples), as users serve
-            inputs.append(np.concatenate([inputs[i % n] for i in range(8)]))
+            inputs.append(_batch_of([inputs[i % n] for i in range(8)]))
         try:  # exporters and runtimes (torch.onnx, TVM) report what they cannot convert as RuntimeError
             files = exporter.write(model, task.example_input, profile, recipe, staging)
             atomic_write_json(staging / MANIFEST, {"format": fmt, "files": [f.name for f in files], "trial": trial,
                                                    "batch": "dynamic" if exporter.dynamic_batch else
-                                                   int(task.example_input.shape[0]),
-                                                   "input_shape": list(task.example_input.shape),
-                                                   "input_dtype": str(task.example_input.dtype).replace("torch.", "")})
+                                                   batch_size(task.example_input),
+                                                   **_input_manifest(task.example_input)})
             check = verify(model, exporter.load(staging), inputs, exporter.tolerance)
         except RuntimeError as err:
             raise ExportError(f"--format {fmt}: exporting or reloading trial {trial} failed: {type(err).__name__}: "
@@ -372,7 +472,8 @@ def export_trial(
         card = build_card(data=data, record=record, task=task, fmt=fmt, files=files, on_front=on_front,
                           dense_model=dense_model, model=model, accuracy_at_export=accuracy,
                           latency={"dense": dense_stats, "pruned": pruned_stats},
-                          verification=asdict(check), rebuild=recipe.to_dict())
+                          verification=asdict(check), rebuild=recipe.to_dict(),
+                          extra_metrics=extra_scores(task, dense_model, model))
         atomic_write_json(staging / "model_card.json", card)
         atomic_write_text(staging / "model_card.md", card_markdown(card))
         staging.chmod(umask_mode(0o777))
@@ -438,13 +539,15 @@ def export_quantized(data: Any, record: Any, fmt: str, out: Path, *, on_front: b
     try:
         files = [atomic_write_bytes(staging / "model.onnx", source.read_bytes())]
         atomic_write_json(staging / MANIFEST, {"format": fmt, "precision": precision, "files": ["model.onnx"],
-                                               "trial": trial, "input_shape": list(task.example_input.shape),
-                                               "input_dtype": str(task.example_input.dtype).replace("torch.", "")})
+                                               "trial": trial, **_input_manifest(task.example_input)})
         shipped = (staging / "model.onnx").read_bytes()
         outputs, targets = onnx_outputs(shipped, task.val_set, threads=task.recipe.threads)
         accuracy = float(task.metric(outputs, targets))
+        from autoprune.inputs import call, primary_output
+
         with torch.no_grad():
-            reference = torch.cat([model(x) for x, _ in torch.utils.data.DataLoader(task.val_set, batch_size=256)])
+            reference = torch.cat([primary_output(call(model, x))
+                                   for x, _ in torch.utils.data.DataLoader(task.val_set, batch_size=256)])
         agreement = float((outputs.argmax(-1) == reference.argmax(-1)).float().mean())
         tolerance = quantized_tolerance(len(task.val_set))
         check = {"samples": len(task.val_set), "accuracy": accuracy, "recorded_accuracy": record.accuracy,

@@ -58,6 +58,7 @@ def build_card(
     latency: dict[str, LatencyStats],
     verification: dict[str, Any],
     rebuild: dict[str, Any],
+    extra_metrics: dict[str, dict[str, dict[str, float]]] | None = None,
     quantization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The card as plain data (``model_card.json``); :func:`card_markdown` renders it.
@@ -78,7 +79,8 @@ def build_card(
                   "size_bytes": sum(sizes.values()), "on_pareto_front": on_front, "task": data.config.task},
         "accuracy": {"metric": task.metric_name, "dense": dense.accuracy, "pruned": record.accuracy,
                      "delta": record.accuracy - dense.accuracy, "pruned_at_export": accuracy_at_export,
-                     "test": {"dense": dense.test_accuracy, "pruned": record.test_accuracy}},
+                     "test": {"dense": dense.test_accuracy, "pruned": record.test_accuracy},
+                     "extra": extra_metrics or {}},
         "latency": {
             "at_export": {"profile": data.config.profile.name, "dense_p50_ms": p50_dense,
                           "dense_p90_ms": latency["dense"].p90_ms, "pruned_p50_ms": p50,
@@ -144,6 +146,13 @@ def _verification_line(ver: dict[str, Any]) -> str:
             f"agreement {100 * ver['top1_agreement']:.1f}%: **{verdict}**.")
 
 
+def _extra_rows(extra: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    """One row per (task's extra metric, split), computed at export."""
+    return [_row(f"{name} ({split}, at export)", f"{scores['dense']:.4f}", f"{scores['pruned']:.4f}",
+                 f"{scores['pruned'] - scores['dense']:+.4f}")
+            for name, splits in extra.items() for split, scores in splits.items()]
+
+
 def _row(*cells: Any) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -166,6 +175,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         _row(f"{acc['metric']} (validation: the search selected on it)", f"{100 * acc['dense']:.2f}%",
              f"{100 * acc['pruned']:.2f}%", f"{100 * acc['delta']:+.2f} pt"),
         _test_row(acc),
+        *_extra_rows(acc.get("extra", {})),
         _row(f"latency p50, re-measured at export ({now['profile']})", f"{now['dense_p50_ms']:.4f} ms",
              f"{now['pruned_p50_ms']:.4f} ms", f"{now['speedup']:.2f}x faster"),
         _row("latency p90, re-measured at export", f"{now['dense_p90_ms']:.4f} ms", f"{now['pruned_p90_ms']:.4f} ms", ""),
@@ -174,7 +184,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         _row("params", f"{card['params']['dense']:,}", f"{card['params']['pruned']:,}",
              f"{100 * card['sparsity']['params_removed']:.1f}% removed"),
         _row("MACs", f"{card['macs']['dense']:,}", f"{card['macs']['pruned']:,}",
-             f"{card['macs']['dense'] / card['macs']['pruned']:.2f}x fewer"),
+             f"{card['macs']['dense'] / card['macs']['pruned']:.2f}x fewer" if card["macs"]["pruned"] else "all removed"),
         "",
         f"Accuracy re-evaluated on the rebuilt model at export: {100 * acc['pruned_at_export']:.2f}%. Latency at export "
         "was measured interleaved with the dense model in one process (median of "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from autoprune.execution.executor import Executor
 from autoprune.execution.placement import make_executor
 from autoprune.hardware.predictor import choose_predictor
 from autoprune.pruning import discover_groups, model_stats
+from autoprune.pruning.graph import droppable_blocks
 from autoprune.pruning.ranking import task_unit_scores
 from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.registry import AGENTS
@@ -25,7 +27,7 @@ from autoprune.results.pareto_file import screening_info, write_pareto
 from autoprune.results.run import RunFolder, RunSetup, RunWriter
 from autoprune.search.agent import AgentContext, make_agent
 from autoprune.search.objectives import Scoring
-from autoprune.search.space import PlanSpace, layer_macs
+from autoprune.search.space import PlanSpace, droppable, layer_macs
 from autoprune.search.study import finished_records, open_study
 from autoprune.training import evaluate, test_score
 
@@ -56,12 +58,14 @@ def run_search(
     execution: ExecutionConfig | None = None,
     executor: Executor | None = None,
     deadline: float | None = None,
+    prior_durations: Sequence[float] = (),
 ) -> SearchOutcome:
     """Run (or resume) a search into ``out``; ``on_event(kind, payload)`` feeds a progress display.
 
     Jobs run on ``executor`` (default: built from ``execution``: in-process for one worker, Ray for
     more). With a ``deadline`` (a ``time.time()`` value) no trial is started that would, by the
-    median duration of finished trials, end after it. Candidates are screened by predicted latency
+    median duration of finished trials (before there are any: of ``prior_durations``, trial
+    durations of earlier searches; with neither, one trial at a time), end after it. Candidates are screened by predicted latency
     when ``config.predictor`` resolves to a predictor (a bad one raises ConfigError before
     anything is written).
 
@@ -88,10 +92,12 @@ def run_search(
             dense = run.read_dense() or _measure_dense(run, task, dense_model, groups, jobs)
             notify("dense", dense)
             notify("screening", screening)
-            search = _open_search(config, run, study, dense, groups, dense_model, task, jobs)
+            search = _open_search(config, run, study, dense, groups + _blocks(config, dense_model, task), dense_model,
+                                  task, jobs)
             setup.commit()
             writer = RunWriter(run=run, config=config, dense=dense, screening=screening)
-            records = Driver(search, writer, deadline=deadline, on_event=notify).run()
+            records = Driver(search, writer, deadline=deadline, on_event=notify,
+                             prior_durations=prior_durations).run()
     front = write_pareto(run.pareto, config, dense, records, screening)
     return SearchOutcome(run=run, dense=dense, records=records, front=front)
 
@@ -105,6 +111,14 @@ def _measure_dense(run: RunFolder, task: Task, model: nn.Module, groups: list[Pr
                            test_accuracy=test_score(task, model))
     run.write_dense(dense)
     return dense
+
+
+def _blocks(config: SearchConfig, model: nn.Module, task: Task) -> list[PrunableGroup]:
+    """The droppable blocks the space lets plans drop (found only when the space allows ``drop`` somewhere)."""
+    space = config.space
+    if "drop" not in (*space.structures, *(s for allowed in space.layer_structures.values() for s in allowed)):
+        return []
+    return droppable(droppable_blocks(model, task.example_input, ignore=config.pruner.ignore), space)
 
 
 def _open_search(config: SearchConfig, run: RunFolder, study: optuna.Study, dense: DenseReference,

@@ -72,9 +72,15 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
     outcomes = []
     try:
         for i, (entry, config) in enumerate(zip(sweep.searches, configs)):
+            if deadline is not None and time.time() >= deadline:
+                notify("skipped", (entry.name, i, len(configs)))  # no time left even to set it up
+                continue
             notify("search", (entry.name, i, len(configs)))
             share = None if deadline is None else time.time() + (deadline - time.time()) / (len(configs) - i)
-            outcome = run_search(config, out / entry.name, execution=execution, deadline=share, on_event=on_event)
+            prior = [sum(r.seconds.values()) for _, c, o in outcomes for r in o.records
+                     if r.seconds and r.duplicate_of is None and (c.task, c.profile) == (config.task, config.profile)]
+            outcome = run_search(config, out / entry.name, execution=execution, deadline=share, on_event=on_event,
+                                 prior_durations=prior)
             outcomes.append((entry.name, config, outcome))
     finally:
         if owns_ray:
@@ -116,12 +122,17 @@ RECOMMEND_HEAD = ["profile", "search", "trial", "accuracy %", "dense %", "p50 ms
 
 
 def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str], list[str], list[list[str]]]]:
+    ran = {name for name, _, _ in outcomes}
+    skipped = [entry.name for entry in sweep.searches if entry.name not in ran]
     """(title, lines of text, table header, table rows) for each part of the report."""
     tol = f"{100 * sweep.accuracy_tolerance:g}"
     rec_rows = [[profile, p["search"], str(p["trial"]), f"{100 * p['accuracy']:.2f}", f"{100 * p['dense_accuracy']:.2f}",
                  f"{p['latency_ms']:.3f}", f"{p['speedup']:.2f}x", p["model_path"] or ""] for profile, p in picks.items()]
     missing = sorted({c.profile.name for _, c, _ in outcomes} - set(picks))
-    notes = [f"Fastest Pareto trial within {tol} pt of its dense model's accuracy, per hardware profile."]
+    notes = [f"Lowest measured p50 of the Pareto trials within {tol} pt of their dense model's accuracy, per "
+             "hardware profile; speed-up = dense p50 / p50."]
+    if skipped:
+        notes.append(f"Not run (the deadline had passed before they could start): {', '.join(skipped)}.")
     notes += [f"{profile}: no Pareto trial within {tol} pt of dense accuracy; ship the dense model." for profile in missing]
     sections = [("Recommended model per profile", notes, RECOMMEND_HEAD, rec_rows)]
     for name, config, outcome in outcomes:

@@ -9,6 +9,11 @@ else ``structures``) that the hardware profile also runs fast (``fast_structures
 needs no kernel). Other combinations are never part of a distribution, so no agent can
 propose them.
 
+Droppable blocks (depth pruning, unit ``block``) are offered where the space allows ``drop`` on
+the block's type (``layer_structures: {BertLayer: [drop]}``) or, for types it does not list, in
+``structures``; ``drop`` needs no kernel. A block is then the choice ``drop``/``none``
+(``structure/<block>``, no ratio). Baselines that sweep one ratio (uniform, RL) keep blocks.
+
 A plan's precision is one more categorical, ``precision``, over the space's ``precisions`` that
 the profile's backend runs (``config.runnable_precisions``; the config rejects a space listing
 one it cannot run); a space with a single precision adds no parameter, so fp32-only studies keep
@@ -34,10 +39,18 @@ PRECISION = "precision"
 
 
 def allowed_structures(group: PrunableGroup, space: SearchSpace, fast_structures: tuple[str, ...]) -> tuple[str, ...]:
-    """Structures a group may take: allowed on its layer type and fast on the target."""
+    """Structures a group may take: allowed on its layer type and fast on the target (a block: ``drop`` and
+    ``none`` where ``drop`` is allowed, else only ``none``)."""
     listed = space.layer_structures.get(group.root_type, space.structures)
-    allowed = tuple(s for s in listed if s in fast_structures or s == "none")
+    if group.unit == "block":
+        return ("drop", "none") if "drop" in listed else ("none",)
+    allowed = tuple(s for s in listed if s != "drop" and (s in fast_structures or s == "none"))
     return allowed or ("none",)
+
+
+def droppable(blocks: list[PrunableGroup], space: SearchSpace) -> list[PrunableGroup]:
+    """The blocks the space lets a plan drop."""
+    return [b for b in blocks if "drop" in space.layer_structures.get(b.root_type, space.structures)]
 
 
 def layer_macs(model, example_input) -> dict[str, float]:
@@ -53,11 +66,13 @@ def layer_macs(model, example_input) -> dict[str, float]:
             macs[name] = macs.get(name, 0.0) + float(output.numel() // output.shape[0] * per_output)
         return record
 
+    from autoprune.inputs import call
+
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
                if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     try:
         with torch.no_grad():
-            model(example_input)
+            call(model, example_input)
     finally:
         for h in handles:
             h.remove()
@@ -105,6 +120,9 @@ class PlanSpace:
     def names(self) -> list[str]:
         return [g.name for g in self.groups]
 
+    def is_block(self, name: str) -> bool:
+        return next(g for g in self.groups if g.name == name).unit == "block"
+
     @property
     def ratio_grid(self) -> list[float]:
         """Every ratio on the space's grid, ascending."""
@@ -116,7 +134,8 @@ class PlanSpace:
         grid = self.ratio_grid
         dists: dict[str, BaseDistribution] = {}
         for name in self.names:
-            dists[RATIO + name] = FloatDistribution(grid[0], grid[-1], step=self.space.ratio_step)
+            if not self.is_block(name):
+                dists[RATIO + name] = FloatDistribution(grid[0], grid[-1], step=self.space.ratio_step)
             if len(self.group_structures[name]) > 1:
                 dists[STRUCTURE + name] = CategoricalDistribution(self.group_structures[name])
         if len(self.precisions) > 1:
@@ -125,7 +144,7 @@ class PlanSpace:
 
     def plan_from_params(self, params: Mapping[str, Any]) -> PruningPlan:
         return PruningPlan.of({
-            name: GroupPlan(ratio=round(float(params[RATIO + name]), 6),
+            name: GroupPlan(ratio=round(float(params.get(RATIO + name, 0.0)), 6),
                             structure=str(params.get(STRUCTURE + name, self.group_structures[name][0])))
             for name in self.names
         }, str(params.get(PRECISION, self.precisions[0])))
@@ -133,7 +152,8 @@ class PlanSpace:
     def params_from_plan(self, plan: PruningPlan) -> dict[str, Any]:
         params: dict[str, Any] = {}
         for name, group in plan.groups:
-            params[RATIO + name] = group.ratio
+            if not self.is_block(name):
+                params[RATIO + name] = group.ratio
             if len(self.group_structures[name]) > 1:
                 params[STRUCTURE + name] = group.structure
         if len(self.precisions) > 1:
@@ -149,17 +169,22 @@ class PlanSpace:
     def default_structure(self, name: str) -> str:
         """The structure a single-structure baseline uses on a group: channel when allowed."""
         allowed = self.group_structures[name]
+        if self.is_block(name):
+            return "none"  # a one-ratio baseline keeps the depth
         return "channel" if "channel" in allowed else next((s for s in allowed if s != "none"), allowed[0])
 
     def uniform_plan(self, ratio: float, precision: str | None = None) -> PruningPlan:
         """The same ratio on every group, each with its default structure, in ``precision`` (default: the first)."""
-        return PruningPlan.of({n: GroupPlan(ratio=self.snap_ratio(ratio), structure=self.default_structure(n))
-                               for n in self.names}, precision or self.precisions[0])
+        return PruningPlan.of({n: GroupPlan(ratio=0.0 if self.is_block(n) else self.snap_ratio(ratio),
+                                            structure=self.default_structure(n)) for n in self.names},
+                              precision or self.precisions[0])
 
     def kept_fraction(self, name: str, plan_group: GroupPlan) -> float:
         """Share of a group's channels (or weights) a plan keeps, after the pruner's rounding."""
         if plan_group.is_noop:
             return 1.0
+        if plan_group.structure == "drop":
+            return 0.0
         if plan_group.structure == "channel":
             channels = next(g.channels for g in self.groups if g.name == name)
             return kept_channels(channels, plan_group.ratio, self.settings.round_to,
@@ -172,6 +197,8 @@ class PlanSpace:
         for name, group in plan.groups:
             if group.is_noop:
                 parts.append(f"{name}=dense")
+            elif group.structure == "drop":
+                parts.append(f"{name}=drop")
             elif group.structure == "channel":
                 channels = next(g.channels for g in self.groups if g.name == name)
                 kept = kept_channels(channels, group.ratio, self.settings.round_to, self.settings.min_channels)

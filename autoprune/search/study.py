@@ -24,6 +24,9 @@ STUDY_NAME = "autoprune"
 RECORD_ATTR = "record"
 #: trial user attribute: hypervolume of the run's feasible trials up to and including this one
 HYPERVOLUME_ATTR = "hypervolume"
+#: trial user attribute of a duplicate: the number of the earlier trial whose candidate it builds (it is told as
+#: PRUNED, so optuna-dashboard's front and autoprune's agree)
+DUPLICATE_ATTR = "duplicate_of"
 
 
 def open_study(storage_url: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler | None = None, *,

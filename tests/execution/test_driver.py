@@ -1,6 +1,8 @@
 """The driver's loop on formula executors: promotion from the fresh proxy history, every measurement a job."""
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from autoprune.config import SearchConfig, SearchSpace
@@ -84,3 +86,38 @@ def test_the_feasibility_probe_and_the_dense_measurement_run_on_the_executor(tmp
     with pytest.raises(ConfigError, match="max_params 10 is below the smallest candidate"):
         run_search(config, tmp_path / "run", executor=Recording(runner))
     assert ran == [DenseJob, ProbeJob]
+
+
+def test_a_duplicate_is_a_pruned_trial_in_the_study_marked_with_its_original() -> None:
+    import optuna
+
+    from autoprune.search.study import DUPLICATE_ATTR
+
+    search = _search(FormulaExecutor(falling_accuracy), trials=1)
+    [first] = Driver(search, NullSink()).run()
+    search.study.enqueue_trial(search.study.trials[0].params)  # the agent proposes the same plan again
+    again = Search(config=dataclasses.replace(search.config, trials=2), study=search.study, space=search.space,
+                   scoring=search.scoring, executor=search.executor)
+    records = Driver(again, NullSink()).run()
+    assert records[1].duplicate_of == first.number and records[1].state == TrialState.COMPLETE
+    trials = search.study.trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+    assert trials[1].user_attrs[DUPLICATE_ATTR] == first.number
+    assert [t.number for t in search.study.best_trials] == [first.number]  # one front point, as autoprune counts
+
+
+def test_before_any_estimate_one_trial_runs_at_a_time_and_earlier_searches_give_the_estimate() -> None:
+    import time
+
+    from autoprune.execution.trials import TrialClock
+
+    clock = TrialClock.of(time.time() + 60, [])
+    assert clock.allows_another()
+    clock.start(0)
+    assert not clock.allows_another()  # the first trial measures the estimate: no second one beside it
+    clock.finish(0)
+    assert clock.estimate() is not None and clock.allows_another()  # it took ~0 s: time for more
+    assert not TrialClock.of(time.time() + 60, [], prior=[120.0, 100.0, 90.0]).allows_another()  # none fits
+    assert TrialClock.of(time.time() + 600, [], prior=[100.0]).allows_another()
+    assert TrialClock.of(None, []).allows_another()
+    assert not TrialClock.of(time.time() - 1, []).allows_another()

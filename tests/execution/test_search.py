@@ -145,3 +145,20 @@ def test_killed_search_resumes_without_lost_or_repeated_trials(tmp_path: Path) -
         params = trial.params.items()
         later = [t for t in study.trials if t.number > trial.number]
         assert any(params <= t.params.items() and "record" in t.user_attrs for t in later)
+
+
+def test_a_full_disk_is_one_line_naming_the_path(tmp_path: Path, monkeypatch, capsys) -> None:
+    import errno
+
+    import autoprune.results.run as run_module
+
+    def full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_module, "atomic_write_json", full)
+    out = tmp_path / "run"
+    assert main(_cli_search(tmp_path, "--trials", "1", "--out", str(out))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"autoprune: error: {out / 'config.json'}: no space left on device; free space or make the folder "
+                   "writable, then run the same command again (finished work is kept)"]
+    assert not out.exists()  # the fresh run's set-up was undone

@@ -156,7 +156,9 @@ def test_the_recommendation_is_the_fastest_front_model_within_tolerance_by_the_f
     assert recommend([("b", config, other), ("a", config, outcome)], 0.01)[fake_profile.name]["search"] == "a"
     from autoprune.config import SweepConfig, SweepEntry
 
-    sweep = SweepConfig(name="w", searches=(SweepEntry(name="a", search=config),))
+    sweep = SweepConfig(name="w", searches=(SweepEntry(name="a", search=config),
+                                            SweepEntry(name="late", search=config)))
     report = write_report(sweep, [("a", config, outcome)], tmp_path).read_text()
+    assert "Not run (the deadline had passed before they could start): late." in report
     assert f"| {fake_profile.name} | a | 2 | 94.50 | 95.00 | 9.500 | {140.0 / 9.5:.2f}x |" in report
     assert f"| 1 | 94.90 | -0.10 | 76.600 | {140.0 / 76.6:.2f}x |" in report  # the front table's speed-ups agree

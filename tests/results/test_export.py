@@ -260,3 +260,46 @@ def test_onnx_exports_serve_batches_unless_static(tiny_run: Path, tmp_path: Path
     np.testing.assert_allclose(session.run(None, {name: inputs[:1]})[0], expected[:1], rtol=1e-4, atol=1e-5)
     with pytest.raises(Exception, match="Expected: 1"):
         session.run(None, {name: inputs})
+
+
+def test_a_dict_input_task_searches_with_drop_and_exports_with_a_card(tmp_path: Path) -> None:
+    """Text models take dict inputs: export verifies on them, the card shows validation and test agreement."""
+    pytest.importorskip("transformers")
+    from autoprune.config import SearchConfig, SearchSpace
+    from autoprune.results.search import run_search
+    from tests.tiny_text_task import tiny_text_task
+
+    config = SearchConfig(task="tests.tiny_text_task:tiny_text_task", profile=_profile(),
+                          space=SearchSpace(name="t", structures=("channel", "drop"), min_channels=4),
+                          agent="random", trials=2, seed=3, min_speedup=0.0)
+    run = tmp_path / "run"
+    run_search(config, run)
+    data = load_run(run)
+    assert len(data.records) == 2 and all(r.state == "complete" for r in data.records)
+    params = {k for r in data.records for k in r.plan}
+    assert {"encoder.encoder.layer.0", "encoder.encoder.layer.1"} <= params  # blocks are in every plan
+    record = data.front[0]
+    for fmt in ("onnx", "torch"):
+        out = tmp_path / fmt
+        result = export_trial(run, record.number, fmt, out)
+        card = result.card
+        assert card["verification"]["passed"] and card["verification"]["samples"] == 32
+        assert card["accuracy"]["metric"] == "agreement@10" and card["accuracy"]["dense"] == 1.0
+        assert card["accuracy"]["test"] == {"dense": data.dense.test_accuracy, "pruned": record.test_accuracy}
+        assert data.dense.test_accuracy == 1.0 and 0.0 < record.test_accuracy <= 1.0
+        cosine = card["accuracy"]["extra"]["mean cosine"]
+        assert set(cosine) == {"validation", "test"} and cosine["test"]["dense"] == pytest.approx(1.0)
+        assert 0.0 < cosine["test"]["pruned"] <= 1.0 + 1e-6
+        assert "mean cosine (test, at export)" in (out / "model_card.md").read_text()
+        manifest = json.loads((out / "export.json").read_text())
+        assert [i["name"] for i in manifest["inputs"]] == ["input_ids", "attention_mask"]
+        task = tiny_text_task()
+        inputs, _ = task.val_set[5]
+        x = {k: v.unsqueeze(0).numpy() for k, v in inputs.items()}
+        model = load_export(out)
+        from autoprune.pruning.saving import load_pruned
+
+        pruned = load_pruned(data.run.trial_folder(record.number), task)
+        with torch.no_grad():
+            want = pruned(**{k: torch.from_numpy(v) for k, v in x.items()}).numpy()
+        np.testing.assert_allclose(model(x), want, rtol=1e-4, atol=1e-5)

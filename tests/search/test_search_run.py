@@ -153,3 +153,13 @@ def test_example_search_config_loads() -> None:
                                       str(ROOT / "search_configs/latency-budget.yaml")])
     config = _search_config(args)
     assert (config.agent, config.max_latency_ms, config.proxy_keep, config.space.name) == ("rl", 1.0, 0.5, "default")
+
+
+def test_global_search_ranks_the_task_models_channels(tmp_path: Path, fake_profile) -> None:
+    """A search with the global agent scores the dense model's channels and prunes the groups unevenly,
+    each candidate a different one, each reaching its MAC target."""
+    outcome = run_search(_config(fake_profile, agent="global", trials=3), tmp_path / "run")
+    complete = [r for r in outcome.records if r.state == TrialState.COMPLETE]
+    assert len(complete) == 3 and all(r.duplicate_of is None for r in complete)
+    assert any(len({g["ratio"] for g in r.plan.values()}) > 1 for r in complete)
+    assert len({r.macs for r in complete}) == 3 and all(r.macs < outcome.dense.macs for r in complete)
