@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN ?= results/demo
 
-.PHONY: demo test test-fast lint install clean-venv chromium
+.PHONY: demo test test-fast lint install clean-venv chromium postgresql
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/autoprune search --task digits --hw hw_profiles/cpu-onnxruntime.yaml \
 		--space search_spaces/default.yaml --agent tpe --trials 24 --out $(RUN)
 
-test: $(STAMP) chromium lint
+test: $(STAMP) chromium postgresql lint
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
@@ -38,6 +38,16 @@ chromium:
 		echo "installing chromium for the report rendering test"; \
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 			|| echo "chromium could not be installed; the report rendering test will skip"; \
+	fi
+
+# The team-database tests start a private PostgreSQL server (initdb/pg_ctl on a loopback port; Debian's
+# `postgresql`). Install it only where it is missing and we can; elsewhere those tests skip.
+postgresql:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1 \
+			&& command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+		echo "installing postgresql for the team-database tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+			|| echo "postgresql could not be installed; the team-database tests will skip"; \
 	fi
 
 clean-venv:

@@ -16,7 +16,7 @@ _EXPORTS = {
     "HardwareProfile": "autoprune.config", "SearchSpace": "autoprune.config", "SearchConfig": "autoprune.config",
     "load_profile": "autoprune.config", "load_space": "autoprune.config",
     "Task": "autoprune.task", "FineTuneRecipe": "autoprune.task", "TASKS": "autoprune.registry",
-    "resolve_task": "autoprune.task",
+    "resolve_task": "autoprune.task", "TaskSpec": "autoprune.task", "train_once": "autoprune.training",
     "GroupPlan": "autoprune.plan", "PruningPlan": "autoprune.plan", "PrunerSettings": "autoprune.plan",
     "apply_plan": "autoprune.pruning", "discover_groups": "autoprune.pruning", "model_stats": "autoprune.pruning",
     "discover": "autoprune.pruning", "rebuild": "autoprune.pruning.saving",

@@ -12,17 +12,19 @@ import sys
 from collections.abc import Callable, Sequence
 
 from autoprune.plan import PRECISIONS
-from autoprune.registry import AGENTS, BACKENDS, EXPORTERS, TASKS
+from autoprune.registry import AGENTS, BACKENDS, EXPORTERS, TASK_SOURCES, TASKS
 
-DEFAULT_HW = "hw_profiles/cpu-onnxruntime.yaml"
-DEFAULT_SPACE = "search_spaces/default.yaml"
+#: built-in names (the files ship inside the package), so the defaults resolve from any folder
+DEFAULT_HW = "cpu-onnxruntime"
+DEFAULT_SPACE = "default"
 
 
 #: what a search uses when neither --config nor a flag says otherwise
 SEARCH_DEFAULTS = {"task": "digits", "profile": DEFAULT_HW, "space": DEFAULT_SPACE, "agent": "tpe", "trials": 12,
                    "seed": 0}
 #: search flags that map onto SearchConfig fields (``hw`` is the ``profile`` field)
-SEARCH_FLAGS = ("task", "hw", "space", "agent", "trials", "seed", "objectives", "max_latency_ms", "min_accuracy",
+SEARCH_FLAGS = ("task", "data", "model_weights", "input_size", "hw", "space", "agent", "trials", "seed", "objectives",
+                "max_latency_ms", "min_accuracy",
                 "max_params", "proxy_keep", "predictor", "predictor_margin")
 
 
@@ -34,17 +36,56 @@ class Parser(argparse.ArgumentParser):
 
 
 #: help texts naming what the registries hold
-TASK_HELP = f"registered task ({', '.join(TASKS.names())}) or module:function (default: digits)"
-HW_HELP = f"hardware profile YAML; backends: {', '.join(BACKENDS.names())} (default: {DEFAULT_HW})"
+TASK_HELP = (f"registered task ({', '.join(TASKS.names())}), {' / '.join(f'{s}:MODEL' for s in TASK_SOURCES.names())} "
+             "with --data, or module:function (a module in the current folder is found; default: digits)")
+
+
+def _builtin(folder: str) -> str:
+    """The built-in names of a package folder (the files' stems), for help texts."""
+    from pathlib import Path
+
+    return ", ".join(sorted(p.stem for p in (Path(__file__).resolve().parent / folder).glob("*.yaml")))
+
+
+HW_HELP = (f"hardware profile: a YAML path or a built-in name ({_builtin('hw_profiles')}); backends: "
+           f"{', '.join(BACKENDS.names())} (default: {DEFAULT_HW})")
+SPACE_HELP = f"search space: a YAML path or a built-in name ({_builtin('search_spaces')}; default: {DEFAULT_SPACE})"
+
+
+def _add_task_options(p) -> None:
+    """--data, --weights, --input-size: the options of a bring-your-own task (README: Bring your own model)."""
+    p.add_argument("--data", default=None,
+                   help="the task's data: an ImageFolder tree with train/ and val/ (torchvision:, timm:), a CSV/JSONL "
+                        "file or folder of text and label (hf:)")
+    p.add_argument("--weights", default=None, dest="model_weights", metavar="WEIGHTS",
+                   help="a checkpoint file, the library's weights name (torchvision: e.g. DEFAULT; timm: pretrained), "
+                        "or none (random init, trained once on --data and cached)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="image side in pixels (default: the first training image's shorter side, at most 224) or text "
+                        "length in tokens (default: 128)")
+
+
+def _task_spec(args: argparse.Namespace):
+    """The TaskSpec of --task, --data, --weights, --input-size (paths made absolute as a search records them)."""
+    from pathlib import Path
+
+    from autoprune.task import TaskSpec, absolute_task_name
+
+    weights = args.model_weights
+    if weights is not None and Path(weights).expanduser().exists():
+        weights = str(Path(weights).expanduser().absolute())
+    data = None if args.data is None else str(Path(args.data).expanduser().absolute())
+    return TaskSpec(name=absolute_task_name(args.task), data=data, weights=weights, input_size=args.input_size)
 
 
 def _add_target_args(p, *, hw: bool = False, space: bool = False) -> None:
-    """--task (and --hw, --space) with the shared defaults."""
+    """--task and its options (and --hw, --space) with the shared defaults."""
     p.add_argument("--task", default="digits", help=TASK_HELP)
+    _add_task_options(p)
     if hw:
         p.add_argument("--hw", default=DEFAULT_HW, help=HW_HELP)
     if space:
-        p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML (default: {DEFAULT_SPACE})")
+        p.add_argument("--space", default=DEFAULT_SPACE, help=SPACE_HELP)
 
 
 def _search_config(args: argparse.Namespace):
@@ -54,7 +95,10 @@ def _search_config(args: argparse.Namespace):
     from autoprune.config import (
         PREDICTOR_AUTO,
         PREDICTOR_OFF,
+        PROFILES_DIR,
+        SPACES_DIR,
         SearchConfig,
+        is_builtin_name,
         load_profile,
         load_search_settings,
         load_space,
@@ -62,7 +106,13 @@ def _search_config(args: argparse.Namespace):
     from autoprune.errors import ConfigError
 
     settings = load_search_settings(args.config) if args.config else {}
-    for key in ("profile", "space", "predictor"):  # paths in the config file are relative to it
+    for key in ("profile", "space", "predictor", "data", "model_weights"):  # paths in the config are relative to it
+        if key == "model_weights" and isinstance(settings.get(key), str) \
+                and not (Path(args.config).parent / settings[key]).exists():
+            continue  # a library's weights name, not a path
+        if key in ("profile", "space") and isinstance(settings.get(key), str) \
+                and is_builtin_name(settings[key], PROFILES_DIR if key == "profile" else SPACES_DIR):
+            continue  # a built-in name
         if isinstance(settings.get(key), str) and settings[key] not in (PREDICTOR_AUTO, PREDICTOR_OFF) \
                 and not Path(settings[key]).is_absolute():
             settings[key] = str(Path(args.config).parent / settings[key])
@@ -94,7 +144,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     console = Console()
     progress = SearchProgress(console)
     try:
-        outcome = run_search(config, args.out, storage=args.storage, on_event=progress, execution=_execution(args))
+        outcome = run_search(config, args.out, storage=args.storage, study=args.study, on_event=progress,
+                             execution=_execution(args))
     finally:
         progress.close()
     console.print(pareto_table(outcome.dense, outcome.front))
@@ -115,13 +166,14 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from autoprune.task import resolve_task
 
     profile = load_profile(args.hw)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     stats = measure_models(profile, [task.build_model()], task.example_input)[0]
     Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
     if stats.cv > profile.max_cv:
-        print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:g}% "
-              f"even after {profile.max_remeasure} re-measurement(s): other work shares the device, so these figures "
-              "are unreliable; measure on an idle machine", file=sys.stderr)
+        load = "unknown" if stats.other_cpu is None else f"{stats.other_cpu:.2f} cores"
+        print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:.1f}% "
+              f"after {stats.attempts} attempt(s): the figure is noisy (other processes' CPU use when timing: {load}, "
+              f"waited {stats.load_wait_s:.1f} s); measure again on a quieter machine", file=sys.stderr)
     return 0
 
 
@@ -132,8 +184,9 @@ def _add_search(sub) -> None:
     p.add_argument("--config", default=None,
                    help="search config YAML (SearchConfig fields; `profile`/`space` are YAML paths); flags override it")
     p.add_argument("--task", default=None, help=TASK_HELP)
+    _add_task_options(p)
     p.add_argument("--hw", default=None, help=HW_HELP)
-    p.add_argument("--space", default=None, help=f"search space YAML (default: {DEFAULT_SPACE})")
+    p.add_argument("--space", default=None, help=SPACE_HELP)
     p.add_argument("--agent", default=None, help=f"search agent: {', '.join(AGENTS.names())} (default: tpe)")
     p.add_argument("--trials", type=int, default=None, help="total trials in the run (default: 12)")
     p.add_argument("--seed", type=int, default=None, help="seed for the agent and fine-tuning (default: 0)")
@@ -153,10 +206,21 @@ def _add_search(sub) -> None:
                    help="the predictor error allowed for: a candidate is rejected unmeasured only when it fails "
                         "the screen even this fraction faster than predicted (default: 0.15)")
     p.add_argument("--out", required=True, help="run folder, e.g. results/my-run")
-    p.add_argument("--storage", default=None, help="SQLAlchemy URL of the study storage (default: OUT/study.db)")
+    _add_storage_args(p, search=True)
     _add_finetune_args(p)
     _add_execution_args(p)
     p.set_defaults(func=cmd_search)
+
+
+STORAGE_HELP = ("SQLAlchemy URL of the study database, e.g. postgresql://user@host/db for a team database "
+                "(default: the one the run folder recorded, else RUN/study.db)")
+
+
+def _add_storage_args(p, *, search: bool = False) -> None:
+    p.add_argument("--storage", default=None, help=STORAGE_HELP)
+    p.add_argument("--study", default=None,
+                   help="the search's study in --storage (default: the run folder's name)" if search else
+                   "the search's study in --storage (default: the one the run folder recorded, else its name)")
 
 
 #: fine-tune recipe fields settable from the command line (None: keep the task's value)
@@ -220,7 +284,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.round_to is not None and args.round_to < 1:
         raise ConfigError(f"command line: --round-to must be an integer >= 1, got {args.round_to}")
     space = load_space(args.space)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     round_to = args.round_to or space.round_to or 1
     report = discover(task.build_model(), task.example_input, space.ignore, round_to=round_to)
     if args.json:
@@ -247,7 +311,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
 
     ratios = parse_ratios(args.ratios)
     profile, space = load_profile(args.hw), load_space(args.space)
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     out = Path(args.out or f"results/sensitivity/{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.name)}-{profile.name}.json")
     check_writable_file(out)  # before the work, not after it
     console = Console(stderr=args.json)
@@ -267,7 +331,7 @@ def _add_inspect(sub) -> None:
                        description="Trace the task's model and report its prunable groups (coupled layers, "
                                    "channels or heads, share of MACs/params) and every layer left out, with why.")
     _add_target_args(p)
-    p.add_argument("--space", default=DEFAULT_SPACE, help=f"search space YAML, for `ignore` (default: {DEFAULT_SPACE})")
+    p.add_argument("--space", default=DEFAULT_SPACE, help=f"{SPACE_HELP}; for `ignore`")
     p.add_argument("--round-to", type=int, default=None,
                    help="report groups that cannot shrink to multiples of this (default: the space's round_to, else 1)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
@@ -290,9 +354,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from autoprune.results.report import write_report
     from autoprune.results.run import RunFolder, load_run
 
-    RunFolder.existing(args.run)
-    check_writable_folder(args.run, "run folder")  # the report is written into it
-    report = write_report(load_run(args.run))
+    # the report is written into the folder (filled from the database first, with --storage)
+    run = RunFolder.existing(args.run, storage=args.storage, study=args.study)
+    check_writable_folder(args.run, "run folder")
+    report = write_report(load_run(run.path, storage=run.storage, study=run.study))
     print(f"report: {report.html}")
     print("plots: " + "  ".join(str(p) for p in report.plots.values()))
     return 0
@@ -306,7 +371,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     from autoprune.console import pareto_table
     from autoprune.results.run import load_run
 
-    data = load_run(args.run)
+    data = load_run(args.run, storage=args.storage, study=args.study)
     if args.json:
         print(json.dumps({"dense": {"accuracy": data.dense.accuracy, "test_accuracy": data.dense.test_accuracy,
                                     "latency_ms": data.dense.latency.median_ms,
@@ -315,7 +380,8 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                           "front": [{"trial": r.number, "accuracy": r.accuracy, "test_accuracy": r.test_accuracy,
                                      "latency_ms": r.latency_ms, "latency_p90_ms": r.latency_p90_ms,
                                      "speedup": data.dense.speedup_of(r.latency_ms), "interleaved_speedup": r.speedup,
-                                     "macs": r.macs,
+                                     "latency_cv": r.latency.cv if r.latency else None, "noisy": r.noisy,
+                                     "remeasures": r.remeasures, "macs": r.macs,
                                      "params": r.params, "plan": r.plan} for r in data.front]}, indent=2))
         return 0
     Console().print(pareto_table(data.dense, data.front))
@@ -328,7 +394,7 @@ def cmd_pick(args: argparse.Namespace) -> int:
     from autoprune.results.pick import choice_table, pick, precision_front
     from autoprune.results.run import load_run
 
-    data = load_run(args.run)
+    data = load_run(args.run, storage=args.storage, study=args.study)
     choice = pick(precision_front(data, args.precision), max_latency_ms=args.max_latency_ms,
                   min_accuracy=args.min_accuracy, knee=args.knee)
     console = Console()
@@ -343,7 +409,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from autoprune.results.export import export_trial
 
     result = export_trial(args.run, args.trial, args.format, args.out, force=args.force,
-                          dynamic_batch=not args.static_batch)
+                          dynamic_batch=not args.static_batch, storage=args.storage, study=args.study)
     card = result.card
     now = card["latency"]["at_export"]
     print(f"exported trial {args.trial} as {args.format} to {result.out}: "
@@ -360,13 +426,15 @@ def _add_report(sub) -> None:
     p = sub.add_parser("report", help="write RUN/report.html and RUN/plots/*.png",
                        description="Write a self-contained HTML report (Pareto plot, hypervolume over trials, "
                                    "per-layer ratios of the Pareto plans, tables) and PNG plots into the run folder.")
-    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("run", help="run folder (the --out of a search; with --storage, filled from the database)")
+    _add_storage_args(p)
     p.set_defaults(func=cmd_report)
 
 
 def _add_pareto(sub) -> None:
     p = sub.add_parser("pareto", help="print the Pareto front of a run (trial numbers for pick/export)")
-    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("run", help="run folder (the --out of a search; with --storage, filled from the database)")
+    _add_storage_args(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=cmd_pareto)
 
@@ -375,7 +443,8 @@ def _add_pick(sub) -> None:
     p = sub.add_parser("pick", help="choose one Pareto model for a budget and say why",
                        description="Choose one Pareto model by exactly one rule and print it next to its "
                                    "neighbours on the front.")
-    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("run", help="run folder (the --out of a search; with --storage, filled from the database)")
+    _add_storage_args(p)
     rule = p.add_mutually_exclusive_group(required=True)
     rule.add_argument("--max-latency-ms", type=float, help="the most accurate model with p50 latency <= this")
     rule.add_argument("--min-accuracy", type=float,
@@ -391,7 +460,8 @@ def _add_export(sub) -> None:
                        description="Export a trial's pruned model, verify that the export reproduces the PyTorch "
                                    "model on validation inputs, re-measure its latency on the run's profile, and "
                                    "write model_card.md/.json. Nothing is written when a check fails.")
-    p.add_argument("run", help="run folder (the --out of a search)")
+    p.add_argument("run", help="run folder (the --out of a search; with --storage, filled from the database)")
+    _add_storage_args(p)
     p.add_argument("--trial", type=int, required=True, help="trial number (see `autoprune pareto RUN`)")
     p.add_argument("--format", default="onnx",
                    help=f"{', '.join(EXPORTERS.names())} (torch: plan + state_dict; tvm needs a tvm profile; "
@@ -420,7 +490,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     profile, space = load_profile(args.hw), load_space(args.space)
     out = args.out or default_predictor_path(profile, args.task)
     check_writable_file(out)  # before the work, not after it
-    task = resolve_task(args.task)
+    task = resolve_task(_task_spec(args))
     result = calibrate(task, profile, pruner_settings(space, profile), fit=args.fit, holdout=args.holdout,
                        seed=args.seed)
     path = result.predictor.save(out)
@@ -479,7 +549,8 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
         elif kind == "trial":
             console.print(f"  trial {payload.number}: {payload.state} {payload.reason}")
 
-    outcome = run_sweep(args.file, out, deadline=deadline, execution=_execution(args, sweep.execution), on_event=show)
+    outcome = run_sweep(args.file, out, deadline=deadline, execution=_execution(args, sweep.execution), on_event=show,
+                        storage=args.storage)
     console.print(f"sweep report: {outcome.report} (and {outcome.report.with_suffix('.html')})")
     return 0
 
@@ -495,7 +566,7 @@ def cmd_sweep_submit(args: argparse.Namespace) -> int:
     if args.until:
         parse_until(args.until)  # a bad time is refused here, not on the cluster
     out = args.out or str((Path("results/sweeps") / sweep.name).resolve())
-    print(submit_sweep(args.address, args.file, out=out, until=args.until, python=args.python))
+    print(submit_sweep(args.address, args.file, out=out, until=args.until, python=args.python, storage=args.storage))
     return 0
 
 
@@ -523,6 +594,9 @@ def _add_sweep(sub) -> None:
     run.add_argument("--until", default=None,
                      help="local time HH:MM the sweep must end by; trial budgets shrink to fit")
     run.add_argument("--out", default=None, help="sweep folder (default: results/sweeps/<sweep name>)")
+    run.add_argument("--storage", default=None,
+                     help="SQLAlchemy URL of a study database for every search (study SWEEP.SEARCH each; default: "
+                          "each run folder's study.db)")
     _add_execution_args(run)
     run.set_defaults(func=cmd_sweep_run)
     default_address = "http://127.0.0.1:8265"
@@ -534,6 +608,8 @@ def _add_sweep(sub) -> None:
     submit.add_argument("--out", default=None,
                         help="sweep folder on the cluster (default: absolute results/sweeps/<name>)")
     submit.add_argument("--python", default="python", help="Python on the cluster with autoprune's dependencies")
+    submit.add_argument("--storage", default=None,
+                        help="SQLAlchemy URL of the study database as the cluster reaches it (default: study.db files)")
     submit.set_defaults(func=cmd_sweep_submit)
     for action, func, text in (("status", cmd_sweep_status, "print a submitted sweep's job status"),
                                ("logs", cmd_sweep_logs, "print a submitted sweep's job logs")):
@@ -559,6 +635,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_own_package() -> None:
+    """ConfigError when ``import autoprune`` finds something else than this package.
+
+    A folder named ``autoprune`` on ``sys.path`` (``PYTHONPATH``, or the current folder under
+    ``python -m``) is imported as a namespace package ahead of an editable install's finder: this
+    command still loads, but ``from autoprune import Task`` in a user's task module would fail.
+    """
+    from pathlib import Path
+
+    from autoprune.errors import ConfigError
+
+    here = Path(__file__).resolve().parent
+    package = sys.modules.get("autoprune")
+    file = getattr(package, "__file__", None)
+    if file is None or Path(file).resolve().parent != here:
+        found = file or ", ".join(str(p) for p in getattr(package, "__path__", [])) or repr(package)
+        raise ConfigError(f"`import autoprune` finds {found}, not the installed package at {here}: a folder named "
+                          "autoprune on sys.path (PYTHONPATH or the current folder) shadows it; rename that folder or "
+                          "take it off PYTHONPATH")
+
+
 #: OSError numbers that mean the machine's storage refused a write, not a bug
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EFBIG}
 
@@ -572,6 +669,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from autoprune.errors import AutopruneError
 
     try:
+        _check_own_package()
         return args.func(args)
     except AutopruneError as err:
         print(f"autoprune: error: {_one_line(str(err))}", file=sys.stderr)

@@ -19,7 +19,7 @@ from autoprune.registry import AGENTS, BACKENDS
 from autoprune.validation import check_choice, check_int, check_list, check_mapping, check_number, is_number, require
 
 if TYPE_CHECKING:
-    from autoprune.task import FineTuneRecipe, Task
+    from autoprune.task import FineTuneRecipe, Task, TaskSpec
 
 DEVICES = ("cpu", "cuda")
 PRECISIONS = ("fp32", "fp16")
@@ -50,6 +50,13 @@ class HardwareProfile:
     repeats: int = 5
     max_cv: float = 0.05
     max_remeasure: int = 2
+    #: a candidate whose latency stays noisy (CV > max_cv after max_remeasure) is measured again later,
+    #: up to this many times, before its trial completes
+    noisy_retries: int = 2
+    #: before timing, wait up to this long for other processes' CPU use to drop to ``max_other_cpu`` (0: never wait)
+    load_wait_s: float = 0.0
+    #: other processes' CPU use (cores) a measurement tolerates; None: the cores it does not use, less half a core
+    max_other_cpu: float | None = None
     round_to: int = 8
     fast_structures: tuple[str, ...] = ("channel",)
     #: the backend's own section, an instance of its ``Options`` class (None: the backend's defaults)
@@ -71,6 +78,10 @@ class HardwareProfile:
         check_int("repeats", self.repeats, 1)
         check_number("max_cv", self.max_cv, 0.0, 10.0)
         check_int("max_remeasure", self.max_remeasure, 0)
+        check_int("noisy_retries", self.noisy_retries, 0)
+        check_number("load_wait_s", self.load_wait_s, 0.0)
+        if self.max_other_cpu is not None:
+            check_number("max_other_cpu", self.max_other_cpu, 0.0)
         check_int("round_to", self.round_to, 1)
         check_list("fast_structures", self.fast_structures, f"structures ({', '.join(STRUCTURES)})")
         for s in self.fast_structures:
@@ -143,11 +154,23 @@ class SearchSpace:
 
 @dataclass(frozen=True, kw_only=True)
 class SearchConfig:
-    """One search: which task, profile, space and agent, and its budget."""
+    """One search: which task, profile, space and agent, and its budget.
+
+    ``task`` with ``data``, ``model_weights`` (``--weights``) and ``input_size`` is the task's spec
+    (``task_spec``): a relative ``data`` path, or a ``model_weights`` path that exists, is made
+    absolute here, so a worker or a later ``report``/``export`` in another folder rebuilds the same task.
+    """
 
     task: str
     profile: HardwareProfile
     space: SearchSpace
+    #: the task's data: an ImageFolder tree (images), a CSV/JSONL file or folder (text), or what a
+    #: ``module:function`` task takes as ``data``
+    data: str | None = None
+    #: a checkpoint file, a model library's weights name, or ``none`` (``--weights``)
+    model_weights: str | None = None
+    #: image side in pixels, or text length in tokens (default: the task source's rule)
+    input_size: int | None = None
     agent: str = "tpe"
     trials: int = 12
     seed: int = 0
@@ -179,6 +202,20 @@ class SearchConfig:
     predictor_margin: float = 0.15
 
     def __post_init__(self) -> None:
+        require(isinstance(self.task, str) and bool(self.task), f"`task` must be a non-empty string, got {self.task!r}")
+        from autoprune.task import absolute_task_name
+
+        object.__setattr__(self, "task", absolute_task_name(self.task))
+        for key in ("data", "model_weights"):
+            value = getattr(self, key)
+            require(value is None or (isinstance(value, str) and bool(value)),
+                    f"`{key}` must be a path or name, got {value!r}")
+        if self.data is not None:
+            object.__setattr__(self, "data", str(Path(self.data).expanduser().absolute()))
+        if self.model_weights is not None and Path(self.model_weights).expanduser().exists():
+            object.__setattr__(self, "model_weights", str(Path(self.model_weights).expanduser().absolute()))
+        if self.input_size is not None:
+            check_int("input_size", self.input_size, 1)
         check_choice("agent", self.agent, AGENTS.names())
         runs = runnable_precisions(self.profile)
         for p in self.space.precisions:
@@ -229,11 +266,18 @@ class SearchConfig:
             return base
         return build(type(base), {**dataclasses.asdict(base), **self.finetune}, "finetune")
 
+    @property
+    def task_spec(self) -> TaskSpec:
+        """What rebuilds the search's task (name, data, weights, input size)."""
+        from autoprune.task import TaskSpec
+
+        return TaskSpec(name=self.task, data=self.data, weights=self.model_weights, input_size=self.input_size)
+
     def trial_task(self) -> Task:
-        """The search's task (resolved by name) with its fine-tune recipe overridden by ``finetune``."""
+        """The search's task (resolved from its spec) with its fine-tune recipe overridden by ``finetune``."""
         from autoprune.task import resolve_task
 
-        task = resolve_task(self.task)
+        task = resolve_task(self.task_spec)
         return dataclasses.replace(task, recipe=self.recipe_for(task.recipe))
 
     def to_dict(self) -> dict[str, Any]:
@@ -342,9 +386,44 @@ def _backend_options(values: dict[str, Any], backend: str, source: str, *, from_
     return build(plugin.Options, merged, f"{source}: {backend}")
 
 
+#: the built-in profiles and spaces ship inside the package (the repository's folders link here)
+PACKAGE_DIR = Path(__file__).resolve().parent
+PROFILES_DIR, SPACES_DIR = "hw_profiles", "search_spaces"
+
+
+def builtin_names(folder: str) -> list[str]:
+    """The built-in files of ``folder`` (``hw_profiles`` or ``search_spaces``) by name (``cpu-onnxruntime``)."""
+    return sorted(p.stem for p in (PACKAGE_DIR / folder).glob("*.yaml"))
+
+
+def locate(path_or_name: str | Path, folder: str) -> Path:
+    """A YAML file by path, or a built-in one by name from any folder.
+
+    ``cpu-onnxruntime``, ``cpu-onnxruntime.yaml`` and ``hw_profiles/cpu-onnxruntime.yaml`` name the
+    built-in profile when no such file exists here; an existing file always wins.
+
+    Raises:
+        ConfigError: neither a file nor a built-in name (the message lists the built-in names).
+    """
+    path = Path(path_or_name).expanduser()
+    if path.exists():  # a file, or a folder that the reader names as such
+        return path
+    if path.parent in (Path("."), Path(folder)) and path.suffix in ("", ".yaml"):
+        builtin = PACKAGE_DIR / folder / f"{path.stem if path.suffix else path.name}.yaml"
+        if builtin.is_file():
+            return builtin
+    raise ConfigError(f"{path_or_name}: file not found; give a YAML path or a built-in name: "
+                      f"{', '.join(builtin_names(folder))}")
+
+
+def is_builtin_name(value: str, folder: str) -> bool:
+    """``value`` is a bare built-in name (``cpu-onnxruntime``), not a path."""
+    return "/" not in value and Path(value).stem in builtin_names(folder) and not Path(value).is_file()
+
+
 def load_profile(path: str | Path) -> HardwareProfile:
-    """Load and validate a user's hardware profile YAML file (the backend's environment overrides apply)."""
-    path = Path(path)
+    """Load and validate a user's hardware profile (a YAML path or a built-in name; environment overrides apply)."""
+    path = locate(path, PROFILES_DIR)
     return _profile(_read_yaml(path), str(path), from_user=True)
 
 
@@ -364,8 +443,8 @@ def profile_from_dict(data: Mapping[str, Any], source: str = "profile") -> Hardw
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Load and validate a search space YAML file."""
-    path = Path(path)
+    """Load and validate a search space (a YAML path or a built-in name such as ``default``)."""
+    path = locate(path, SPACES_DIR)
     return build(SearchSpace, _read_yaml(path), str(path))
 
 
@@ -448,7 +527,7 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
     """Load a sweep and resolve every search's profile and space files (relative to the current folder).
 
     Each entry of ``searches`` has a ``name``, ``profile`` and ``space`` (YAML paths; space defaults
-    to search_spaces/default.yaml) and any SearchConfig field. Every referenced file is loaded
+    to the built-in ``default``) and any SearchConfig field. Every referenced file is loaded
     here, so a missing or invalid one is rejected, by name, before anything runs.
 
     Returns:
@@ -472,7 +551,7 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, list[SearchConfig]]:
                 if k not in ("name", "profile", "space")}
         try:
             search = build(SearchConfig, {**rest, "profile": load_profile(entry["profile"]),
-                                          "space": load_space(entry.get("space", "search_spaces/default.yaml"))}, where)
+                                          "space": load_space(entry.get("space", "default"))}, where)
             searches.append(SweepEntry(name=entry["name"], search=search))
         except ConfigError as err:
             raise ConfigError(f"{where}: {err}" if not str(err).startswith(where) else str(err)) from None

@@ -78,11 +78,16 @@ class SearchProgress:
 
 def pareto_table(dense: DenseReference, front: list[TrialRecord]) -> Table:
     """The Pareto front next to the dense reference; "test %" is the held-out split the search never saw."""
-    table = Table(title="Pareto front (validation accuracy vs measured latency; test = held out)")
+    noisy = [r for r in front if r.noisy]
+    caption = (f"! {len(noisy)} front point(s) with a noisy latency (CV above the profile's max_cv after every "
+               "re-measure): their place on the front is not trustworthy" if noisy else None)
+    table = Table(title="Pareto front (validation accuracy vs measured latency; test = held out)", caption=caption)
     quantized = any(r.precision != "fp32" for r in front)  # the precision column only then
     for column in ("trial", *(("prec",) if quantized else ()), "acc %", "Δ pt", "test %", "p50 ms", "p90 ms",
                    "speedup", "MMACs", "Kparams", "ratio"):
         table.add_column(column, justify="right", no_wrap=True)
+    if noisy:
+        table.add_column("latency", no_wrap=True)
     lat = dense.latency
     table.add_row("dense", *(("fp32",) if quantized else ()), f"{100 * dense.accuracy:.2f}", "0.00",
                   percent(dense.test_accuracy),
@@ -93,7 +98,8 @@ def pareto_table(dense: DenseReference, front: list[TrialRecord]) -> Table:
         table.add_row(str(r.number), *((r.precision,) if quantized else ()), f"{100 * r.accuracy:.2f}",
                       f"{100 * (r.accuracy - dense.accuracy):+.2f}", percent(r.test_accuracy), f"{r.latency_ms:.3f}",
                       f"{r.latency_p90_ms:.3f}", f"{dense.speedup_of(r.latency_ms):.2f}x",
-                      f"{r.macs / 1e6:.1f}", f"{r.params / 1e3:.0f}", f"{sum(ratios) / max(len(ratios), 1):.2f}")
+                      f"{r.macs / 1e6:.1f}", f"{r.params / 1e3:.0f}", f"{sum(ratios) / max(len(ratios), 1):.2f}",
+                      *([r.noise_note or "ok"] if noisy else []), style="yellow" if r.noisy else None)
     return table
 
 

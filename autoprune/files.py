@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -65,12 +66,6 @@ MIN_FREE_BYTES = 50 * 2**20
 
 def _probe_write(folder: Path, what: str) -> None:
     """StorageError unless a file can be created (and removed) in ``folder`` and its disk has ``MIN_FREE_BYTES``."""
-    import shutil
-
-    free = shutil.disk_usage(folder).free
-    if free < MIN_FREE_BYTES:
-        raise StorageError(f"{folder}: only {free / 2**20:.1f} MiB free on its disk; free space or choose "
-                           f"another {what}")
     try:
         fd, tmp = tempfile.mkstemp(prefix=".autoprune-probe-", dir=folder)
         os.close(fd)
@@ -78,6 +73,10 @@ def _probe_write(folder: Path, what: str) -> None:
     except OSError as err:
         reason = (err.strerror or type(err).__name__).lower()
         raise StorageError(f"{folder}: cannot write there ({reason}); choose a writable {what}") from None
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise StorageError(f"{folder}: only {free / 2**20:.1f} MiB free on its disk; free space or choose "
+                           f"another {what}")
 
 
 def check_writable_folder(path: str | Path, what: str = "--out") -> None:

@@ -16,6 +16,11 @@ class LatencyStats:
 
     Attributes:
         attempts: how many times the protocol measured before the CV was within the profile's limit.
+        noisy: the CV stayed above the profile's ``max_cv`` after every re-measure (the figure is not
+            to be trusted: the driver re-measures the candidate later, reports mark it).
+        load_wait_s: how long the measurement waited for other processes' CPU use to drop first.
+        other_cpu: other processes' CPU use (in cores) on the measuring machine when timing began;
+            None where it is not known (a remote board).
         info: facts about the prepared model (``model_bytes``, ``session_memory_bytes``, ``cached``,
             TVM's ``tuned``...), copied from the backend.
         versions: every library version that affects the figure.
@@ -33,6 +38,9 @@ class LatencyStats:
     threads: int
     batch_size: int
     attempts: int = 1
+    noisy: bool = False
+    load_wait_s: float = 0.0
+    other_cpu: float | None = None
     info: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     machine: dict[str, str] = field(default_factory=dict)

@@ -81,6 +81,22 @@ class TrialRecord:
     #: the score on the task's held-out test split (None when the task has none): reported, never
     #: used by the search
     test_accuracy: float | None = None
+    #: how many times the candidate was measured again later because its latency was noisy
+    #: (``LatencyStats.noisy``); ``latency`` is the least noisy of its measurements
+    remeasures: int = 0
+
+    @property
+    def noisy(self) -> bool:
+        """Its latency figure is not to be trusted: the CV stayed above the profile's ``max_cv``."""
+        return self.latency is not None and self.latency.noisy
+
+    @property
+    def noise_note(self) -> str:
+        """'' for a trusted figure; else what reports print beside it ("noisy: CV 23.0% after 2 re-measures")."""
+        if not self.noisy:
+            return ""
+        assert self.latency is not None
+        return f"noisy: CV {100 * self.latency.cv:.1f}% after {self.remeasures} re-measure(s)"
     #: a quantized candidate's own fp32 model, measured interleaved with its quantized file and the
     #: dense model (``latency`` is then the quantized file's)
     fp32_latency: LatencyStats | None = None

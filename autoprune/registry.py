@@ -107,6 +107,14 @@ TASKS: Registry[Any] = Registry("task", {
     "minilm": "autoprune.tasks.minilm:minilm_task",
 })
 
+#: task sources (``task.py``): ``(model, *, data=None, weights=None, input_size=None) -> Task`` for
+#: ``--task SOURCE:MODEL``; these prefixes are never read as ``module:function``
+TASK_SOURCES: Registry[Any] = Registry("task source", {
+    "hf": "autoprune.tasks.text:hf_task",
+    "timm": "autoprune.tasks.vision:timm_task",
+    "torchvision": "autoprune.tasks.vision:torchvision_task",
+})
+
 #: export formats (``results/export.py``): ``Exporter`` subclasses
 EXPORTERS: Registry[Any] = Registry("export format", {
     "onnx": "autoprune.results.export:OnnxExporter",

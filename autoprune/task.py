@@ -1,19 +1,32 @@
-"""Task: everything a user supplies for a search, and how a task is found by name.
+"""Task: everything a user supplies for a search, and how a task is found by its spec.
 
-A task is selected by a registered name (``digits``) or a ``module:function`` path whose
-function returns a :class:`Task`. Workers receive the same string and rebuild the task, so
-only the name crosses process boundaries.
+A task is selected by a :class:`TaskSpec`: a name and, for tasks built from a model library and
+a user's data, ``data``, ``weights`` and ``input_size``. The name is one of
+
+- a registered task (``digits``);
+- ``SOURCE:MODEL`` with a registered task source (``torchvision:resnet50``, ``timm:efficientnet_b0``,
+  ``hf:PATH_OR_NAME``): the source builds the task from the model library and ``data``;
+- ``module:function``: the function returns a :class:`Task`. The module is imported with the
+  current folder on ``sys.path`` (appended, as the last place looked), so a ``mymodule.py`` next
+  to where ``autoprune`` runs is found; ``data``/``weights``/``input_size``, when given, are passed
+  to the function as keyword arguments.
+
+The spec is plain data (``SearchConfig`` carries its fields; a run's ``config.json`` records
+them), so resume, report, export and Ray workers rebuild the same task from it.
 """
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import ConfigError
 from autoprune.inputs import Inputs
-from autoprune.registry import TASKS
+from autoprune.registry import TASK_SOURCES, TASKS
 
 if TYPE_CHECKING:
     import torch
@@ -98,25 +111,96 @@ class Task:
     ignored_layers: Callable[[nn.Module], list[nn.Module]] | None = None
 
 
-def resolve_task(spec: str) -> Task:
-    """Resolve a registered task name or a ``module:function`` path to a Task.
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """What rebuilds a task anywhere: its name and the options of a bring-your-own task.
+
+    Attributes:
+        name: a registered task, ``SOURCE:MODEL`` (``torchvision:resnet50``) or ``module:function``.
+        data: the data (a folder or file; absolute once it came through ``SearchConfig``).
+        weights: a checkpoint file, a library's weights name, or ``none`` (random init, trained once).
+        input_size: image side in pixels or text length in tokens (default: the source's rule).
+    """
+
+    name: str
+    data: str | None = None
+    weights: str | None = None
+    input_size: int | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"--task must be a non-empty string, got {self.name!r}")
+        for field_name in ("data", "weights"):
+            value = getattr(self, field_name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"--{field_name} must be a non-empty string, got {value!r}")
+        if self.input_size is not None and (isinstance(self.input_size, bool) or not isinstance(self.input_size, int)
+                                            or self.input_size < 1):
+            raise ConfigError(f"--input-size must be an integer >= 1, got {self.input_size!r}")
+
+    def options(self) -> dict[str, Any]:
+        """The options that are set (``data``, ``weights``, ``input_size``)."""
+        return {k: v for k, v in (("data", self.data), ("weights", self.weights), ("input_size", self.input_size))
+                if v is not None}
+
+
+#: task sources whose model may be a local path (``hf:./my-model``): made absolute at the edge
+PATH_SOURCES = ("hf",)
+
+
+def absolute_task_name(name: str) -> str:
+    """``name`` with a local model path of a ``PATH_SOURCES`` task made absolute (a worker elsewhere finds it)."""
+    prefix, _, rest = name.partition(":")
+    if prefix in PATH_SOURCES and rest and os.path.exists(os.path.expanduser(rest)):
+        return f"{prefix}:{os.path.abspath(os.path.expanduser(rest))}"
+    return name
+
+
+def _import_user_module(spec: str, module_name: str) -> Any:
+    """Import a user's task module, the current folder on ``sys.path`` (appended: never shadowing a library)."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(module_name)
+    except Exception as err:  # noqa: BLE001 - any import failure is the user's module
+        raise ConfigError(f"--task {spec}: cannot import module {module_name!r} (looked in the current folder {cwd} "
+                          f"and on sys.path): {type(err).__name__}: {err}") from None
+
+
+def resolve_task(spec: str | TaskSpec) -> Task:
+    """Resolve a task spec (see the module docstring) to a Task.
 
     Raises:
-        ConfigError: unknown name, a module that does not import, a missing function, or a
-            function that does not return a Task.
+        ConfigError: unknown name or source, a module that does not import, a missing function, a
+            function that does not return a Task, options a task does not take, or bad data/weights.
     """
-    if ":" not in spec:
-        factory = TASKS.get(spec, where="--task")
+    if isinstance(spec, str):
+        spec = TaskSpec(name=spec)
+    name, options = spec.name, spec.options()
+    prefix, _, rest = name.partition(":")
+    if ":" in name and prefix in TASK_SOURCES:
+        if not rest:
+            raise ConfigError(f"--task {name}: name the model after `{prefix}:` (e.g. {prefix}:MODEL)")
+        task = TASK_SOURCES.get(prefix, where="--task")(rest, **options)
     else:
-        module_name, _, attr = spec.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except Exception as err:  # noqa: BLE001 - any import failure is the user's module
-            raise ConfigError(f"--task {spec}: cannot import module {module_name!r}: {type(err).__name__}: {err}") from None
-        factory = getattr(module, attr, None)
-        if not callable(factory):
-            raise ConfigError(f"--task {spec}: module {module_name!r} has no callable {attr!r}")
-    task = factory()
+        if ":" not in name:
+            factory = TASKS.get(name, where="--task")
+        else:
+            module = _import_user_module(name, prefix)
+            factory = getattr(module, rest, None)
+            if not callable(factory):
+                where = getattr(module, "__file__", None) or "a namespace package"
+                raise ConfigError(f"--task {name}: module {prefix!r} ({where}) has no callable {rest!r}")
+        if options:
+            try:
+                inspect.signature(factory).bind(**options)
+            except (TypeError, ValueError):
+                flags = ", ".join(f"--{k.replace('_', '-')}" for k in options)
+                raise ConfigError(f"--task {name}: this task takes no {flags} (only `SOURCE:MODEL` tasks "
+                                  f"({', '.join(TASK_SOURCES.names())}) and functions with such keyword "
+                                  "arguments do)") from None
+        task = factory(**options)
     if not isinstance(task, Task):
-        raise ConfigError(f"--task {spec}: the factory returned {type(task).__name__}, expected autoprune.Task")
+        raise ConfigError(f"--task {name}: the factory returned {type(task).__name__}, expected autoprune.Task")
     return task

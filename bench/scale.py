@@ -4,14 +4,16 @@
    CPU-bound 1-epoch fine-tunes; every candidate is fine-tuned) on a local Ray (target: 2 workers
    >= 1.7x one).
 2. The driver's own cost per trial (agent ask/tell, study writes, Pareto file) with a formula
-   executor that returns at once (target: <= 50 ms).
+   executor that returns at once (target: <= 50 ms), per study storage: the run folder's SQLite
+   ``study.db``, and with ``--storage`` a database server (``postgres``: a private PostgreSQL this
+   benchmark starts with ``initdb``/``pg_ctl`` on a loopback port, as the tests do; or any SQLAlchemy URL).
 3. Utilisation of 64 simulated workers whose evaluations sleep (random 0.5-1.5x the mean):
    busy worker-seconds / (64 x wall time) while trials remain to be started (target:
    >= 95%); the whole run's figure, with ramp-up and the budget's tail, is printed too.
 
 The formula and sleeping executors are this benchmark's instruments: they stand in for workers
 so the driver alone is timed; their records carry synthetic objective values derived from
-the plan. Run: ``python bench/scale.py [--trials N] [--sleep S] [--skip-ray]``.
+the plan. Run: ``python bench/scale.py [--trials N] [--sleep S] [--skip-ray] [--storage postgres|URL ...]``.
 """
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ import random
 import sys
 import tempfile
 import time
+import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -125,14 +129,34 @@ def bench_workers(trials: int) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_overhead(trials: int) -> list[dict[str, Any]]:
+def bench_overhead(trials: int, storages: dict[str, str | None]) -> list[dict[str, Any]]:
+    """Per storage (name -> SQLAlchemy URL; None: the run folder's SQLite) and agent: driver ms per trial."""
     rows = []
-    for agent in ("random", "tpe"):
-        seconds = _timed_search(_config("tests.tiny_task:tiny_task", trials, agent),
-                                executor=FormulaExecutor(_synthetic))
-        rows.append({"figure": "driver_overhead_ms_per_trial", "agent": agent, "trials": trials,
-                     "value": round(1000 * seconds / trials, 2), "target": "<= 50"})
+    for name, url in storages.items():
+        for agent in ("random", "tpe"):
+            # a fresh study per measurement: a database outlives the temporary run folder
+            seconds = _timed_search(_config("tests.tiny_task:tiny_task", trials, agent),
+                                    executor=FormulaExecutor(_synthetic), storage=url,
+                                    study=None if url is None else f"bench-{uuid.uuid4().hex[:12]}")
+            rows.append({"figure": "driver_overhead_ms_per_trial", "storage": name, "agent": agent, "trials": trials,
+                         "value": round(1000 * seconds / trials, 2), "target": "<= 50"})
     return rows
+
+
+def _storages(requested: list[str], stack: ExitStack) -> dict[str, str | None]:
+    """``sqlite`` always; ``postgres`` starts a private server (stopped by ``stack``); anything else is a URL."""
+    storages: dict[str, str | None] = {"sqlite": None}
+    for value in requested:
+        if value == "postgres":
+            from tests.postgres import find_postgres, postgres_server
+
+            bin_dir = find_postgres()
+            if bin_dir is None:
+                raise SystemExit("--storage postgres: PostgreSQL is not installed (Debian: apt-get install postgresql)")
+            storages["postgresql"] = stack.enter_context(postgres_server(bin_dir))
+        elif value != "sqlite":
+            storages[value.split(":", 1)[0]] = value
+    return storages
 
 
 def bench_utilisation(slots: int, waves: int, mean_s: float) -> list[dict[str, Any]]:
@@ -150,18 +174,26 @@ def main() -> None:
     parser.add_argument("--waves", type=int, default=4, help="trials per simulated worker")
     parser.add_argument("--sleep", type=float, default=10.0, help="mean simulated evaluation seconds")
     parser.add_argument("--skip-ray", action="store_true", help="skip the real 1-vs-2 worker figure")
+    parser.add_argument("--skip-utilisation", action="store_true", help="skip the 64 simulated workers figure")
+    parser.add_argument("--storage", action="append", default=[],
+                        help="also time the driver overhead with this study storage: `postgres` (a private server "
+                             "started here) or a SQLAlchemy URL; repeatable (SQLite is always timed)")
     args = parser.parse_args()
     os.environ.setdefault("AUTOPRUNE_CACHE_DIR", str(ROOT / "results/.cache"))  # Ray workers share the dense model
-    rows = bench_overhead(args.overhead_trials) + bench_utilisation(64, args.waves, args.sleep)
+    with ExitStack() as stack:
+        rows = bench_overhead(args.overhead_trials, _storages(args.storage, stack))
+    if not args.skip_utilisation:
+        rows += bench_utilisation(64, args.waves, args.sleep)
     if not args.skip_ray:
         rows += bench_workers(args.trials)
     for row in rows:
         print(json.dumps(row))
-    print(f"\n{'figure':32} {'setting':28} {'value':>10}  target")
+    print(f"\n{'figure':32} {'setting':44} {'value':>10}  target")
     for row in rows:
-        setting = ", ".join(f"{k}={row[k]}" for k in ("agent", "workers", "trials", "mean_eval_s") if k in row)
+        setting = ", ".join(f"{k}={row[k]}" for k in ("storage", "agent", "workers", "trials", "mean_eval_s")
+                            if k in row)
         value = row.get("value", row.get("trials_per_hour"))
-        print(f"{row['figure']:32} {setting:28} {value:>10}  {row.get('target', '')}")
+        print(f"{row['figure']:32} {setting:44} {value:>10}  {row.get('target', '')}")
     print(f"\nmachine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end "
           "(shared with other jobs: absolute figures are noisy)")
 

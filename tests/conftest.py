@@ -17,11 +17,12 @@ def tiny():
 
 @pytest.fixture()
 def fast_profile():
-    """ONNX Runtime CPU with a short protocol, for tests."""
+    """ONNX Runtime CPU with a short protocol, for tests; any CV passes (a tiny model on a loaded CI machine
+    can exceed 100%), so no figure is re-measured or marked noisy (``test_busy_machine.py`` drives those)."""
     from autoprune.config import HardwareProfile
 
     return HardwareProfile(name="test-ort", backend="onnxruntime", threads=1, warmup_s=0.02, min_runs=20, repeats=2,
-                           max_cv=1.0, round_to=4)
+                           max_cv=10.0, round_to=4)
 
 
 @pytest.fixture()

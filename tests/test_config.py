@@ -123,3 +123,20 @@ def test_a_profile_recorded_by_an_older_autoprune_reads_back() -> None:
     assert profile_from_dict(legacy) == profile
     with pytest.raises(ConfigError, match="unknown field `target`"):
         profile_from_dict({**profile.to_dict(), "target": {"kind": "llvm"}})  # set: not a legacy leftover
+
+
+def test_built_in_profiles_and_spaces_resolve_by_name_from_any_folder(tmp_path, monkeypatch) -> None:
+    from autoprune.config import PACKAGE_DIR, builtin_names
+
+    monkeypatch.chdir(tmp_path)  # no hw_profiles/ or search_spaces/ here
+    assert load_profile("cpu-onnxruntime") == load_profile(ROOT / "hw_profiles/cpu-onnxruntime.yaml")
+    assert load_profile("hw_profiles/cpu-torch.yaml").backend == "torch"
+    assert load_space("default") == load_space("search_spaces/default.yaml") \
+        == load_space(ROOT / "search_spaces/default.yaml")
+    # the repository's folders are the package's (one copy of each file)
+    assert (ROOT / "hw_profiles").resolve() == PACKAGE_DIR / "hw_profiles"
+    assert "cpu-onnxruntime" in builtin_names("hw_profiles") and "default" in builtin_names("search_spaces")
+    with pytest.raises(ConfigError, match=r"^nope: file not found; give a YAML path or a built-in name: default, "):
+        load_space("nope")
+    (tmp_path / "default.yaml").write_text("name: mine\nratio_max: 0.5\n")
+    assert load_space("default.yaml").name == "mine"  # an existing file wins over the built-in name

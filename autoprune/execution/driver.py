@@ -7,6 +7,12 @@ driver screens it, then decides with the fresh history of every proxy score so f
 earns the fine-tune, and only then submits that. What the run folder keeps is written by a
 ``RunSink`` (``results/``); the driver knows no file.
 
+A candidate whose latency stayed noisy (CV above the profile's ``max_cv`` after its re-measures)
+does not complete yet: its trial waits, and once other work has finished (or nothing else is
+left) it is measured again, up to the profile's ``noisy_retries`` times; it completes with its
+least noisy figure, still marked ``noisy`` if none was quiet. So a front is never decided by a
+figure that was not re-checked, and what stays noisy is shown.
+
 Resuming is the same call on the same study: finished trials are kept, a trial that was
 interrupted mid-way is re-run with the same plan, and the budget counts finished trials only.
 """
@@ -20,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.execution.executor import Executor
-from autoprune.execution.jobs import DenseJob, FinetuneJob, Job, ProbeJob, Result, ScreenJob
+from autoprune.execution.jobs import DenseJob, FinetuneJob, Job, ProbeJob, RemeasureJob, Result, ScreenJob
 from autoprune.execution.outcomes import Candidate, Probe
 from autoprune.execution.trials import TrialClock, resume, reuse_duplicate, tell
 from autoprune.latency import LatencyStats
@@ -116,11 +122,15 @@ class Driver:
         self.trials: dict[int, optuna.trial.Trial] = {}  # asked, not finished
         self.promoted: dict[int, TrialRecord] = {}  # screened candidates being fine-tuned
         self.batch: list[TrialRecord] = []
+        #: noisy candidates waiting to be measured again, with the count of finished jobs when they were queued
+        self.noisy: dict[int, tuple[TrialRecord, int]] = {}
+        self.jobs_done = 0
 
     def run(self) -> list[TrialRecord]:
         """Propose, submit and complete trials until the budget (or the deadline) is spent; every record, by number."""
         self.notify("start", (len(self.records), self.search.config.trials))
         while True:
+            self._remeasure_due()
             while self._may_start():
                 self._propose()
             if self.batch:
@@ -128,6 +138,8 @@ class Driver:
             elif self.search.executor.in_flight:
                 for done in self.search.executor.wait():
                     self._on_done(done.job, done.result)
+            elif self.noisy:
+                continue  # nothing in flight: the queued re-measures are due now
             else:
                 return sorted(self.records, key=lambda r: r.number)
 
@@ -147,8 +159,33 @@ class Driver:
         self.clock.start(trial.number)
         self.search.executor.submit(ScreenJob(number=trial.number, plan=plan))
 
+    def _remeasure_due(self) -> None:
+        """Submit the re-measures that are due: once another job has finished since, or nothing else is in flight."""
+        executor = self.search.executor
+        for number, (record, queued_at) in list(self.noisy.items()):
+            if executor.in_flight >= executor.slots:
+                return
+            if self.jobs_done > queued_at or executor.in_flight == 0:
+                del self.noisy[number]
+                executor.submit(RemeasureJob(record=record))
+
+    def _hold_if_noisy(self, record: TrialRecord) -> bool:
+        """Queue a complete candidate with a noisy latency for a later re-measure (while retries are left)."""
+        if not (record.state == TrialState.COMPLETE and record.noisy
+                and record.remeasures < self.search.config.profile.noisy_retries):
+            return False
+        # kept on the trial now: a driver killed meanwhile resumes with this record instead of re-running it
+        self.trials[record.number].set_user_attr(RECORD_ATTR, record.to_dict())
+        self.noisy[record.number] = (record, self.jobs_done)
+        return True
+
     def _on_done(self, job: Job, result: Result) -> None:
-        if isinstance(job, ScreenJob):
+        self.jobs_done += 1
+        if isinstance(job, RemeasureJob):
+            assert isinstance(result, TrialRecord)
+            if not self._hold_if_noisy(result):
+                self._complete(result)
+        elif isinstance(job, ScreenJob):
             self._on_screened(result)
         elif isinstance(job, FinetuneJob):
             self.promoted.pop(job.number)
@@ -176,7 +213,8 @@ class Driver:
         record = candidate.record
         if record.state == TrialState.COMPLETE:
             record = self.sink.save_candidate(candidate)
-        self._complete(record)
+        if not self._hold_if_noisy(record):
+            self._complete(record)
 
     def _complete(self, record: TrialRecord) -> None:
         """Store the record on its trial (with its constraint margins and the hypervolume so far) and tell the study."""

@@ -7,7 +7,8 @@ measurement and the feasibility probe have no record to fall back on, so they ra
 
 Call order for the driver: ``DenseJob`` once, ``ProbeJob`` once on a fresh run with size or
 latency constraints, then per trial a ``ScreenJob`` and, when the driver promotes the screened
-candidate, a ``FinetuneJob``.
+candidate, a ``FinetuneJob``; for a finished candidate whose latency stayed noisy, up to the
+profile's ``noisy_retries`` ``RemeasureJob``s before its trial completes.
 """
 from __future__ import annotations
 
@@ -81,7 +82,24 @@ class FinetuneJob:
         return Candidate(record=dataclasses.replace(self.screened, state=TrialState.FAILED, reason=reason))
 
 
-Job = DenseJob | ProbeJob | ScreenJob | FinetuneJob
+@dataclass(frozen=True, kw_only=True)
+class RemeasureJob:
+    """Measure a finished candidate again because its latency was noisy (``TrialRecord.noisy``)."""
+
+    record: TrialRecord
+
+    @property
+    def number(self) -> int:
+        return self.record.number
+
+    def run(self, runner: TrialRunner) -> TrialRecord:
+        return runner.remeasure(self.record)
+
+    def failed(self, reason: str) -> TrialRecord:
+        return dataclasses.replace(self.record, remeasures=self.record.remeasures + 1)
+
+
+Job = DenseJob | ProbeJob | ScreenJob | FinetuneJob | RemeasureJob
 Result = LatencyStats | Probe | TrialRecord | Candidate
 
 

@@ -38,11 +38,13 @@ def _client(address: str, timeout_s: float = 10.0):
 
 
 def submit_sweep(address: str, sweep_file: str, *, out: str, until: str | None = None, python: str = "python",
-                 working_dir: str = ".") -> str:
+                 working_dir: str = ".", storage: str | None = None) -> str:
     """Submit ``autoprune sweep run`` as a Ray Job uploading ``working_dir``; return the job id."""
     command = [python, "-m", "autoprune", "sweep", "run", sweep_file, "--out", out]
     if until:
         command += ["--until", until]
+    if storage:
+        command += ["--storage", storage]
     return _client(address).submit_job(entrypoint=shlex.join(command),
                                        runtime_env={"working_dir": working_dir, "excludes": EXCLUDES})
 

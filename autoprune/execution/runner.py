@@ -206,6 +206,32 @@ class TrialRunner:
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return Candidate(record=done, weights=weights, onnx=quantized.onnx)
 
+    def remeasure(self, record: TrialRecord) -> TrialRecord:
+        """``record`` with its candidate measured again (interleaved with the dense model, as in the screen).
+
+        The less noisy of the two measurements is kept (with its dense figure and speed-up);
+        ``remeasures`` counts this one. The pruned architecture is rebuilt from the plan: latency does
+        not depend on the fine-tuned weights.
+        """
+        seconds = dict(record.seconds)
+        try:
+            with _timed(seconds, "remeasure"):
+                plan = PruningPlan.from_dict(record.plan)
+                model = self.prune(plan).model
+                if plan.precision == DEFAULT_PRECISION:
+                    latency, dense_latency = self.meter.compare(model)
+                else:  # the shipped file's latency: quantized again (its latency does not depend on the weights)
+                    recalibrate_batchnorm(model, self.task.train_set)
+                    quantized = self.quantize(model, plan.precision).onnx
+                    latency, dense_latency = self.meter.compare_onnx(quantized, None)[:2]
+        except TRIAL_ERRORS:
+            return dataclasses.replace(record, remeasures=record.remeasures + 1)  # keep the figure it had
+        if record.latency is not None and record.latency.cv <= latency.cv:
+            return dataclasses.replace(record, remeasures=record.remeasures + 1, seconds=seconds)
+        return dataclasses.replace(record, latency=latency, dense_latency=dense_latency,
+                                   speedup=dense_latency.median_ms / latency.median_ms,
+                                   remeasures=record.remeasures + 1, seconds=seconds)
+
     def finetune(self, screened: TrialRecord) -> Candidate:
         """Stage two: the screened candidate rebuilt, fine-tuned and evaluated (COMPLETE), or FAILED.
 

@@ -87,6 +87,16 @@ class LatencyBackend(ABC):
 
         return {"torch": torch.__version__}
 
+    def load_gauge(self) -> Callable[[], float] | None:
+        """Reads other processes' CPU use (cores) where this backend measures; None where unknown.
+
+        The default reads this machine (``hardware/load.py``); a backend that measures elsewhere
+        (a remote board) returns None, or a gauge of that machine.
+        """
+        from autoprune.hardware.load import other_cpu
+
+        return other_cpu
+
     def batch_input(self, example_input: Inputs) -> Inputs:
         """The example input at the profile's batch size (and, for a single image tensor, at the
         profile's ``input_shape`` when it sets one)."""

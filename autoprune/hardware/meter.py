@@ -93,12 +93,12 @@ class LatencyMeter:
             key = measurement_key(candidate, self._dense_model, self.example_input, self.profile, self._versions,
                                   self._machine_id)
             hit = self.cache.get(key)
-            if hit is not None:
+            if hit is not None and not any(s.noisy or s.cv > self.profile.max_cv for s in hit):  # noisy: measure again
                 return tuple(replace(s, info={**s.info, "cached": True}) for s in hit)  # type: ignore[return-value]
         prepared = prepare_measured(self.backend, candidate, self.example_input)
         cand, dense = time_prepared([prepared, self._dense], self.backend)
         self._remember_dense(dense)
-        if self.cache is not None and key is not None:
+        if self.cache is not None and key is not None and not (cand.noisy or dense.noisy):
             self.cache.put(key, cand, dense)
         return cand, dense
 

@@ -3,10 +3,15 @@
 Warm up by time, then time at least ``min_runs`` inferences split into ``repeats`` blocks;
 when several models are measured together their blocks are interleaved so slow drifts of the
 machine hit all of them alike. Report median, p90 and CV (std/mean of single runs); re-measure
-while CV is above the profile's ``max_cv`` (up to ``max_remeasure`` times, keeping the best).
+while CV is above the profile's ``max_cv`` (up to ``max_remeasure`` times, keeping the best);
+a figure whose CV stays above it is marked ``noisy``. Before each attempt the machine's load
+(other processes' CPU use, ``hardware/load.py``) is read, and the protocol waits up to the
+profile's ``load_wait_s`` (in all) for it to drop to ``max_other_cpu``; the wait and the load
+are recorded with the figure.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -14,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from autoprune.environment import library_versions, machine_fingerprint
 from autoprune.hardware.base import LatencyBackend, Prepared, get_backend
+from autoprune.hardware.load import tolerated_cpu, wait_for_quiet
 from autoprune.latency import LatencyStats
 
 if TYPE_CHECKING:
@@ -96,20 +102,29 @@ def time_prepared(prepared: list[Prepared], backend: LatencyBackend) -> list[Lat
     """Apply the protocol to already prepared models; one LatencyStats per model."""
     profile = backend.profile
     versions, machine = measurement_versions(backend), machine_fingerprint()
+    gauge = backend.load_gauge()
+    waited = 0.0
     best: list[LatencyStats | None] = [None] * len(prepared)
     for attempt in range(1, profile.max_remeasure + 2):
+        load = None
+        if gauge is not None:
+            seconds, load = wait_for_quiet(gauge, bound_s=max(0.0, profile.load_wait_s - waited),
+                                           tolerated=tolerated_cpu(profile))
+            waited += seconds
         for i, samples in enumerate(_time_interleaved(prepared, profile)):
             median, p90, mean, cv = _summarise(samples)
             stats = LatencyStats(median_ms=median, p90_ms=p90, mean_ms=mean, cv=cv, runs=len(samples),
                                  profile=profile.name, backend=profile.backend, device=profile.device,
                                  threads=profile.threads, batch_size=profile.batch_size, attempts=attempt,
+                                 noisy=cv > profile.max_cv, load_wait_s=waited, other_cpu=load,
                                  info=dict(prepared[i].info), versions=versions, machine=machine)
             current = best[i]
             if current is None or stats.cv < current.cv:
                 best[i] = stats
         if all(s is not None and s.cv <= profile.max_cv for s in best):
             break
-    return [s for s in best if s is not None]
+    # every figure records the attempts and the whole wait of this measurement, whichever attempt it kept
+    return [dataclasses.replace(s, attempts=attempt, load_wait_s=waited) for s in best if s is not None]
 
 
 def measure_models(profile: HardwareProfile, models: list[nn.Module], example_input: Inputs) -> list[LatencyStats]:

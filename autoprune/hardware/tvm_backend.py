@@ -631,6 +631,10 @@ class TvmBackend(LatencyBackend):
         args = [tvm.runtime.tensor(t.numpy(), device) for _, t in named_tensors(x)]
         return TvmPrepared(vm, device, args, info, keep=(session, folder, loaded))
 
+    def load_gauge(self):
+        """This machine's gauge, or None over RPC (the board's load is not visible from here)."""
+        return None if tvm_options(self.profile).rpc else super().load_gauge()
+
     def versions(self) -> dict[str, str]:
         import importlib.metadata
 

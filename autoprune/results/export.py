@@ -13,12 +13,13 @@ files, ``load(folder)`` a predictor from them alone (what a user's deployment do
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from autoprune.config import HardwareProfile, SearchConfig
     from autoprune.inputs import Inputs
-    from autoprune.task import Task
+    from autoprune.task import Task, TaskSpec
 
 MANIFEST = "export.json"
 #: one input batch as numpy arrays, shaped like the task's example input (an array, a tuple or a dict of arrays)
@@ -56,13 +57,22 @@ class Rebuild:
     task: str
     plan: dict[str, dict[str, Any]]
     settings: PrunerSettings
+    #: the task's ``data``/``weights``/``input_size`` when set (``TaskSpec.options``)
+    task_options: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "plan": self.plan, "settings": self.settings.to_dict()}
+        data = {"task": self.task, "plan": self.plan, "settings": self.settings.to_dict()}
+        return {**data, "task_options": dict(self.task_options)} if self.task_options else data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Rebuild:
-        return cls(task=data["task"], plan=data["plan"], settings=PrunerSettings.from_dict(data["settings"]))
+        return cls(task=data["task"], plan=data["plan"], settings=PrunerSettings.from_dict(data["settings"]),
+                   task_options=dict(data.get("task_options") or {}))
+
+    def task_spec(self) -> TaskSpec:
+        from autoprune.task import TaskSpec
+
+        return TaskSpec(name=self.task, **self.task_options)
 
     def model(self, task: Task, weights: Path) -> nn.Module:
         """The pruned model with the saved weights (tensors only: ``weights_only=True``)."""
@@ -134,6 +144,8 @@ class TorchExporter(Exporter):
     def load(self, folder):
         import torch
 
+        from autoprune.inputs import call, primary_output
+
         model = load_torch_export(folder)
 
         def predict(x):
@@ -151,7 +163,7 @@ def load_torch_export(folder: str | Path) -> nn.Module:
 
     folder = Path(folder)
     recipe = Rebuild.from_dict(json.loads((folder / "rebuild.json").read_text()))
-    return recipe.model(resolve_task(recipe.task), folder / "state_dict.pt")
+    return recipe.model(resolve_task(recipe.task_spec()), folder / "state_dict.pt")
 
 
 def _tvm_exporter():
@@ -235,6 +247,13 @@ def _batch_of(samples: list[NumpyInputs]) -> NumpyInputs:
     if isinstance(first, Mapping):
         return {k: np.concatenate([s[k] for s in samples]) for k in first}
     return tuple(np.concatenate([s[i] for s in samples]) for i in range(len(first)))
+
+
+def numpy_batch(sample: Inputs) -> NumpyInputs:
+    """One dataset sample's input (no batch dimension) as a numpy batch of one, same structure."""
+    from autoprune.inputs import map_tensors
+
+    return numpy_inputs(map_tensors(sample, lambda t: t.unsqueeze(0)))
 
 
 def numpy_inputs(inputs: Inputs) -> NumpyInputs:
@@ -386,10 +405,14 @@ def export_trial(
     *,
     force: bool = False,
     dynamic_batch: bool = True,
+    storage: str | None = None,
+    study: str | None = None,
     samples: int = 32,
     warn: Callable[[str], None] = _warn,
 ) -> ExportResult:
     """Export trial ``trial`` of the run at ``run_path`` as ``fmt`` into the new folder ``out``.
+
+    ``storage``/``study``: read the run from that study database (its candidates too), filling ``run_path``.
 
     Raises:
         ConfigError: not a run folder, no such complete trial, a trial off the Pareto front without
@@ -397,14 +420,14 @@ def export_trial(
         ExportError: the rebuilt model does not match its record, or the export does not match it.
     """
     from autoprune.hardware.protocol import measure_models
-    from autoprune.inputs import batch_size, map_tensors
+    from autoprune.inputs import batch_size
     from autoprune.pruning import model_stats
     from autoprune.results.model_card import build_card, card_markdown
     from autoprune.results.run import load_run
     from autoprune.task import resolve_task
     from autoprune.training import evaluate
 
-    data = load_run(run_path)
+    data = load_run(run_path, storage=storage, study=study)
     record = data.record(trial)
     if record.state != TrialState.COMPLETE:
         raise ConfigError(f"{run_path}: trial {trial} is {record.state} ({record.reason}); only complete trials "
@@ -429,12 +452,13 @@ def export_trial(
     exporter.check(profile)
     out = Path(out)
     _fresh_out(out)
-    weights = data.run.trial_weights(trial)
+    weights = data.run.ensure_trial_files(trial) / "model.pt"
     if not weights.is_file():
         raise ConfigError(f"{run_path}: trial {trial} has no saved weights at {weights}")
 
-    task = resolve_task(data.config.task)
-    recipe = Rebuild(task=data.config.task, plan=record.plan, settings=data.config.pruner)
+    task = resolve_task(data.config.task_spec)
+    recipe = Rebuild(task=data.config.task, plan=record.plan, settings=data.config.pruner,
+                     task_options=data.config.task_spec.options())
     dense_model = task.build_model()
     model = _load_weights(weights, recipe, task, trial, run_path)
     stats = model_stats(model, task.example_input)
@@ -450,7 +474,7 @@ def export_trial(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         n = min(samples, len(task.val_set))
-        inputs = [numpy_inputs(map_tensors(task.val_set[i][0], lambda t: t.unsqueeze(0))) for i in range(n)]
+        inputs = [numpy_batch(task.val_set[i][0]) for i in range(n)]
         if exporter.dynamic_batch:  # and a batch of 8 (repeated when there are fewer samples), as users serve
             inputs.append(_batch_of([inputs[i % n] for i in range(8)]))
         try:  # exporters and runtimes (torch.onnx, TVM) report what they cannot convert as RuntimeError

@@ -75,5 +75,7 @@ def write_pareto(path: Path, config: SearchConfig, dense: DenseReference, record
         **search_summary(records, scoring),
         "screening": screening_summary(records, screening),
         "front": [r.to_dict() for r in front],
+        #: front points whose latency stayed noisy after every re-measure (not trustworthy)
+        "noisy_front": [r.number for r in front if r.noisy],
     })
     return front

@@ -65,8 +65,13 @@ def plot_pareto(data: RunData):
                            marker=PRECISION_MARKERS.get(precision, "o"), zorder=4,
                            label=f"front, {precision}" if mixed else None)
         for r in data.front:
-            ax.annotate(f"#{r.number}", (r.latency_ms, 100 * r.accuracy), textcoords="offset points", xytext=(5, 5),
-                        fontsize=8, color=FRONT_COLOUR)
+            ax.annotate(f"#{r.number}" + (" noisy" if r.noisy else ""), (r.latency_ms, 100 * r.accuracy),
+                        textcoords="offset points", xytext=(5, 5), fontsize=8, color=FRONT_COLOUR)
+        noisy = [r for r in data.front if r.noisy]
+        if noisy:  # open circles with error bars of one CV: the figure could be anywhere in there
+            ax.errorbar([r.latency_ms for r in noisy], [100 * r.accuracy for r in noisy],
+                        xerr=[r.latency_ms * r.latency.cv for r in noisy], fmt="o", mfc="white", color=FRONT_COLOUR,
+                        ms=9, capsize=3, zorder=4, label="front point, noisy latency")
     dense_lat = data.dense.latency.median_ms
     ax.scatter([dense_lat], [100 * data.dense.accuracy], marker="*", s=220, color="black", zorder=5, label="dense")
     ax.axvline(dense_lat, color="black", lw=0.6, ls=":")
@@ -168,6 +173,7 @@ h1 { font-size: 1.4em; } h2 { font-size: 1.15em; margin-top: 1.6em; border-botto
 table { border-collapse: collapse; font-size: 0.85em; } th, td { padding: 3px 8px; text-align: right; }
 th { background: #f2f2f2; } tr:nth-child(even) td { background: #fafafa; } td.l, th.l { text-align: left; }
 tr.front td { color: #b01e1e; font-weight: 600; } tr.dense td { color: #555; font-style: italic; }
+p.noisy, b.noisy { color: #8a5a00; } p.noisy { background: #fff4d6; padding: 6px 10px; border-left: 4px solid #e0a800; }
 img { max-width: 100%; border: 1px solid #eee; } .meta { color: #555; font-size: 0.9em; }
 """
 
@@ -188,15 +194,27 @@ def _front_table(data: RunData) -> str:
             f'<td>{data.dense.macs:,}</td><td>{data.dense.params:,}</td><td>0.00</td></tr>']
     for r in data.front:
         shares = [s for s in (removed_share(r, g) for g in r.channels) if s is not None]
+        cv = f'{100 * r.latency.cv:.1f}' + (f' <b class="noisy">noisy</b>' if r.noisy else "")
         rows.append(
-            f'<tr class="front"><td>{r.number}</td>{f"<td>{r.precision}</td>" if quantized else ""}'
-            f'<td>{100 * r.accuracy:.2f}</td>'
+            f'<tr class="front{" noisy" if r.noisy else ""}"><td>{r.number}</td>'
+            f'{f"<td>{r.precision}</td>" if quantized else ""}<td>{100 * r.accuracy:.2f}</td>'
             f'<td>{100 * (r.accuracy - data.dense.accuracy):+.2f}</td><td>{_fmt(r.test_accuracy, ".2f", 100)}</td>'
             f'<td>{r.latency_ms:.4f}</td>'
-            f'<td>{r.latency_p90_ms:.4f}</td><td>{100 * r.latency.cv:.1f}</td>'
+            f'<td>{r.latency_p90_ms:.4f}</td><td>{cv}</td>'
             f'<td>{data.dense.speedup_of(r.latency_ms):.2f}x</td>'
             f'<td>{r.macs:,}</td><td>{r.params:,}</td><td>{sum(shares) / max(len(shares), 1):.2f}</td></tr>')
     return _table(head, rows)
+
+
+def noisy_note(data: RunData) -> str:
+    """The warning above the front table when front points have noisy latency ('' when none has)."""
+    noisy = [r for r in data.front if r.noisy]
+    if not noisy:
+        return ""
+    items = "; ".join(f"#{r.number}: {html.escape(r.noise_note)}" for r in noisy)
+    return (f'<p class="noisy">Not trustworthy: {len(noisy)} front point(s) kept a noisy latency (CV above the '
+            f"profile's max_cv {100 * data.config.profile.max_cv:.1f}% after every re-measure; the machine was busy). "
+            f"Their place on the front may be noise: re-run the search on a quiet machine. {items}</p>")
 
 
 def _trials_table(data: RunData) -> str:
@@ -242,6 +260,7 @@ def render_html(data: RunData, images: dict[str, bytes]) -> str:
 <h2>Pareto front table</h2>
 <p class="meta">Latency is the profile's p50 (p90, CV) measured interleaved with the dense model; speed-up is that
 ratio. Pick one with <code>autoprune pick</code>, ship it with <code>autoprune export --trial N</code>.</p>
+{noisy_note(data)}
 {_front_table(data)}
 <h2>Hypervolume over trials</h2>
 {img("hypervolume", "hypervolume over trials")}

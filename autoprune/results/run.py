@@ -4,15 +4,22 @@ Layout (see results/README.md): ``config.json`` (resolved), ``environment.json``
 machine fingerprint, seed), ``dense.json`` (the dense reference), ``study.db`` (every trial,
 records in user attributes), ``trials/NNNN/`` (plan + pruner settings + state_dict),
 ``pareto.json``. Everything is written atomically, by the driver's process only.
+
+A run whose study lives in a database (``--storage URL``, e.g. a team PostgreSQL) records where
+in ``storage.json`` (the URL without its password, and the study name: ``--study``, by default
+the folder's name). The study then also holds ``config``/``environment``/``dense`` (study user
+attributes) and every saved candidate (``results/artifacts.py``), so the database alone resumes,
+reports, picks and exports the run: a fresh folder given the same ``--storage``/``--study`` is
+filled from it.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoprune.config import OBJECTIVES, SearchConfig, search_config_from_dict
 from autoprune.environment import library_versions, machine_fingerprint
@@ -24,17 +31,34 @@ from autoprune.pruning.saving import save_pruned
 from autoprune.records import DenseReference, TrialRecord
 from autoprune.results.pareto_file import write_pareto
 from autoprune.search.objectives import Scoring
-from autoprune.search.study import finished_records, open_study, study_errors
+from autoprune.search.study import (
+    RUN_ATTRS,
+    STUDY_NAME,
+    finished_records,
+    open_study,
+    public_url,
+    run_attrs,
+    study_errors,
+)
+
+if TYPE_CHECKING:
+    import optuna
 
 #: fields that must match for a run folder to be resumed with a new command
-IDENTITY_FIELDS = ("task", "agent", "seed", "objectives", "profile", "space")
+IDENTITY_FIELDS = ("task", "data", "model_weights", "input_size", "agent", "seed", "objectives", "profile", "space")
 
 
 @dataclass(frozen=True)
 class RunFolder:
-    """Paths of one run, and its writers."""
+    """Paths of one run, and its writers.
+
+    ``storage``/``study``: the study database this session was given (``--storage``/``--study``);
+    None: the one ``storage.json`` names, else the folder's own ``study.db``.
+    """
 
     path: Path
+    storage: str | None = field(default=None, kw_only=True)
+    study: str | None = field(default=None, kw_only=True)
 
     @property
     def config(self) -> Path:
@@ -71,16 +95,100 @@ class RunFolder:
     def trial_weights(self, number: int) -> Path:
         return self.trial_folder(number) / "model.pt"
 
-    def storage_url(self) -> str:
+    @property
+    def storage_file(self) -> Path:
+        return self.path / "storage.json"
+
+    def _saved_location(self) -> dict[str, str]:
+        if not self.storage_file.is_file():
+            return {}
+        data = read_json(self.storage_file, "the run's study database (url, study)")
+        if not (isinstance(data, dict) and isinstance(data.get("url"), str) and isinstance(data.get("study"), str)):
+            raise ConfigError(f"{self.storage_file}: expected {{\"url\": ..., \"study\": ...}}; delete it and give "
+                              "--storage and --study")
+        return data
+
+    def local_storage_url(self) -> str:
         return f"sqlite:///{self.study_db.resolve()}"
 
+    def storage_url(self) -> str:
+        """The study's storage: ``--storage``, else the one ``storage.json`` names, else ``study.db``."""
+        return self.storage or self._saved_location().get("url") or self.local_storage_url()
+
+    def study_name(self) -> str:
+        """``--study``, else ``storage.json``'s, else the folder's name in a database (``autoprune`` in study.db)."""
+        if self.study:
+            return self.study
+        saved = self._saved_location()
+        if saved and (self.storage is None or public_url(self.storage) == saved.get("url")):
+            return saved["study"]
+        return self.path.resolve().name if self.in_database else STUDY_NAME
+
+    @property
+    def in_database(self) -> bool:
+        """Whether the study lives in a database outside the folder (a team database)."""
+        return self.storage_url() != self.local_storage_url()
+
+    def study_source(self) -> str:
+        """How messages name the study's storage: ``--storage URL`` (without its password) as given, the URL
+        ``storage.json`` names, or the ``study.db`` path."""
+        if self.storage:
+            return f"--storage {public_url(self.storage)}"
+        return public_url(self.storage_url()) if self.in_database else str(self.study_db)
+
+    def open_study(self, directions: list[str], *, create: bool = True) -> optuna.Study:
+        """The run's study (``search.study.open_study`` at this run's storage and study name)."""
+        return open_study(self.storage_url(), directions, create=create, study_name=self.study_name(),
+                          source=self.study_source())
+
+    def bind(self, directions: list[str] | None = None) -> None:
+        """For a study in a database: record where (``storage.json``) and fill the folder from the study.
+
+        ``directions``: create the study when missing (a search); None: it must exist (a reader).
+        Files the folder lacks (``config.json``, ``environment.json``, ``dense.json``) are written from
+        the study's attributes; nothing happens for a folder's own ``study.db``.
+        """
+        if not self.in_database:
+            return
+        study = self.open_study(directions or [], create=directions is not None)
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.storage_file, {"url": public_url(self.storage_url()), "study": self.study_name()})
+        for key, value in run_attrs(study).items():
+            if not (self.path / f"{key}.json").is_file():
+                atomic_write_json(self.path / f"{key}.json", value)
+
+    def _publish(self, key: str, value: Any) -> None:
+        """Keep ``key``'s file in the study too (a database run only)."""
+        assert key in RUN_ATTRS
+        if self.in_database:
+            self.open_study([], create=False).set_user_attr(key, value)
+
+    def ensure_trial_files(self, number: int) -> Path:
+        """Trial ``number``'s saved candidate folder, fetched from the database when the folder lacks it."""
+        folder = self.trial_folder(number)
+        if self.in_database and not (folder / "model.pt").is_file():
+            from autoprune.results.artifacts import fetch_trial_files
+
+            fetch_trial_files(self.storage_url(), self.study_name(), number, folder)
+        return folder
+
     @classmethod
-    def existing(cls, path: str | Path) -> RunFolder:
-        """An existing run folder; ConfigError when ``path`` is not one."""
-        run = cls(Path(path))
+    def existing(cls, path: str | Path, *, storage: str | None = None, study: str | None = None) -> RunFolder:
+        """An existing run: a folder, or (``storage``) a study in a database, which fills ``path``.
+
+        Raises:
+            ConfigError: ``path`` is not a run folder, or the database holds no such study.
+        """
+        run = cls(Path(path), storage=storage, study=study)
+        if run.in_database:
+            run.bind()
+            if not run.config.is_file():
+                raise ConfigError(f"{public_url(run.storage_url())}: study `{run.study_name()}` holds no run "
+                                  "(no config); give the --study of a search")
+            return run
         if not run.config.is_file() or not run.study_db.is_file():
             raise ConfigError(f"{path}: not a run folder (no config.json and study.db); "
-                              "give the --out folder of a finished or running search")
+                              "give the --out folder of a finished or running search, or --storage and --study")
         return run
 
     def check_resumable(self, config: SearchConfig) -> None:
@@ -90,10 +198,12 @@ class RunFolder:
         # both read back the same way, so a record written by an older autoprune compares by meaning
         saved = _plain(self.read_config().to_dict())
         current = _plain(config.to_dict())
+        where = (f"study `{self.study_name()}` in {public_url(self.storage_url())}" if self.in_database
+                 else str(self.path))
         for key in IDENTITY_FIELDS:
             if saved.get(key) != current.get(key):
-                raise ConfigError(f"{self.path}: holds a search with a different `{key}`; resume it with the same "
-                                  f"settings or choose another --out")
+                raise ConfigError(f"{where}: holds a search with a different `{key}`; resume it with the same "
+                                  f"settings or choose another --out" + (" or --study" if self.in_database else ""))
 
     def read_config(self) -> SearchConfig:
         """The resolved config a search recorded here; ConfigError naming ``config.json`` when it is damaged."""
@@ -111,8 +221,10 @@ class RunFolder:
         """Create the folder and record the resolved config, library versions, machine and seed."""
         self.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.config, config.to_dict())
-        atomic_write_json(self.environment, {"versions": library_versions(), "machine": machine_fingerprint(),
-                                             "seed": config.seed})
+        environment = {"versions": library_versions(), "machine": machine_fingerprint(), "seed": config.seed}
+        atomic_write_json(self.environment, environment)
+        self._publish("config", config.to_dict())
+        self._publish("environment", environment)
 
     def read_dense(self) -> DenseReference | None:
         """The dense reference an earlier session measured, if any (a resumed run keeps it)."""
@@ -127,6 +239,7 @@ class RunFolder:
 
     def write_dense(self, dense: DenseReference) -> None:
         atomic_write_json(self.dense, dense.to_dict())
+        self._publish("dense", dense.to_dict())
 
 
 class RunSetup:
@@ -198,6 +311,10 @@ class RunWriter:
         if candidate.onnx is not None:
             onnx = atomic_write_bytes(self.run.trial_onnx(record.number, record.precision), candidate.onnx)
             record = dataclasses.replace(record, quantization={**record.quantization, "onnx_path": str(onnx)})
+        if self.run.in_database:
+            from autoprune.results.artifacts import put_trial_files
+
+            put_trial_files(self.run.storage_url(), self.run.study_name(), record.number, path.parent)
         return dataclasses.replace(record, model_path=str(path))
 
     def trials_finished(self, records: Sequence[TrialRecord]) -> None:
@@ -231,23 +348,24 @@ class RunData:
         return any(r.number == number for r in self.front)
 
 
-def load_run(path: str | Path) -> RunData:
+def load_run(path: str | Path, *, storage: str | None = None, study: str | None = None) -> RunData:
     """Read a run folder: its config, dense reference, every finished trial and the Pareto front.
 
-    The front is recomputed from the study (the source of truth), not read from pareto.json.
+    The front is recomputed from the study (the source of truth), not read from pareto.json. With
+    ``storage`` (and ``study``), the run is read from that database and ``path`` filled from it.
 
     Raises:
-        ConfigError: ``path`` is not a run folder, or it holds no dense reference yet.
+        ConfigError: ``path`` is not a run folder (or the database holds no such study), or it holds
+            no dense reference yet.
     """
-    run = RunFolder.existing(path)
+    run = RunFolder.existing(path, storage=storage, study=study)
     config = run.read_config()
     dense = run.read_dense()
     if dense is None:
         raise ConfigError(f"{path}: the search has not measured the dense model yet (no dense.json)")
     environment = read_json(run.environment, "library versions and the machine") if run.environment.is_file() else {}
-    study = open_study(run.storage_url(), [OBJECTIVES[o] for o in config.objectives], create=False,
-                       source=str(run.study_db))
-    with study_errors(run.storage_url(), str(run.study_db)):
+    study = run.open_study([OBJECTIVES[o] for o in config.objectives], create=False)
+    with study_errors(run.storage_url(), run.study_source()):
         records = finished_records(study)
     return RunData(run=run, config=config, dense=dense, environment=environment, records=records,
                    front=Scoring.from_config(config, dense).front(records))

@@ -28,7 +28,7 @@ from autoprune.results.run import RunFolder, RunSetup, RunWriter
 from autoprune.search.agent import AgentContext, make_agent
 from autoprune.search.objectives import Scoring
 from autoprune.search.space import PlanSpace, droppable, layer_macs
-from autoprune.search.study import finished_records, open_study
+from autoprune.search.study import finished_records
 from autoprune.training import evaluate, test_score
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ def run_search(
     out: str | Path,
     *,
     storage: str | None = None,
+    study: str | None = None,
     on_event: EventSink | None = None,
     execution: ExecutionConfig | None = None,
     executor: Executor | None = None,
@@ -65,25 +66,29 @@ def run_search(
     Jobs run on ``executor`` (default: built from ``execution``: in-process for one worker, Ray for
     more). With a ``deadline`` (a ``time.time()`` value) no trial is started that would, by the
     median duration of finished trials (before there are any: of ``prior_durations``, trial
-    durations of earlier searches; with neither, one trial at a time), end after it. Candidates are screened by predicted latency
-    when ``config.predictor`` resolves to a predictor (a bad one raises ConfigError before
-    anything is written).
+    durations of earlier searches; with neither, one trial at a time), end after it. Candidates
+    are screened by predicted latency when ``config.predictor`` resolves to a predictor (a bad one
+    raises ConfigError before anything is written).
 
     Events: ``("dense", DenseReference)``, ``("screening", screening_info)``, ``("start", (done, total))``,
     ``("trial", TrialRecord)``.
+
+    ``storage``: the study's SQLAlchemy URL (default: the one the folder recorded, else ``OUT/study.db``);
+    in a database the search is the study ``study`` (default: the folder's name), and a fresh ``out``
+    resumes it from the database alone.
     """
     notify = on_event or (lambda kind, payload: None)
-    run = RunFolder(Path(out))
+    run = RunFolder(Path(out), storage=storage, study=study)
     run.check_writable()  # a file, a read-only folder: refused before any work
-    run.check_resumable(config)
-    task = config.trial_task()
-    choice = choose_predictor(config.predictor, config.profile, config.task)
-    screening = screening_info(choice, config.predictor_margin)
     directions = [OBJECTIVES[o] for o in config.objectives]
     with RunSetup(run, storage) as setup:  # a fresh run that fails before its first trial leaves nothing behind
+        run.bind(directions)  # a study in a database: created, or what it holds of the run copied into the folder
+        run.check_resumable(config)
+        task = config.trial_task()
+        choice = choose_predictor(config.predictor, config.profile, config.task)
+        screening = screening_info(choice, config.predictor_margin)
         run.start(config)
-        study = open_study(storage or run.storage_url(), directions,
-                           source=f"--storage {storage}" if storage else str(run.study_db))
+        optuna_study = run.open_study(directions)
         dense_model = task.build_model()
         groups = discover_groups(dense_model, task.example_input, config.pruner.ignore,
                                  round_to=config.pruner.round_to)
@@ -92,8 +97,8 @@ def run_search(
             dense = run.read_dense() or _measure_dense(run, task, dense_model, groups, jobs)
             notify("dense", dense)
             notify("screening", screening)
-            search = _open_search(config, run, study, dense, groups + _blocks(config, dense_model, task), dense_model,
-                                  task, jobs)
+            search = _open_search(config, run, optuna_study, dense, groups + _blocks(config, dense_model, task),
+                                  dense_model, task, jobs)
             setup.commit()
             writer = RunWriter(run=run, config=config, dense=dense, screening=screening)
             records = Driver(search, writer, deadline=deadline, on_event=notify,

@@ -51,13 +51,16 @@ class SweepOutcome:
 
 
 def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = None,
-              execution: ExecutionConfig | None = None, on_event: EventSink | None = None) -> SweepOutcome:
+              execution: ExecutionConfig | None = None, on_event: EventSink | None = None,
+              storage: str | None = None) -> SweepOutcome:
     """Run every search of the sweep file ``path`` into ``out`` and write the report.
 
     Args:
         deadline: a ``time.time()`` value the sweep should end by (None: full trial budgets).
         execution: replaces the sweep file's execution settings (e.g. from command-line flags).
         on_event: ``("search", (name, index, count))`` before each search, then the driver's events.
+        storage: a study database (SQLAlchemy URL) for every search, each its study ``SWEEP.SEARCH``;
+            None: each run folder's own ``study.db``.
 
     Raises:
         ConfigError: the sweep file, a profile or space file it names, or an agent is invalid.
@@ -80,7 +83,8 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
             prior = [sum(r.seconds.values()) for _, c, o in outcomes for r in o.records
                      if r.seconds and r.duplicate_of is None and (c.task, c.profile) == (config.task, config.profile)]
             outcome = run_search(config, out / entry.name, execution=execution, deadline=share, on_event=on_event,
-                                 prior_durations=prior)
+                                 prior_durations=prior, storage=storage,
+                                 study=f"{sweep.name}.{entry.name}" if storage else None)
             outcomes.append((entry.name, config, outcome))
     finally:
         if owns_ray:
@@ -106,14 +110,14 @@ def recommend(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], tolerance
                                          "dense_accuracy": outcome.dense.accuracy, "latency_ms": r.latency_ms,
                                          "dense_latency_ms": outcome.dense.latency.median_ms,
                                          "speedup": outcome.dense.speedup_of(r.latency_ms),
-                                         "model_path": r.model_path}
+                                         "model_path": r.model_path, "noisy": r.noisy}
     return best
 
 
 def _front_rows(front: list[TrialRecord], dense: DenseReference) -> list[list[str]]:
     return [[str(r.number), f"{100 * r.accuracy:.2f}", f"{100 * (r.accuracy - dense.accuracy):+.2f}",
-             f"{r.latency_ms:.3f}", f"{dense.speedup_of(r.latency_ms):.2f}x", f"{(r.macs or 0) / 1e6:.2f}",
-             r.model_path or ""]
+             f"{r.latency_ms:.3f}" + (" (noisy)" if r.noisy else ""), f"{dense.speedup_of(r.latency_ms):.2f}x",
+             f"{(r.macs or 0) / 1e6:.2f}", r.model_path or ""]
             for r in front]
 
 
@@ -127,7 +131,8 @@ def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str],
     """(title, lines of text, table header, table rows) for each part of the report."""
     tol = f"{100 * sweep.accuracy_tolerance:g}"
     rec_rows = [[profile, p["search"], str(p["trial"]), f"{100 * p['accuracy']:.2f}", f"{100 * p['dense_accuracy']:.2f}",
-                 f"{p['latency_ms']:.3f}", f"{p['speedup']:.2f}x", p["model_path"] or ""] for profile, p in picks.items()]
+                 f"{p['latency_ms']:.3f}" + (" (noisy)" if p.get("noisy") else ""), f"{p['speedup']:.2f}x",
+                 p["model_path"] or ""] for profile, p in picks.items()]
     missing = sorted({c.profile.name for _, c, _ in outcomes} - set(picks))
     notes = [f"Lowest measured p50 of the Pareto trials within {tol} pt of their dense model's accuracy, per "
              "hardware profile; speed-up = dense p50 / p50."]

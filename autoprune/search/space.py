@@ -58,6 +58,8 @@ def layer_macs(model, example_input) -> dict[str, float]:
     import torch
     from torch import nn
 
+    from autoprune.inputs import call
+
     macs: dict[str, float] = {}
 
     def hook(name: str):
@@ -66,13 +68,12 @@ def layer_macs(model, example_input) -> dict[str, float]:
             macs[name] = macs.get(name, 0.0) + float(output.numel() // output.shape[0] * per_output)
         return record
 
-    from autoprune.inputs import call
 
     handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules()
                if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear))]
     try:
         with torch.no_grad():
-            call(model, example_input)
+            call(model, example_input)  # a dict of inputs goes by name (a tensor is never unpacked)
     finally:
         for h in handles:
             h.remove()

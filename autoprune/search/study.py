@@ -3,15 +3,19 @@
 Every trial of a search, whatever agent proposed it, is one trial of this study; the driver
 stores each finished trial's ``TrialRecord`` under ``RECORD_ATTR``, so agents, resumes, reports
 and ``optuna-dashboard`` all read the same history. Default storage: ``RUN/study.db`` (SQLite);
-any SQLAlchemy URL works (a team database).
+any SQLAlchemy URL Optuna accepts works (a team database, e.g. ``postgresql://host/db``), where each
+search is its own study (``STUDY_NAME`` in a run folder's own ``study.db``, a name derived from the
+run elsewhere). A study also keeps what reads its run back without the folder (``RUN_ATTRS``).
 """
 from __future__ import annotations
 
+import functools
 import os
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import ConfigError, StorageError
 from autoprune.records import TrialRecord
@@ -27,39 +31,48 @@ HYPERVOLUME_ATTR = "hypervolume"
 #: trial user attribute of a duplicate: the number of the earlier trial whose candidate it builds (it is told as
 #: PRUNED, so optuna-dashboard's front and autoprune's agree)
 DUPLICATE_ATTR = "duplicate_of"
+#: study user attributes: the run folder's ``config.json``, ``environment.json`` and ``dense.json``
+#: (by file stem), so a run can be read back, reported and resumed from its database alone
+RUN_ATTRS = ("config", "environment", "dense")
 
 
 def open_study(storage_url: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler | None = None, *,
-               create: bool = True, source: str | None = None) -> optuna.Study:
+               create: bool = True, source: str | None = None, study_name: str = STUDY_NAME) -> optuna.Study:
     """Create or load the run's multi-objective study (``create=False``: it must exist).
 
     Args:
-        source: how the user named the storage, for messages (default: the SQLite file, or the URL).
+        source: how the user named the storage, for messages (default: the SQLite file, or the URL
+            without its password).
+        study_name: the study in the storage (``STUDY_NAME`` in a run folder's own ``study.db``).
 
     Raises:
-        ConfigError: the URL names no database autoprune can open (unknown scheme, missing driver).
+        ConfigError: the URL names no database autoprune can open (unknown scheme, missing driver), or
+            ``create=False`` and a database holds no study ``study_name`` (the message lists those it holds).
         StorageError: the database cannot be opened or read (corrupt, truncated, unreachable, holds no study).
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with study_errors(storage_url, source):
-        storage = _storage(storage_url)
+        storage = open_storage(storage_url)
         if create:
-            return optuna.create_study(storage=storage, study_name=STUDY_NAME, directions=list(directions),
+            return optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
                                        sampler=sampler, load_if_exists=True)
-        try:
-            return optuna.load_study(storage=storage, study_name=STUDY_NAME, sampler=sampler)
-        except KeyError:
-            raise StorageError(f"{_source(storage_url, source)}: holds no autoprune study (`{STUDY_NAME}`); is it the "
-                               "study.db of an autoprune run?") from None
+        names = [s.study_name for s in storage.get_all_studies()]
+        if study_name not in names:
+            if storage_url.startswith("sqlite"):
+                raise StorageError(f"{_source(storage_url, source)}: holds no autoprune study (`{study_name}`); is "
+                                   "it the study.db of an autoprune run?")
+            raise ConfigError(f"{_source(storage_url, source)}: no study `{study_name}`; studies there: "
+                              f"{', '.join(sorted(names)) or 'none'}")
+        return optuna.load_study(storage=storage, study_name=study_name, sampler=sampler)
 
 
 def _source(storage_url: str, source: str | None) -> str:
     if source is not None:
         return source
     prefix = "sqlite:///"
-    return storage_url[len(prefix):] if storage_url.startswith(prefix) else storage_url
+    return storage_url[len(prefix):] if storage_url.startswith(prefix) else public_url(storage_url)
 
 
 def _short(err: BaseException) -> str:
@@ -70,7 +83,7 @@ def _short(err: BaseException) -> str:
 
 @contextmanager
 def study_errors(storage_url: str, source: str | None = None) -> Iterator[None]:
-    """Turn what a bad or broken study storage raises into one-line errors naming it."""
+    """Turn what a bad or broken study storage raises into one-line errors naming it (never its password)."""
     import sqlite3
 
     import sqlalchemy.exc
@@ -83,8 +96,10 @@ def study_errors(storage_url: str, source: str | None = None) -> Iterator[None]:
         raise ConfigError(f"{where}: not a database URL autoprune can open ({_short(err)}); give sqlite:///PATH or "
                           "a SQLAlchemy URL such as postgresql://USER@HOST/DB") from None
     except ImportError as err:
-        raise ConfigError(f"{where}: the database driver is not installed ({err}); install it (e.g. "
-                          "psycopg2-binary for postgresql://) or use sqlite:///PATH") from None
+        hint = ("pip install 'autoprune[postgres]' (psycopg2-binary)" if storage_url.startswith("postgres")
+                else "install the SQLAlchemy driver this URL names")
+        raise ConfigError(f"{where}: the database driver is not installed ({err}); {hint}, or use "
+                          "sqlite:///PATH") from None
     except (sqlalchemy.exc.SQLAlchemyError, sqlite3.Error) as err:
         folder = db.parent
         if storage_url.startswith("sqlite") and folder.is_dir() and not os.access(folder, os.W_OK):
@@ -97,6 +112,34 @@ def study_errors(storage_url: str, source: str | None = None) -> Iterator[None]:
                            "server is up and the folder exists and is writable") from None
 
 
+def public_url(storage_url: str) -> str:
+    """``storage_url`` without its password (safe to print and to keep in a run folder)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        url = make_url(storage_url)
+    except Exception:  # not a URL SQLAlchemy can parse: opening it says so
+        return storage_url.split("@")[-1]
+    # URL.set(password=None) keeps the password; the URL is a named tuple
+    return url._replace(password=None).render_as_string(hide_password=False) if url.password else storage_url
+
+
+def open_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """The RDB storage at ``storage_url`` (errors as SQLAlchemy raises them: wrap the call in ``study_errors``).
+
+    A database server's storage is opened once per URL and process (each opens a connection pool
+    and checks the schema); a SQLite file is opened each time (a test or user may replace it).
+    """
+    if storage_url.startswith("sqlite"):
+        return _storage(storage_url)
+    return _server_storage(storage_url)
+
+
+@functools.lru_cache(maxsize=16)
+def _server_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    return _storage(storage_url)
+
+
 def _storage(storage_url: str) -> optuna.storages.RDBStorage:
     """The RDB storage; SQLite in WAL mode without an fsync per commit.
 
@@ -105,9 +148,7 @@ def _storage(storage_url: str) -> optuna.storages.RDBStorage:
     stays consistent and loses nothing when the process is killed (only an OS crash or power
     loss can drop the last commits, which a resume re-runs).
     """
-    import optuna
-
-    storage = optuna.storages.RDBStorage(storage_url)
+    storage = _create_storage(storage_url)
     if storage_url.startswith("sqlite"):
         from sqlalchemy import event
 
@@ -120,6 +161,43 @@ def _storage(storage_url: str) -> optuna.storages.RDBStorage:
         event.listen(storage.engine, "connect", pragmas)
         storage.engine.dispose()  # pooled connections were opened before the listener
     return storage
+
+
+def _create_storage(storage_url: str) -> optuna.storages.RDBStorage:
+    """``RDBStorage(storage_url)``, retried when another process created the schema at the same moment
+    (two searches starting on an empty team database race in PostgreSQL's catalog)."""
+    import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    url = _with_installed_driver(storage_url)
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            if attempt == 2:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
+def _with_installed_driver(storage_url: str) -> str:
+    """A plain ``postgresql://`` URL with the PostgreSQL driver that is installed.
+
+    SQLAlchemy 2.1 maps ``postgresql://`` to psycopg 3; the ``postgres`` extra installs psycopg2
+    (``psycopg2-binary``), so a URL that names no driver uses whichever of the two is present.
+    """
+    import importlib.util
+
+    scheme, sep, rest = storage_url.partition("://")
+    if scheme not in ("postgresql", "postgres") or not sep or importlib.util.find_spec("psycopg") is not None:
+        return storage_url
+    return f"postgresql+psycopg2://{rest}" if importlib.util.find_spec("psycopg2") is not None else storage_url
+
+
+def run_attrs(study: optuna.Study) -> dict[str, Any]:
+    """The run's files kept in the study (``RUN_ATTRS``), those it holds."""
+    attrs = study.user_attrs
+    return {key: attrs[key] for key in RUN_ATTRS if key in attrs}
 
 
 def records_of(trials: Iterable[optuna.trial.FrozenTrial]) -> list[TrialRecord]:

@@ -1,16 +1,13 @@
 """The default task: scikit-learn's bundled digits, upsampled to 32x32, on a small ResNet.
 
 The data ships inside scikit-learn (no download). The dense model is trained once on first
-use and cached under ``results/.cache`` (or ``$AUTOPRUNE_CACHE_DIR``); later calls load it.
+use and cached under ``results/.cache`` (or ``$AUTOPRUNE_CACHE_DIR``) by
+:func:`autoprune.training.train_once`; later calls load it.
 The widths are chosen so that convolution compute, not framework overhead, dominates latency.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +15,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from autoprune.task import FineTuneRecipe, Task
+from autoprune.training.dense import train_once
 
 log = logging.getLogger(__name__)
 
@@ -83,44 +81,13 @@ def load_digits_tensors(size: int = IMAGE_SIZE) -> tuple[TensorDataset, TensorDa
     return tuple(TensorDataset(images[i], labels[i]) for i in (idx_train, idx_val, idx_test))  # type: ignore[return-value]
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("AUTOPRUNE_CACHE_DIR", "results/.cache"))
-
-
-def _dense_key() -> str:
-    blob = json.dumps({"widths": WIDTHS, "size": IMAGE_SIZE, "recipe": repr(DENSE_RECIPE), "seed": SEED,
-                       "torch": torch.__version__.split("+")[0]})
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def _trained_state(train_set: TensorDataset, val_set: TensorDataset) -> dict[str, torch.Tensor]:
-    """Load the cached dense weights, training and caching them on first use."""
-    from autoprune.files import atomic_torch_save
-    from autoprune.training import evaluate, fine_tune
-
-    path = cache_dir() / f"digits-dense-{_dense_key()}.pt"
-    if path.is_file():
-        return torch.load(path, weights_only=True)
-    torch.manual_seed(SEED)
-    model = DigitsResNet()
-    print(f"Training the dense digits model once ({DENSE_RECIPE.epochs} epochs); cached at {path}", flush=True)
-    fine_tune(model, train_set, DENSE_RECIPE, seed=SEED)
-    print(f"Dense digits model: validation accuracy {100 * evaluate(model, val_set):.2f}%", flush=True)
-    atomic_torch_save(model.state_dict(), path)
-    return model.state_dict()
-
-
 def digits_task() -> Task:
     """The embedded default task (10 classes, 1x32x32 grey images)."""
     train_set, val_set, test_set = load_digits_tensors()
-    state: dict[str, torch.Tensor] = {}
 
     def build_model() -> nn.Module:
-        if not state:
-            state.update(_trained_state(train_set, val_set))
-        model = DigitsResNet()
-        model.load_state_dict(state)
-        return model.eval()
+        return train_once("digits", DigitsResNet, train_set, DENSE_RECIPE, seed=SEED,
+                          key={"widths": WIDTHS, "size": IMAGE_SIZE}, val_set=val_set)
 
     return Task(name="digits", build_model=build_model, example_input=val_set.tensors[0][:1],
                 train_set=train_set, val_set=val_set, test_set=test_set, recipe=FINETUNE_RECIPE)

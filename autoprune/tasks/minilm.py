@@ -266,12 +266,6 @@ def embed(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return out
 
 
-def cache_dir() -> Path:
-    from autoprune.tasks.digits import cache_dir as digits_cache
-
-    return digits_cache()
-
-
 def _weights_digest(folder: Path) -> str:
     digest = hashlib.sha256()
     for name in ("config.json", "model.safetensors", "tokenizer.json"):
@@ -293,6 +287,7 @@ def dense_targets(model: nn.Module, sentences: list[str], input_ids: torch.Tenso
                   attention_mask: torch.Tensor, length: int) -> torch.Tensor:
     """The dense model's embeddings of ``sentences``, computed once and cached on disk."""
     from autoprune.files import atomic_torch_save
+    from autoprune.training.dense import cache_dir
 
     path = cache_dir() / f"minilm-dense-{dense_key(sentences, length)}.pt"
     if path.is_file():

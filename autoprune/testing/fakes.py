@@ -3,12 +3,14 @@
 ``FakeLatencyBackend`` (registered as backend ``fake`` when this module is imported) times a
 model by its multiply-accumulates: deterministic, instant and monotone in the model's size, so
 driver tests run the real measurement protocol and meter without exporting anything, and a
-pruned candidate is always faster than its dense model.
+pruned candidate is always faster than its dense model. ``FakeMachine`` scripts the machine it
+measures on (other processes' CPU use, the CV of its timings), so the busy-machine paths (load
+waits, noisy figures, later re-measures) run deterministically.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from torch import nn
 
@@ -25,13 +27,49 @@ FAKE_OVERHEAD_S = 1e-5
 FAKE_SECONDS_PER_MAC = 1e-10
 
 
+class FakeMachine:
+    """The scripted machine the fake backend measures on: a list of states (other processes' CPU use in
+    cores, CV of the timings). Reading *i* of the load (the protocol reads it before each timing attempt,
+    and again each time it polls while waiting) sees state *i*, and timings use the state last read;
+    past the end the last state stays.
+
+    ``FakeMachine.script([(1.5, 0.4), (0.0, 0.01)])``: busy and noisy at the first reading, idle and quiet
+    from the second. ``FakeMachine.script([])`` (the default): idle, timings exact.
+    """
+
+    states: ClassVar[list[tuple[float, float]]] = []
+    readings: ClassVar[int] = 0
+
+    @classmethod
+    def script(cls, states: Sequence[tuple[float, float]]) -> None:
+        cls.states, cls.readings = list(states), 0
+
+    @classmethod
+    def _state(cls) -> tuple[float, float]:
+        if not cls.states:
+            return 0.0, 0.0
+        return cls.states[max(0, min(cls.readings - 1, len(cls.states) - 1))]
+
+    @classmethod
+    def read_load(cls) -> float:
+        """Other processes' CPU use now; moves the script on by one state."""
+        cls.readings += 1
+        return cls._state()[0]
+
+    @classmethod
+    def cv(cls) -> float:
+        return cls._state()[1]
+
+
 class _FixedTime(Prepared):
     def __init__(self, seconds: float, info: dict[str, Any]) -> None:
         self.seconds = seconds
         self.info = info
 
     def run(self, n: int) -> list[float]:
-        return [self.seconds] * n
+        # alternately above and below by the machine's CV: mean and median stay ``seconds``, CV is exact
+        cv = FakeMachine.cv()
+        return [self.seconds * (1 + cv if i % 2 == 0 else 1 - cv) for i in range(n)]
 
 
 class FakeLatencyBackend(LatencyBackend):
@@ -43,6 +81,9 @@ class FakeLatencyBackend(LatencyBackend):
         stats = model_stats(model, self.batch_input(example_input))
         size = sum(p.numel() * p.element_size() for p in model.parameters())
         return _FixedTime(FAKE_OVERHEAD_S + FAKE_SECONDS_PER_MAC * stats.macs, {"model_bytes": size})
+
+    def load_gauge(self):
+        return FakeMachine.read_load
 
 
 if "fake" not in BACKENDS:
