@@ -11,6 +11,7 @@ import errno
 import sys
 from collections.abc import Callable, Sequence
 
+from autoprune.plan import PRECISIONS
 from autoprune.registry import AGENTS, BACKENDS, EXPORTERS, TASK_SOURCES, TASKS
 
 #: built-in names (the files ship inside the package), so the defaults resolve from any folder
@@ -390,11 +391,12 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def cmd_pick(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from autoprune.results.pick import choice_table, pick
+    from autoprune.results.pick import choice_table, pick, precision_front
     from autoprune.results.run import load_run
 
     data = load_run(args.run, storage=args.storage, study=args.study)
-    choice = pick(data.front, max_latency_ms=args.max_latency_ms, min_accuracy=args.min_accuracy, knee=args.knee)
+    choice = pick(precision_front(data, args.precision), max_latency_ms=args.max_latency_ms,
+                  min_accuracy=args.min_accuracy, knee=args.knee)
     console = Console()
     console.print(choice_table(choice, data.dense))
     console.print(f"picked trial {choice.chosen.number}: {choice.reason}")
@@ -448,6 +450,8 @@ def _add_pick(sub) -> None:
     rule.add_argument("--min-accuracy", type=float,
                       help="the fastest model at least this accurate (a fraction like 0.97, or percent like 97)")
     rule.add_argument("--knee", action="store_true", help="the knee of the front (best trade-off)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="pick among the trials in this precision only (their own Pareto front)")
     p.set_defaults(func=cmd_pick)
 
 

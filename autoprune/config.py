@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from autoprune.errors import ConfigError
+from autoprune.plan import PRECISIONS as PLAN_PRECISIONS
 from autoprune.plan import STRUCTURES, PrunerSettings
 from autoprune.registry import AGENTS, BACKENDS
 from autoprune.validation import check_choice, check_int, check_list, check_mapping, check_number, is_number, require
@@ -118,10 +119,18 @@ class SearchSpace:
     #: per layer type (a group's root module class, e.g. Conv2d, Linear) the structures allowed
     #: there; layer types not listed allow ``structures``
     layer_structures: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: the precisions a plan may ship in (``plan.PRECISIONS``); each must be one the profile's
+    #: backend runs (``SearchConfig`` checks it). More than one makes precision a searched choice.
+    precisions: tuple[str, ...] = ("fp32",)
 
     def __post_init__(self) -> None:
         require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
         check_list("structures", self.structures, f"structures ({', '.join(STRUCTURES)})")
+        require(isinstance(self.precisions, tuple) and len(self.precisions) > 0,
+                f"`precisions` must list at least one precision, got {self.precisions!r}")
+        for p in self.precisions:
+            check_choice("precisions", p, PLAN_PRECISIONS)
+        require(len(set(self.precisions)) == len(self.precisions), f"`precisions` repeats one: {list(self.precisions)}")
         require(len(self.structures) > 0, "`structures` must list at least one structure")
         for s in self.structures:
             check_choice("structures", s, STRUCTURES)
@@ -208,6 +217,11 @@ class SearchConfig:
         if self.input_size is not None:
             check_int("input_size", self.input_size, 1)
         check_choice("agent", self.agent, AGENTS.names())
+        runs = runnable_precisions(self.profile)
+        for p in self.space.precisions:
+            require(p in runs, f"search space {self.space.name}: `precisions` lists {p}, which hardware profile "
+                               f"{self.profile.name} (backend {self.profile.backend}, {self.profile.device}) cannot "
+                               f"run; it runs {', '.join(runs)}")
         check_int("trials", self.trials, 1)
         check_mapping("finetune", self.finetune, "fine-tune recipe fields to values (e.g. {epochs: 3})")
         if self.finetune:
@@ -270,6 +284,12 @@ class SearchConfig:
         """Plain data (a run's ``config.json``); ``search_config_from_dict`` reads it back."""
         return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)},
                 "profile": self.profile.to_dict(), "space": dataclasses.asdict(self.space)}
+
+
+def runnable_precisions(profile: HardwareProfile) -> tuple[str, ...]:
+    """The plan precisions the profile's backend can quantize to, evaluate and measure."""
+    runs: tuple[str, ...] = BACKENDS.get(profile.backend).runnable_precisions(profile)
+    return runs
 
 
 def pruner_settings(space: SearchSpace, profile: HardwareProfile) -> PrunerSettings:

@@ -8,6 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from autoprune.latency import LatencyStats
+from autoprune.plan import plan_groups
 from autoprune.records import DenseReference, TrialRecord, TrialState
 
 if TYPE_CHECKING:
@@ -81,19 +82,22 @@ def pareto_table(dense: DenseReference, front: list[TrialRecord]) -> Table:
     caption = (f"! {len(noisy)} front point(s) with a noisy latency (CV above the profile's max_cv after every "
                "re-measure): their place on the front is not trustworthy" if noisy else None)
     table = Table(title="Pareto front (validation accuracy vs measured latency; test = held out)", caption=caption)
-    for column in ("trial", "acc %", "Δ pt", "test %", "p50 ms", "p90 ms", "speedup", "MMACs", "Kparams", "ratio"):
+    quantized = any(r.precision != "fp32" for r in front)  # the precision column only then
+    for column in ("trial", *(("prec",) if quantized else ()), "acc %", "Δ pt", "test %", "p50 ms", "p90 ms",
+                   "speedup", "MMACs", "Kparams", "ratio"):
         table.add_column(column, justify="right", no_wrap=True)
     if noisy:
         table.add_column("latency", no_wrap=True)
     lat = dense.latency
-    table.add_row("dense", f"{100 * dense.accuracy:.2f}", "0.00", percent(dense.test_accuracy), f"{lat.median_ms:.3f}",
-                  f"{lat.p90_ms:.3f}", "1.00x", f"{dense.macs / 1e6:.1f}", f"{dense.params / 1e3:.0f}", "0.00",
-                  style="dim")
+    table.add_row("dense", *(("fp32",) if quantized else ()), f"{100 * dense.accuracy:.2f}", "0.00",
+                  percent(dense.test_accuracy),
+                  f"{lat.median_ms:.3f}", f"{lat.p90_ms:.3f}", "1.00x", f"{dense.macs / 1e6:.1f}",
+                  f"{dense.params / 1e3:.0f}", "0.00", style="dim")
     for r in front:
-        ratios = [g["ratio"] for g in r.plan.values()]
-        table.add_row(str(r.number), f"{100 * r.accuracy:.2f}", f"{100 * (r.accuracy - dense.accuracy):+.2f}",
-                      percent(r.test_accuracy), f"{r.latency_ms:.3f}", f"{r.latency_p90_ms:.3f}",
-                      f"{dense.speedup_of(r.latency_ms):.2f}x",
+        ratios = [g["ratio"] for g in plan_groups(r.plan).values()]
+        table.add_row(str(r.number), *((r.precision,) if quantized else ()), f"{100 * r.accuracy:.2f}",
+                      f"{100 * (r.accuracy - dense.accuracy):+.2f}", percent(r.test_accuracy), f"{r.latency_ms:.3f}",
+                      f"{r.latency_p90_ms:.3f}", f"{dense.speedup_of(r.latency_ms):.2f}x",
                       f"{r.macs / 1e6:.1f}", f"{r.params / 1e3:.0f}", f"{sum(ratios) / max(len(ratios), 1):.2f}",
                       *([r.noise_note or "ok"] if noisy else []), style="yellow" if r.noisy else None)
     return table

@@ -23,6 +23,13 @@ from autoprune.validation import check_choice, check_int, check_list, is_list, r
 STRUCTURES = ("channel", "unstructured", "nm", "drop", "none")
 #: how masked structures rank weights: per layer, or across all layers of the group
 MASK_SCOPES = ("layer", "group")
+#: numeric precisions a plan can ship in (which ones a search may propose: the space's
+#: ``precisions`` that the profile's backend runs, ``LatencyBackend.runnable_precisions``)
+PRECISIONS = ("fp32", "int8", "fp16")
+#: the precision of a plan that names none (every plan written before precision was searched)
+DEFAULT_PRECISION = "fp32"
+#: the key of a plan dict that holds a non-default precision (a str, where groups hold mappings)
+PRECISION_KEY = "precision"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,32 +53,53 @@ class GroupPlan:
 
 @dataclass(frozen=True, kw_only=True)
 class PruningPlan:
-    """A per-group plan; group names are the ones graph discovery reports."""
+    """A per-group plan; group names are the ones graph discovery reports.
+
+    ``precision`` is the numeric precision the candidate ships in (``PRECISIONS``): the pruned,
+    fine-tuned model is quantized to it before it is evaluated and measured.
+    """
 
     groups: tuple[tuple[str, GroupPlan], ...] = field(default_factory=tuple)
+    precision: str = DEFAULT_PRECISION
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise PlanError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
     @classmethod
-    def of(cls, groups: Mapping[str, GroupPlan]) -> PruningPlan:
-        return cls(groups=tuple(sorted(groups.items())))
+    def of(cls, groups: Mapping[str, GroupPlan], precision: str = DEFAULT_PRECISION) -> PruningPlan:
+        return cls(groups=tuple(sorted(groups.items())), precision=precision)
 
     @classmethod
-    def uniform(cls, names: list[str], ratio: float, structure: str = "channel") -> PruningPlan:
-        return cls.of({n: GroupPlan(ratio=ratio, structure=structure) for n in names})
+    def uniform(cls, names: list[str], ratio: float, structure: str = "channel",
+                precision: str = DEFAULT_PRECISION) -> PruningPlan:
+        return cls.of({n: GroupPlan(ratio=ratio, structure=structure) for n in names}, precision)
 
     def as_dict(self) -> dict[str, GroupPlan]:
         return dict(self.groups)
 
-    def to_dict(self) -> dict[str, dict[str, Any]]:
-        return {n: {"ratio": g.ratio, "structure": g.structure} for n, g in self.groups}
+    def to_dict(self) -> dict[str, Any]:
+        """Group name -> {ratio, structure}; a precision other than fp32 under ``PRECISION_KEY`` (a str).
+
+        An fp32 plan writes no precision, so its dict and ``digest`` are those of a plan written
+        before precision existed. Read the groups of a plan dict with :func:`plan_groups`.
+        """
+        data: dict[str, Any] = {n: {"ratio": g.ratio, "structure": g.structure} for n, g in self.groups}
+        if self.precision != DEFAULT_PRECISION:
+            if PRECISION_KEY in data:
+                raise PlanError(f"a group named {PRECISION_KEY!r} cannot carry precision {self.precision!r}")
+            data[PRECISION_KEY] = self.precision
+        return data
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> PruningPlan:
+    def from_dict(cls, data: Mapping[str, Any]) -> PruningPlan:
+        """Rebuild from ``to_dict()``; a plan dict without a precision is fp32."""
         try:
             return cls.of({n: GroupPlan(ratio=float(g["ratio"]), structure=str(g.get("structure", "channel")))
-                           for n, g in data.items()})
+                           for n, g in plan_groups(data).items()}, plan_precision(data))
         except PlanError as err:
             raise PlanError(f"plan: {err}") from None
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise PlanError(f"plan is malformed: {err}") from None
 
     def digest(self) -> str:
@@ -82,6 +110,17 @@ class PruningPlan:
     def mean_ratio(self) -> float:
         active = [1.0 if g.structure == "drop" else g.ratio for _, g in self.groups if g.structure != "none"]
         return sum(active) / len(active) if active else 0.0
+
+
+def plan_groups(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The group entries of a plan dict (``PruningPlan.to_dict``), without its precision."""
+    return {n: g for n, g in data.items() if not (n == PRECISION_KEY and isinstance(g, str))}
+
+
+def plan_precision(data: Mapping[str, Any]) -> str:
+    """The precision of a plan dict (fp32 when it names none)."""
+    value = data.get(PRECISION_KEY)
+    return value if isinstance(value, str) else DEFAULT_PRECISION
 
 
 @dataclass(frozen=True, kw_only=True)

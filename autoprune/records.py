@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 from autoprune.latency import LatencyStats
+from autoprune.plan import plan_precision
 
 
 class TrialState(str, Enum):
@@ -96,6 +97,17 @@ class TrialRecord:
             return ""
         assert self.latency is not None
         return f"noisy: CV {100 * self.latency.cv:.1f}% after {self.remeasures} re-measure(s)"
+    #: a quantized candidate's own fp32 model, measured interleaved with its quantized file and the
+    #: dense model (``latency`` is then the quantized file's)
+    fp32_latency: LatencyStats | None = None
+    #: how a quantized candidate was made and what it gained (``hardware.quantize.QuantizedModel.facts``
+    #: plus ``fp32_accuracy``, ``speedup_vs_fp32`` and a ``note`` when it is no faster than fp32)
+    quantization: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def precision(self) -> str:
+        """The precision the candidate ships in (its plan's)."""
+        return plan_precision(self.plan)
 
     @property
     def screened_unmeasured(self) -> bool:
@@ -120,7 +132,8 @@ class TrialRecord:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrialRecord:
         return cls(**{**data, "state": TrialState(data["state"]), "latency": _stats(data.get("latency")),
-                      "dense_latency": _stats(data.get("dense_latency"))})
+                      "dense_latency": _stats(data.get("dense_latency")),
+                      "fp32_latency": _stats(data.get("fp32_latency"))})
 
 
 @dataclass(frozen=True, kw_only=True)

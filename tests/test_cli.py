@@ -48,6 +48,10 @@ def test_help_imports_no_heavy_library() -> None:
     (["search", "--out", "x", "--task", "tests.tiny_task:tiny_task", "--predictor", "missing.json"],
      "missing.json: file not found"),
     (["profile", "--task", "tests.tiny_task:nope"], "has no callable 'nope'"),
+    (["search", "--out", "x", "--task", "tests.tiny_task:tiny_task", "--hw", str(ROOT / "hw_profiles/cpu-torch.yaml"),
+      "--space", str(ROOT / "search_spaces/prune-and-quantize.yaml")],
+     "search space prune-and-quantize: `precisions` lists int8, which hardware profile cpu-torch (backend torch, cpu) "
+     "cannot run; it runs fp32"),
 ])
 def test_user_errors_are_one_line_exit_2(args, message, capsys) -> None:
     assert main(args) == 2

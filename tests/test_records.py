@@ -23,3 +23,12 @@ def test_objectives_read_typed_fields_and_the_dense_reference_answers_the_same_w
     dense = DenseReference(accuracy=0.95, latency=stats(2.0), macs=10, params=20, groups=[])
     assert DenseReference.from_dict(json.loads(json.dumps(dense.to_dict()))) == dense
     assert dense.objective("macs") == 10.0
+
+
+def test_a_quantized_record_round_trips_with_its_precision_and_fp32_latency() -> None:
+    record = TrialRecord(number=2, plan={"a": {"ratio": 0.5, "structure": "channel"}, "precision": "int8"},
+                         state=TrialState.COMPLETE, accuracy=0.9, latency=stats(0.5), fp32_latency=stats(1.0),
+                         quantization={"calibration": "minmax", "speedup_vs_fp32": 2.0})
+    back = TrialRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+    assert back == record and back.precision == "int8" and back.fp32_latency.median_ms == 1.0
+    assert TrialRecord.from_dict({"number": 0, "plan": {}, "state": "failed"}).precision == "fp32"

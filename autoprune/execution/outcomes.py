@@ -25,3 +25,5 @@ class Candidate:
     #: the fine-tuned state_dict (None when a formula stands in for the model: benchmarks, tests)
     weights: dict[str, torch.Tensor] | None = None
     sparsity: dict[str, float] = field(default_factory=dict)
+    #: the quantized ONNX file of a plan whose precision is not fp32 (the model that ships)
+    onnx: bytes | None = None

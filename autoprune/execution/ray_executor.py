@@ -127,6 +127,9 @@ class MeasurementStation:
     def predict(self, candidate: nn.Module) -> float | None:
         return self.meter.predict(candidate)
 
+    def compare_onnx(self, onnx: bytes, fp32: nn.Module | None) -> tuple[LatencyStats, ...]:
+        return self.meter.compare_onnx(onnx, fp32)
+
     def dense_median_ms(self) -> float:
         return self.meter.dense_median_ms()
 
@@ -157,6 +160,12 @@ class RemoteMeter:
 
         pair: tuple[LatencyStats, LatencyStats] = ray.get(self.station.compare.remote(candidate))
         return pair
+
+    def compare_onnx(self, onnx: bytes, fp32: nn.Module | None) -> tuple[LatencyStats, ...]:
+        import ray
+
+        measured: tuple[LatencyStats, ...] = ray.get(self.station.compare_onnx.remote(onnx, fp32))
+        return measured
 
     def predict(self, candidate: nn.Module) -> float | None:
         import ray

@@ -1,4 +1,4 @@
-"""TrialRunner: the one place that chains plan -> prune -> screen -> proxy -> fine-tune -> evaluate -> record.
+"""TrialRunner: the one place that chains plan -> prune -> screen -> proxy -> fine-tune -> quantize -> evaluate.
 
 A trial runs in two stages, each one executor job, so the driver decides in between, with the
 fresh history of every proxy so far, whether the candidate earns the full fine-tune:
@@ -9,6 +9,19 @@ fresh history of every proxy so far, whether the candidate earns the full fine-t
   Returns a REJECTED, FAILED or SCREENED record.
 * ``finetune``: rebuild the same candidate from its plan (pruning is deterministic), recalibrate
   BatchNorm, fine-tune, evaluate. Returns the COMPLETE (or FAILED) record and the weights.
+
+A plan whose precision is not fp32 (int8 on an ONNX Runtime CPU profile) ships as a quantized
+ONNX file (``hardware/quantize.py``), and every figure of its record is that file's:
+
+* the screen quantizes the BN-recalibrated candidate and measures the *quantized* file
+  interleaved with the dense fp32 model (a 1-3 s quantization on small models, paid so that a
+  plan whose speed-up comes from int8 kernels is not rejected on its fp32 latency; the latency
+  predictor, fitted on fp32 models, does not prescreen such plans); its proxy is the quantized
+  file's score in ONNX Runtime;
+* after fine-tuning the candidate is quantized again, scored in ONNX Runtime over the
+  validation (and test) split, and measured interleaved with the dense model and with its own
+  fp32 self (``fp32_latency``); a quantized file no faster than its fp32 self says so in
+  ``quantization["note"]``. A model ONNX Runtime cannot quantize is a FAILED trial naming the step.
 
 Any trial-level failure becomes a FAILED record; nothing here raises for one.
 """
@@ -27,7 +40,7 @@ from autoprune.config import SearchConfig
 from autoprune.errors import AutopruneError
 from autoprune.execution.outcomes import Candidate, Probe
 from autoprune.hardware.meter import Meter
-from autoprune.plan import PrunerSettings, PruningPlan
+from autoprune.plan import DEFAULT_PRECISION, PrunerSettings, PruningPlan
 from autoprune.pruning import PruneResult, model_stats
 from autoprune.pruning.saving import rebuild
 from autoprune.records import TrialRecord, TrialState
@@ -49,8 +62,38 @@ class TrialRunner:
     meter: Meter
     settings: PrunerSettings = field(init=False)
 
+    _calibration: list | None = field(init=False, default=None)
+
     def __post_init__(self) -> None:
         self.settings = self.config.pruner
+
+    def calibration(self) -> list:
+        """The int8 calibration batches: the first ``calibration_samples`` of the training split (made once)."""
+        from autoprune.hardware.onnxruntime_backend import OnnxRuntimeOptions
+        from autoprune.hardware.quantize import calibration_batches
+
+        if self._calibration is None:
+            options = self.config.profile.options
+            samples = options.calibration_samples if isinstance(options, OnnxRuntimeOptions) else \
+                OnnxRuntimeOptions().calibration_samples
+            self._calibration = calibration_batches(self.task.train_set, samples)
+        return self._calibration
+
+    def quantize(self, model: nn.Module, precision: str):
+        """``model`` quantized to ``precision`` with the profile's calibration method (a ``QuantizedModel``)."""
+        from autoprune.hardware.onnxruntime_backend import OnnxRuntimeOptions
+        from autoprune.hardware.quantize import QuantizationError, quantize_int8
+
+        if precision != "int8":
+            raise QuantizationError(f"precision {precision} has no quantizer here (int8 on onnxruntime CPU does)")
+        options = self.config.profile.options
+        method = options.calibration if isinstance(options, OnnxRuntimeOptions) else OnnxRuntimeOptions().calibration
+        return quantize_int8(model, self.task.example_input, self.calibration(), method=method)
+
+    def onnx_score(self, onnx: bytes, dataset) -> float:
+        from autoprune.hardware.quantize import onnx_score
+
+        return onnx_score(onnx, dataset, self.task.metric, threads=self.task.recipe.threads)
 
     def prune(self, plan: PruningPlan) -> PruneResult:
         """A pruned copy of the dense model (with its masks, if the plan has masked groups)."""
@@ -100,6 +143,8 @@ class TrialRunner:
                 stats = model_stats(pruned.model, self.task.example_input)
             fields.update(macs=stats.macs, params=stats.params, channels={k: list(v) for k,
                                                                           v in pruned.channels.items()})
+            if plan.precision != DEFAULT_PRECISION:
+                return self._screen_quantized(plan, pruned.model, fields, seconds)
             start = time.perf_counter()
             fields["predicted_ms"], reason = self.prescreen(pruned.model)
             if fields["predicted_ms"] is not None:
@@ -120,6 +165,47 @@ class TrialRunner:
         except TRIAL_ERRORS as err:
             return TrialRecord(state=TrialState.FAILED, reason=f"{type(err).__name__}: {err}", **fields)
 
+    def _screen_quantized(self, plan: PruningPlan, model: nn.Module, fields: dict[str, Any],
+                          seconds: dict[str, float]) -> TrialRecord:
+        """The screen of a quantized plan: its quantized file measured against dense, its proxy scored in ONNX
+        Runtime."""
+        recalibrate_batchnorm(model, self.task.train_set)
+        with _timed(seconds, "quantize"):
+            quantized = self.quantize(model, plan.precision)
+        with _timed(seconds, "measure"):
+            latency, dense_latency = self.meter.compare_onnx(quantized.onnx, None)[:2]
+        fields.update(latency=latency, dense_latency=dense_latency, speedup=dense_latency.median_ms / latency.median_ms)
+        reason = self.screen_reason(fields["speedup"], latency.median_ms)
+        if reason:
+            return TrialRecord(state=TrialState.REJECTED, reason=f"{plan.precision}: {reason}", **fields)
+        with _timed(seconds, "proxy"):
+            fields["proxy"] = self.onnx_score(quantized.onnx, self.task.val_set)
+        return TrialRecord(state=TrialState.SCREENED, **fields)
+
+    def _finish_quantized(self, record: TrialRecord, model: nn.Module, fp32_accuracy: float | None) -> Candidate:
+        """A fine-tuned candidate quantized, scored in ONNX Runtime and measured against dense and its fp32 self."""
+        precision = PruningPlan.from_dict(record.plan).precision
+        seconds = dict(record.seconds)
+        with _timed(seconds, "quantize"):
+            quantized = self.quantize(model, precision)
+        with _timed(seconds, "evaluate"):
+            accuracy = self.onnx_score(quantized.onnx, self.task.val_set)
+            test_accuracy = None if self.task.test_set is None else self.onnx_score(quantized.onnx, self.task.test_set)
+        with _timed(seconds, "measure"):
+            latency, dense_latency, fp32_latency = self.meter.compare_onnx(quantized.onnx, model)
+        vs_fp32 = fp32_latency.median_ms / latency.median_ms
+        facts: dict[str, Any] = {**quantized.facts(), "precision": precision, "fp32_accuracy": fp32_accuracy,
+                                 "speedup_vs_fp32": vs_fp32}
+        if vs_fp32 <= 1.0:
+            facts["note"] = (f"{precision} is no faster than this candidate in fp32 "
+                             f"({latency.median_ms:.3f} ms vs {fp32_latency.median_ms:.3f} ms)")
+        done = dataclasses.replace(record, state=TrialState.COMPLETE, accuracy=accuracy, test_accuracy=test_accuracy,
+                                   latency=latency, dense_latency=dense_latency, fp32_latency=fp32_latency,
+                                   speedup=dense_latency.median_ms / latency.median_ms, quantization=facts,
+                                   seconds=seconds)
+        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return Candidate(record=done, weights=weights, onnx=quantized.onnx)
+
     def remeasure(self, record: TrialRecord) -> TrialRecord:
         """``record`` with its candidate measured again (interleaved with the dense model, as in the screen).
 
@@ -130,7 +216,14 @@ class TrialRunner:
         seconds = dict(record.seconds)
         try:
             with _timed(seconds, "remeasure"):
-                latency, dense_latency = self.meter.compare(self.prune(PruningPlan.from_dict(record.plan)).model)
+                plan = PruningPlan.from_dict(record.plan)
+                model = self.prune(plan).model
+                if plan.precision == DEFAULT_PRECISION:
+                    latency, dense_latency = self.meter.compare(model)
+                else:  # the shipped file's latency: quantized again (its latency does not depend on the weights)
+                    recalibrate_batchnorm(model, self.task.train_set)
+                    quantized = self.quantize(model, plan.precision).onnx
+                    latency, dense_latency = self.meter.compare_onnx(quantized, None)[:2]
         except TRIAL_ERRORS:
             return dataclasses.replace(record, remeasures=record.remeasures + 1)  # keep the figure it had
         if record.latency is not None and record.latency.cv <= latency.cv:
@@ -147,7 +240,8 @@ class TrialRunner:
         seconds = dict(screened.seconds)
         try:
             start = time.perf_counter()
-            pruned = self.prune(PruningPlan.from_dict(screened.plan))
+            plan = PruningPlan.from_dict(screened.plan)
+            pruned = self.prune(plan)
             recalibrate_batchnorm(pruned.model, self.task.train_set)
             accuracy = screened.proxy
             if self.task.recipe.epochs > 0:
@@ -155,8 +249,14 @@ class TrialRunner:
                 fine_tune(pruned.model, self.task.train_set, self.task.recipe, seed=self.config.seed + screened.number,
                           teacher=teacher, after_step=pruned.reapply_masks if pruned.masks else None,
                           loss_fn=self.task.loss)
-                accuracy = evaluate(pruned.model, self.task.val_set, self.task.metric)
                 seconds["finetune"] = time.perf_counter() - start
+            if plan.precision != DEFAULT_PRECISION:
+                fp32_accuracy = evaluate(pruned.model, self.task.val_set, self.task.metric)
+                return dataclasses.replace(
+                    self._finish_quantized(dataclasses.replace(screened, seconds=seconds), pruned.model, fp32_accuracy),
+                    sparsity=pruned.sparsity)
+            if self.task.recipe.epochs > 0:
+                accuracy = evaluate(pruned.model, self.task.val_set, self.task.metric)
             test_accuracy = test_score(self.task, pruned.model)
         except TRIAL_ERRORS as err:
             failed = dataclasses.replace(screened, state=TrialState.FAILED, reason=f"{type(err).__name__}: {err}")

@@ -69,6 +69,14 @@ class LatencyBackend(ABC):
         """
         return section
 
+    @classmethod
+    def runnable_precisions(cls, profile: HardwareProfile) -> tuple[str, ...]:
+        """The plan precisions (``plan.PRECISIONS``) this backend quantizes to, evaluates and measures on ``profile``.
+
+        A backend listing more than fp32 implements ``prepare_onnx`` for them (see ``hardware/quantize.py``).
+        """
+        return ("fp32",)
+
     @abstractmethod
     def prepare(self, model: nn.Module, example_input: Inputs) -> Prepared:
         """Export/compile/load ``model`` for timing at the profile's batch size and input shape."""

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 from autoprune.environment import machine_fingerprint
 from autoprune.hardware.base import get_backend
 from autoprune.hardware.cache import LatencyCache, measurement_key
-from autoprune.hardware.protocol import measurement_versions, prepare_measured, time_prepared
+from autoprune.hardware.protocol import measurement_versions, prepare_measured, prepare_onnx_measured, time_prepared
 from autoprune.latency import LatencyStats
 
 if TYPE_CHECKING:
@@ -34,6 +34,9 @@ class Meter(Protocol):
 
     def predict(self, candidate: nn.Module) -> float | None:
         """The predicted median (ms), None without a predictor."""
+
+    def compare_onnx(self, onnx: bytes, fp32: nn.Module | None) -> tuple[LatencyStats, ...]:
+        """(the ONNX file, dense[, fp32]) from one interleaved measurement; ``fp32``: the candidate unquantized."""
 
     def dense_median_ms(self) -> float:
         """The dense median (ms) every prediction of a run is judged against."""
@@ -98,6 +101,17 @@ class LatencyMeter:
         if self.cache is not None and key is not None and not (cand.noisy or dense.noisy):
             self.cache.put(key, cand, dense)
         return cand, dense
+
+    def compare_onnx(self, onnx: bytes, fp32: nn.Module | None) -> tuple[LatencyStats, ...]:
+        """A quantized candidate's ONNX file measured interleaved with the dense model and, when given, its own
+        fp32 model: (quantized, dense) or (quantized, dense, fp32). Not cached (the key is a module's
+        architecture, which a quantized file does not have)."""
+        models = [prepare_onnx_measured(self.backend, onnx, self.example_input), self._dense]
+        if fp32 is not None:
+            models.append(prepare_measured(self.backend, fp32, self.example_input))
+        measured = time_prepared(models, self.backend)
+        self._remember_dense(measured[1])
+        return tuple(measured)
 
     def predict(self, candidate: nn.Module) -> float | None:
         """Predicted median latency (ms) of ``candidate``; None without a predictor."""

@@ -10,15 +10,38 @@ every input by position and wants plain tensors out, so the model is wrapped in
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from autoprune.errors import BackendUnavailable
 from autoprune.hardware.base import CallablePrepared, LatencyBackend, Prepared
+from autoprune.validation import check_choice, check_int
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from autoprune.config import HardwareProfile
     from autoprune.inputs import Inputs
+
+#: ONNX Runtime's calibration methods for static quantization, by the name a profile uses
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxRuntimeOptions:
+    """The ``onnxruntime:`` section of a profile: how int8 plans are calibrated.
+
+    Attributes:
+        calibration: ONNX Runtime's calibration method for activation ranges (``CALIBRATION_METHODS``).
+        calibration_samples: training-split samples run through the model to calibrate.
+    """
+
+    calibration: str = "minmax"
+    calibration_samples: int = 256
+
+    def __post_init__(self) -> None:
+        check_choice("calibration", self.calibration, CALIBRATION_METHODS)
+        check_int("calibration_samples", self.calibration_samples, 1)
 
 
 def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17, *, dynamic_batch: bool = False) -> bytes:
@@ -49,6 +72,23 @@ def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17, *, dyna
     return buffer.getvalue()
 
 
+def pin_batch(onnx_bytes: bytes, batch: int) -> bytes:
+    """The ONNX file with its symbolic ``batch`` axis (``export_onnx_bytes(dynamic_batch=True)``) fixed to ``batch``.
+
+    ONNX Runtime specialises kernels and layouts on static shapes, so a file is timed with the
+    batch it runs at, as a statically exported model is.
+    """
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    graph = model.graph
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.dim_param == "batch":
+                dim.dim_value = batch
+    return model.SerializeToString()
+
+
 def onnx_feed(session, inputs: Inputs) -> dict[str, Any]:
     """The numpy feed of an InferenceSession for ``inputs`` (graph inputs the exporter folded away are skipped)."""
     from autoprune.inputs import named_tensors
@@ -66,7 +106,22 @@ def _ort():
 
 
 class OnnxRuntimeBackend(LatencyBackend):
-    """CPU execution provider, or CUDA when the profile asks for it and it is present."""
+    """CPU execution provider, or CUDA when the profile asks for it and it is present.
+
+    On CPU it runs int8 plans: ``hardware/quantize.py`` quantizes them with ONNX Runtime's static
+    quantization and ``prepare_onnx`` times the quantized file.
+    """
+
+    Options = OnnxRuntimeOptions
+
+    @classmethod
+    def runnable_precisions(cls, profile: HardwareProfile) -> tuple[str, ...]:
+        return ("fp32", "int8") if profile.device == "cpu" else ("fp32",)
+
+    @property
+    def settings(self) -> OnnxRuntimeOptions:
+        """The profile's ``onnxruntime:`` section (defaults when it has none)."""
+        return self.profile.options if self.profile.options is not None else OnnxRuntimeOptions()
 
     def providers(self) -> list[str]:
         ort = _ort()
@@ -92,6 +147,16 @@ class OnnxRuntimeBackend(LatencyBackend):
         session = self.session(blob)
         feed = onnx_feed(session, x)
         return CallablePrepared(lambda: session.run(None, feed), info={"model_bytes": len(blob)})
+
+    def prepare_onnx(self, onnx_bytes: bytes, example_input: Inputs) -> Prepared:
+        """An ONNX file made elsewhere (a quantized candidate) ready to time at the profile's batch size.
+
+        The file must take the profile's batch: a dynamic ``batch`` axis is pinned to it (``pin_batch``).
+        """
+        x = self.batch_input(example_input)
+        session = self.session(pin_batch(onnx_bytes, self.profile.batch_size))
+        feed = onnx_feed(session, x)
+        return CallablePrepared(lambda: session.run(None, feed), info={"model_bytes": len(onnx_bytes)})
 
     def versions(self) -> dict[str, str]:
         return {**super().versions(), "onnxruntime": _ort().__version__}

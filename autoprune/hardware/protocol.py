@@ -79,6 +79,25 @@ def prepare_measured(backend: LatencyBackend, model: nn.Module, example_input: I
     return prepared
 
 
+def prepare_onnx_measured(backend: LatencyBackend, onnx: bytes, example_input: Inputs) -> Prepared:
+    """``prepare_measured`` for an ONNX file made elsewhere (a quantized candidate).
+
+    Raises:
+        BackendUnavailable: the backend cannot time ONNX files (it has no ``prepare_onnx``).
+    """
+    from autoprune.errors import BackendUnavailable
+
+    prepare = getattr(backend, "prepare_onnx", None)
+    if prepare is None:
+        raise BackendUnavailable(f"hardware profile {backend.profile.name}: backend {backend.profile.backend} "
+                                 "cannot time a quantized ONNX model")
+    before = _rss_bytes()
+    prepared: Prepared = prepare(onnx, example_input)
+    prepared.run(1)
+    prepared.info.setdefault("session_memory_bytes", max(0, _rss_bytes() - before))
+    return prepared
+
+
 def time_prepared(prepared: list[Prepared], backend: LatencyBackend) -> list[LatencyStats]:
     """Apply the protocol to already prepared models; one LatencyStats per model."""
     profile = backend.profile

@@ -439,6 +439,11 @@ def export_trial(
             raise ConfigError(f"--trial {trial}: not on the Pareto front of {run_path} (front: {front}); "
                               "pass --force to export it anyway")
         warn(f"trial {trial} is not on the Pareto front (front: {front}); exporting it because of --force")
+    if record.precision != "fp32":
+        if not dynamic_batch:
+            raise ConfigError(f"--static-batch: trial {trial} is {record.precision}, and its file was quantized with a "
+                              "dynamic batch axis (the one the search scored); export it without --static-batch")
+        return export_quantized(data, record, fmt, Path(out), on_front=on_front)
     exporter = EXPORTERS.get(fmt, where="--format")()
     if not dynamic_batch and not exporter.batch_option:
         raise ConfigError(f"--static-batch applies to onnx and tvm exports, not --format {fmt} (it takes any batch)")
@@ -498,6 +503,102 @@ def export_trial(
         staging.chmod(umask_mode(0o777))
         if out.is_dir():
             out.rmdir()  # empty (checked above): rename needs the name free
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ExportResult(out=out, files=[out / f.name for f in files], card=card)
+
+
+def quantized_tolerance(val_samples: int) -> float:
+    """How far a shipped quantized file's validation score may be from the score the search recorded for it:
+    one sample (the same file in the same runtime; only thread scheduling can move a requantised value)."""
+    return 1.0 / max(val_samples, 1) + 1e-9
+
+
+def export_quantized(data: Any, record: Any, fmt: str, out: Path, *, on_front: bool) -> ExportResult:
+    """Export a quantized trial: the ONNX file the search scored and measured, verified against its record.
+
+    The file is copied as ``model.onnx``, reloaded from the export folder in ONNX Runtime and scored over
+    the whole validation split: it must reproduce the accuracy recorded in the search within
+    :func:`quantized_tolerance`. Its top-1 agreement with the fp32 PyTorch candidate is reported. Latency is
+    re-measured interleaved: the dense model, the fp32 candidate and the quantized file.
+
+    Raises:
+        ConfigError: a format other than onnx (only the ONNX file is the quantized model), missing files.
+        ExportError: the fp32 candidate or the quantized file does not reproduce its record.
+    """
+    import numpy as np
+    import torch
+
+    from autoprune.hardware.base import get_backend
+    from autoprune.hardware.protocol import prepare_measured, prepare_onnx_measured, time_prepared
+    from autoprune.hardware.quantize import onnx_outputs
+    from autoprune.pruning import model_stats
+    from autoprune.results.model_card import build_card, card_markdown
+    from autoprune.task import resolve_task
+    from autoprune.training import evaluate
+
+    trial, precision = record.number, record.precision
+    if fmt != "onnx":
+        raise ConfigError(f"--format {fmt}: trial {trial} is {precision}; only --format onnx ships its quantized "
+                          "model (the other formats would ship fp32 weights the search did not score)")
+    _fresh_out(out)
+    source = Path(record.quantization.get("onnx_path") or data.run.trial_onnx(trial, precision))
+    weights = data.run.trial_weights(trial)
+    for path in (source, weights):
+        if not path.is_file():
+            raise ConfigError(f"{data.run.path}: trial {trial} has no saved file at {path}")
+    task = resolve_task(data.config.task)
+    recipe = Rebuild(task=data.config.task, plan=record.plan, settings=data.config.pruner)
+    dense_model = task.build_model()
+    model = recipe.model(task, weights)
+    stats = model_stats(model, task.example_input)
+    if (stats.macs, stats.params) != (record.macs, record.params):
+        raise ExportError(f"trial {trial}: the rebuilt model has {stats.macs} MACs / {stats.params} params, its record "
+                          f"{record.macs} / {record.params}; the task's model or the pruner changed since the search")
+    fp32_accuracy = evaluate(model, task.val_set, task.metric)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        files = [atomic_write_bytes(staging / "model.onnx", source.read_bytes())]
+        atomic_write_json(staging / MANIFEST, {"format": fmt, "precision": precision, "files": ["model.onnx"],
+                                               "trial": trial, **_input_manifest(task.example_input)})
+        shipped = (staging / "model.onnx").read_bytes()
+        outputs, targets = onnx_outputs(shipped, task.val_set, threads=task.recipe.threads)
+        accuracy = float(task.metric(outputs, targets))
+        from autoprune.inputs import call, primary_output
+
+        with torch.no_grad():
+            reference = torch.cat([primary_output(call(model, x))
+                                   for x, _ in torch.utils.data.DataLoader(task.val_set, batch_size=256)])
+        agreement = float((outputs.argmax(-1) == reference.argmax(-1)).float().mean())
+        tolerance = quantized_tolerance(len(task.val_set))
+        check = {"samples": len(task.val_set), "accuracy": accuracy, "recorded_accuracy": record.accuracy,
+                 "tolerance": tolerance, "top1_agreement": agreement,
+                 "max_abs_diff": float(np.max(np.abs(outputs.numpy() - reference.numpy()))),
+                 "passed": abs(accuracy - record.accuracy) <= tolerance}
+        if not check["passed"]:
+            raise ExportError(f"--format onnx: the {precision} file of trial {trial} scores {accuracy:.4f} on the "
+                              f"validation split, its record {record.accuracy:.4f} (tolerance {tolerance:.4f}); "
+                              "nothing was written")
+        backend = get_backend(data.config.profile)
+        prepared = [prepare_measured(backend, dense_model, task.example_input),
+                    prepare_onnx_measured(backend, shipped, task.example_input),
+                    prepare_measured(backend, model, task.example_input)]
+        dense_stats, quantized_stats, fp32_stats = time_prepared(prepared, backend)
+        card = build_card(data=data, record=record, task=task, fmt=fmt, files=files, on_front=on_front,
+                          dense_model=dense_model, model=model, accuracy_at_export=accuracy,
+                          latency={"dense": dense_stats, "pruned": quantized_stats}, verification=check,
+                          rebuild=recipe.to_dict(), quantization={**record.quantization,
+                                                                  "fp32_accuracy": fp32_accuracy,
+                                                                  "speedup_vs_fp32": fp32_stats.median_ms
+                                                                  / quantized_stats.median_ms})
+        atomic_write_json(staging / "model_card.json", card)
+        atomic_write_text(staging / "model_card.md", card_markdown(card))
+        staging.chmod(umask_mode(0o777))
+        if out.is_dir():
+            out.rmdir()
         staging.rename(out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -59,10 +59,20 @@ def build_card(
     verification: dict[str, Any],
     rebuild: dict[str, Any],
     extra_metrics: dict[str, dict[str, dict[str, float]]] | None = None,
+    quantization: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The card as plain data (``model_card.json``); :func:`card_markdown` renders it."""
+    """The card as plain data (``model_card.json``); :func:`card_markdown` renders it.
+
+    ``quantization``: how a quantized trial's shipped file was made (its record's ``quantization``);
+    the card's ``precision`` section states it (fp32 otherwise).
+    """
     dense = data.dense
     sizes = {f.name: f.stat().st_size for f in files}
+    precision = {"precision": record.precision, "size_bytes": sum(sizes.values())}
+    if quantization:
+        precision.update({k: quantization.get(k) for k in ("format", "calibration", "calibration_samples",
+                                                           "calibration_data", "fp32_onnx_bytes", "fp32_accuracy",
+                                                           "speedup_vs_fp32", "note") if k in quantization})
     p50_dense, p50 = latency["dense"].median_ms, latency["pruned"].median_ms
     return {
         "model": {"run": str(data.run.path.resolve()), "trial": record.number, "format": fmt, "files": sizes,
@@ -84,6 +94,7 @@ def build_card(
         "macs": {"dense": dense.macs, "pruned": record.macs},
         "sparsity": {"params_removed": 1.0 - record.params / dense.params, "groups": group_sparsity(record),
                      "layers": layer_sparsity(dense_model, model)},
+        "precision": precision,
         "plan": record.plan,
         "rebuild": rebuild,
         "seeds": {"search": data.config.seed, "fine_tune": data.config.seed + record.number},
@@ -105,6 +116,34 @@ def _test_row(acc: dict[str, Any]) -> str:
         return _row(f"{acc['metric']} (test)", "no test split", "no test split", "-")
     return _row(f"{acc['metric']} (test: held out, never used by the search)", f"{100 * dense:.2f}%",
                 f"{100 * pruned:.2f}%", f"{100 * (pruned - dense):+.2f} pt")
+
+
+def _precision_lines(card: dict[str, Any]) -> list[str]:
+    """The card's precision section: the precision, and for a quantized model how it was calibrated."""
+    p = card.get("precision") or {"precision": "fp32", "size_bytes": card["model"]["size_bytes"]}
+    lines = ["## Precision", "", f"- Precision: **{p['precision']}**; size on disk {p['size_bytes']:,} bytes."]
+    if "calibration" in p:
+        lines += [f"- Quantization: {p['format']} (ONNX Runtime static quantization).",
+                  f"- Calibration: method {p['calibration']}, {p['calibration_samples']} samples of the "
+                  f"{p['calibration_data']}.",
+                  f"- fp32 ONNX of the same candidate: {p['fp32_onnx_bytes']:,} bytes; its validation score in PyTorch "
+                  f"{100 * p['fp32_accuracy']:.2f}%; the {p['precision']} file is {p['speedup_vs_fp32']:.2f}x "
+                  "faster than it (measured interleaved in the search)."]
+        if p.get("note"):
+            lines.append(f"- Note: {p['note']}.")
+    return [*lines, ""]
+
+
+def _verification_line(ver: dict[str, Any]) -> str:
+    verdict = "passed" if ver["passed"] else "FAILED"
+    if "recorded_accuracy" in ver:  # a quantized file: checked against the score the search recorded
+        return (f"The exported file was reloaded in ONNX Runtime and scored on all {ver['samples']} validation "
+                f"inputs: {100 * ver['accuracy']:.2f}% against {100 * ver['recorded_accuracy']:.2f}% recorded in the "
+                f"search (tolerance {100 * ver['tolerance']:.2f} pt); top-1 agreement with the fp32 PyTorch model "
+                f"{100 * ver['top1_agreement']:.1f}%: **{verdict}**.")
+    return (f"The exported files were reloaded and run on {ver['samples']} validation inputs: max |difference| to the "
+            f"pruned PyTorch model {ver['max_abs_diff']:.3g} (tolerance rtol {ver['rtol']}, atol {ver['atol']}), top-1 "
+            f"agreement {100 * ver['top1_agreement']:.1f}%: **{verdict}**.")
 
 
 def _extra_rows(extra: dict[str, dict[str, dict[str, float]]]) -> list[str]:
@@ -151,11 +190,10 @@ def card_markdown(card: dict[str, Any]) -> str:
         "was measured interleaved with the dense model in one process (median of "
         f"{now['pruned']['runs']} runs, CV {100 * now['pruned']['cv']:.1f}%).",
         "",
+        *_precision_lines(card),
         "## Verification",
         "",
-        f"The exported files were reloaded and run on {ver['samples']} validation inputs: max |difference| to the "
-        f"pruned PyTorch model {ver['max_abs_diff']:.3g} (tolerance rtol {ver['rtol']}, atol {ver['atol']}), top-1 "
-        f"agreement {100 * ver['top1_agreement']:.1f}%: **{'passed' if ver['passed'] else 'FAILED'}**.",
+        _verification_line(ver),
         "",
         "## Sparsity per prunable group",
         "",

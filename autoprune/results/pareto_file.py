@@ -5,6 +5,7 @@ far; the report, pick and export recompute the front from the study itself.
 """
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,6 +70,8 @@ def write_pareto(path: Path, config: SearchConfig, dense: DenseReference, record
         "trials": {"finished": len(records), "complete": sum(r.state == TrialState.COMPLETE for r in records),
                    "rejected": sum(r.state == TrialState.REJECTED for r in records),
                    "failed": sum(r.state == TrialState.FAILED for r in records)},
+        #: complete trials per precision (a joint prune-and-quantize search has several)
+        "precisions": dict(sorted(Counter(r.precision for r in records if r.state == TrialState.COMPLETE).items())),
         **search_summary(records, scoring),
         "screening": screening_summary(records, screening),
         "front": [r.to_dict() for r in front],

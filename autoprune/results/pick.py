@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from autoprune.errors import ConfigError
-from autoprune.records import DenseReference, TrialRecord
+from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.search.pareto import knee_index
+
+if TYPE_CHECKING:
+    from autoprune.results.run import RunData
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -22,6 +26,23 @@ class Choice:
     reason: str
     faster: TrialRecord | None
     slower: TrialRecord | None
+
+
+def precision_front(data: RunData, precision: str | None) -> list[TrialRecord]:
+    """The run's Pareto front, or (with ``precision``) the front of its trials in that precision alone.
+
+    Raises:
+        ConfigError: no complete trial of a run is in ``precision`` (the message lists those it has).
+    """
+    if precision is None:
+        return list(data.front)
+    complete = [r for r in data.records if r.state == TrialState.COMPLETE]
+    mine = [r for r in complete if r.precision == precision]
+    if not mine:
+        have = sorted({r.precision for r in complete}) or ["none"]
+        raise ConfigError(f"--precision {precision}: no complete trial of {data.run.path} is {precision}; "
+                          f"it has {', '.join(have)}")
+    return data.scoring.front(mine)
 
 
 def accuracy_fraction(value: float) -> float:
@@ -100,16 +121,21 @@ def choice_table(choice: Choice, dense: DenseReference):
     from rich.table import Table
 
     table = Table(title=f"pick ({choice.rule}): trial {choice.chosen.number}", box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("", "trial", "acc %", "Δ pt", "p50 ms", "p90 ms", "speed-up", "MMACs", "kparams"):
+    rows = (("faster", choice.faster), ("PICKED", choice.chosen), ("slower", choice.slower))
+    # the precision column only when a row is not fp32 (a narrow terminal keeps the other columns)
+    quantized = any(r is not None and r.precision != "fp32" for _, r in rows)
+    for column in ("", "trial", *(("prec",) if quantized else ()), "acc %", "Δ pt", "p50 ms", "p90 ms", "speed-up",
+                   "MMACs", "kparams"):
         table.add_column(column, justify="right", no_wrap=True)
-    for role, r in (("faster", choice.faster), ("PICKED", choice.chosen), ("slower", choice.slower)):
+    for role, r in rows:
         if r is None:
-            table.add_row(role, "none", *["-"] * 7, style="dim")
+            table.add_row(role, "none", *["-"] * (8 if quantized else 7), style="dim")
             continue
-        table.add_row(role, str(r.number), f"{100 * r.accuracy:.2f}", f"{100 * (r.accuracy - dense.accuracy):+.2f}",
-                      f"{r.latency_ms:.4f}", f"{r.latency_p90_ms:.4f}", f"{dense.speedup_of(r.latency_ms):.2f}x", f"{r.macs / 1e6:.2f}",
-                      f"{r.params / 1e3:.1f}", style="bold" if r is choice.chosen else None)
+        table.add_row(role, str(r.number), *((r.precision,) if quantized else ()), f"{100 * r.accuracy:.2f}",
+                      f"{100 * (r.accuracy - dense.accuracy):+.2f}", f"{r.latency_ms:.4f}", f"{r.latency_p90_ms:.4f}",
+                      f"{dense.speedup_of(r.latency_ms):.2f}x", f"{r.macs / 1e6:.2f}", f"{r.params / 1e3:.1f}",
+                      style="bold" if r is choice.chosen else None)
     lat = dense.latency
-    table.add_row("dense", "-", f"{100 * dense.accuracy:.2f}", "+0.00", f"{lat.median_ms:.4f}",
+    table.add_row("dense", "-", *(("fp32",) if quantized else ()), f"{100 * dense.accuracy:.2f}", "+0.00", f"{lat.median_ms:.4f}",
                   f"{lat.p90_ms:.4f}", "1.00x", f"{dense.macs / 1e6:.2f}", f"{dense.params / 1e3:.1f}", style="dim")
     return table

@@ -19,6 +19,8 @@ from autoprune.results.run import RunData
 #: the front's colour in every plot (the report test looks for it in a browser screenshot)
 FRONT_COLOUR = "#d62728"
 PLOTS = ("pareto", "hypervolume", "ratios")
+#: the Pareto plot's marker of each precision (a joint prune-and-quantize search mixes them)
+PRECISION_MARKERS = {"fp32": "o", "int8": "s", "fp16": "^"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,17 +41,29 @@ def _pyplot():
 def plot_pareto(data: RunData):
     """Accuracy vs p50 latency: the front, other complete trials, the dense model; rejected
     trials (screened out before fine-tuning, so without accuracy) in a strip below, those rejected
-    on a predicted latency at that prediction; failed ones counted."""
+    on a predicted latency at that prediction; failed ones counted. Each trial's marker is its
+    precision (``PRECISION_MARKERS``); the legend names those the run has."""
     plt = _pyplot()
     fig, (ax, strip) = plt.subplots(2, 1, sharex=True, figsize=(8, 5.6), gridspec_kw={"height_ratios": [5, 1]})
     front_numbers = {r.number for r in data.front}
     others = [r for r in data.records if r.state == TrialState.COMPLETE and r.number not in front_numbers]
-    if others:
-        ax.scatter([r.latency_ms for r in others], [100 * r.accuracy for r in others], s=28, color="#8c8c8c",
-                   alpha=0.7, label="complete, dominated")
+    precisions = sorted({r.precision for r in data.records if r.state == TrialState.COMPLETE})
+    mixed = len(precisions) > 1
+    for precision in precisions:
+        mine = [r for r in others if r.precision == precision]
+        if mine:
+            ax.scatter([r.latency_ms for r in mine], [100 * r.accuracy for r in mine], s=28, color="#8c8c8c",
+                       alpha=0.7, marker=PRECISION_MARKERS.get(precision, "o"),
+                       label=f"complete, dominated{f' ({precision})' if mixed else ''}")
     if data.front:
-        ax.plot([r.latency_ms for r in data.front], [100 * r.accuracy for r in data.front], "o-", color=FRONT_COLOUR,
-                lw=2, ms=7, label="Pareto front")
+        ax.plot([r.latency_ms for r in data.front], [100 * r.accuracy for r in data.front], "-", color=FRONT_COLOUR,
+                lw=2, label="Pareto front")
+        for precision in precisions:
+            mine = [r for r in data.front if r.precision == precision]
+            if mine:
+                ax.scatter([r.latency_ms for r in mine], [100 * r.accuracy for r in mine], s=50, color=FRONT_COLOUR,
+                           marker=PRECISION_MARKERS.get(precision, "o"), zorder=4,
+                           label=f"front, {precision}" if mixed else None)
         for r in data.front:
             ax.annotate(f"#{r.number}" + (" noisy" if r.noisy else ""), (r.latency_ms, 100 * r.accuracy),
                         textcoords="offset points", xytext=(5, 5), fontsize=8, color=FRONT_COLOUR)
@@ -169,10 +183,12 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
 
 
 def _front_table(data: RunData) -> str:
-    head = ("trial", "accuracy %", "Δ acc pt", "test %", "p50 ms", "p90 ms", "CV %", "speed-up", "MACs", "params",
-            "mean removed")
+    quantized = any(r.precision != "fp32" for r in data.front)  # a precision column only then
+    head = ("trial", *(("precision",) if quantized else ()), "accuracy %", "Δ acc pt", "test %", "p50 ms", "p90 ms",
+            "CV %", "speed-up", "MACs", "params", "mean removed")
     lat = data.dense.latency
-    rows = [f'<tr class="dense"><td>dense</td><td>{100 * data.dense.accuracy:.2f}</td><td>+0.00</td>'
+    cell = "<td>fp32</td>" if quantized else ""
+    rows = [f'<tr class="dense"><td>dense</td>{cell}<td>{100 * data.dense.accuracy:.2f}</td><td>+0.00</td>'
             f'<td>{_fmt(data.dense.test_accuracy, ".2f", 100)}</td>'
             f'<td>{lat.median_ms:.4f}</td><td>{lat.p90_ms:.4f}</td><td>{100 * lat.cv:.1f}</td><td>1.00x</td>'
             f'<td>{data.dense.macs:,}</td><td>{data.dense.params:,}</td><td>0.00</td></tr>']
@@ -180,7 +196,8 @@ def _front_table(data: RunData) -> str:
         shares = [s for s in (removed_share(r, g) for g in r.channels) if s is not None]
         cv = f'{100 * r.latency.cv:.1f}' + (f' <b class="noisy">noisy</b>' if r.noisy else "")
         rows.append(
-            f'<tr class="front{" noisy" if r.noisy else ""}"><td>{r.number}</td><td>{100 * r.accuracy:.2f}</td>'
+            f'<tr class="front{" noisy" if r.noisy else ""}"><td>{r.number}</td>'
+            f'{f"<td>{r.precision}</td>" if quantized else ""}<td>{100 * r.accuracy:.2f}</td>'
             f'<td>{100 * (r.accuracy - data.dense.accuracy):+.2f}</td><td>{_fmt(r.test_accuracy, ".2f", 100)}</td>'
             f'<td>{r.latency_ms:.4f}</td>'
             f'<td>{r.latency_p90_ms:.4f}</td><td>{cv}</td>'
@@ -210,7 +227,7 @@ def _trials_table(data: RunData) -> str:
                     f'<td>{_fmt(r.accuracy, ".2f", 100)}</td><td>{_fmt(r.latency_ms, ".4f")}</td>'
                     f'<td>{_fmt(r.predicted_ms, ".4f")}</td><td>{_fmt(r.speedup, ".2f")}</td>'
                     f'<td>{_fmt(r.macs, ",")}</td>'
-                    f'<td class="l">{html.escape(r.reason)}</td></tr>')
+                    f'<td class="l">{html.escape(r.reason or r.quantization.get("note", ""))}</td></tr>')
     return _table(head, rows)
 
 

@@ -25,7 +25,7 @@ from autoprune.config import OBJECTIVES, SearchConfig, search_config_from_dict
 from autoprune.environment import library_versions, machine_fingerprint
 from autoprune.errors import ConfigError
 from autoprune.execution.outcomes import Candidate
-from autoprune.files import atomic_write_json, check_writable_folder, read_json
+from autoprune.files import atomic_write_bytes, atomic_write_json, check_writable_folder, read_json
 from autoprune.plan import PruningPlan
 from autoprune.pruning.saving import save_pruned
 from autoprune.records import DenseReference, TrialRecord
@@ -87,6 +87,10 @@ class RunFolder:
     def trial_folder(self, number: int) -> Path:
         """Where trial ``number``'s candidate is saved (plan.json + model.pt, inside the run)."""
         return self.trials / f"{number:04d}"
+
+    def trial_onnx(self, number: int, precision: str) -> Path:
+        """Where a quantized trial's ONNX file (the model that ships) is saved."""
+        return self.trial_folder(number) / f"model.{precision}.onnx"
 
     def trial_weights(self, number: int) -> Path:
         return self.trial_folder(number) / "model.pt"
@@ -304,6 +308,9 @@ class RunWriter:
         path = save_pruned(self.run.trial_folder(record.number), PruningPlan.from_dict(record.plan),
                            candidate.weights, settings=self.config.pruner, channels=record.channels,
                            sparsity=candidate.sparsity)
+        if candidate.onnx is not None:
+            onnx = atomic_write_bytes(self.run.trial_onnx(record.number, record.precision), candidate.onnx)
+            record = dataclasses.replace(record, quantization={**record.quantization, "onnx_path": str(onnx)})
         if self.run.in_database:
             from autoprune.results.artifacts import put_trial_files
 

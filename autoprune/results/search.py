@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from autoprune.config import OBJECTIVES, ExecutionConfig, SearchConfig
+from autoprune.config import OBJECTIVES, ExecutionConfig, SearchConfig, runnable_precisions
 from autoprune.execution.driver import Driver, EventSink, Search, check_feasible, measure_dense
 from autoprune.execution.executor import Executor
 from autoprune.execution.placement import make_executor
@@ -133,6 +133,7 @@ def _open_search(config: SearchConfig, run: RunFolder, study: optuna.Study, dens
     ranks = getattr(AGENTS.get(config.agent, where="--agent"), "needs_unit_scores", False)
     space = PlanSpace.build(groups, config.space, config.pruner, config.profile.fast_structures,
                             macs=layer_macs(model, task.example_input),
+                            runnable_precisions=runnable_precisions(config.profile),
                             unit_scores=task_unit_scores(task, config.pruner, model) if ranks else None)
     context = AgentContext(space=space, seed=config.seed, scoring=scoring, log_dir=run.path,
                            resumed_trials=len(study.get_trials(deepcopy=False)))

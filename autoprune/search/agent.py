@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -29,6 +29,7 @@ from optuna.distributions import BaseDistribution
 from autoprune.plan import PruningPlan
 from autoprune.records import TrialRecord
 from autoprune.registry import AGENTS
+from autoprune.search.space import PRECISION
 from autoprune.search.study import records_of
 
 if TYPE_CHECKING:
@@ -73,7 +74,14 @@ class PlanAgent(optuna.samplers.BaseSampler, ABC):
     ``propose`` with the records of the study's finished trials (by trial number) and the plans
     of the trials still running; the plan becomes the trial's parameters. A trial the driver
     re-queues (an interrupted one) keeps its own parameters and never reaches ``propose``.
+
+    An agent that does not choose a plan's precision (``chooses_precision`` False) leaves the
+    ``precision`` parameter of a mixed-precision space to the seeded random fallback, so its
+    proposals still cover every allowed precision and none other.
     """
+
+    #: whether ``propose`` picks the plan's precision (else it is sampled at random from the allowed ones)
+    chooses_precision: ClassVar[bool] = False
 
     def __init__(self, context: AgentContext) -> None:
         self.context = context
@@ -87,7 +95,10 @@ class PlanAgent(optuna.samplers.BaseSampler, ABC):
 
     def infer_relative_search_space(self, study: optuna.Study,
                                     trial: optuna.trial.FrozenTrial) -> dict[str, BaseDistribution]:
-        return self.space.distributions()
+        dists = self.space.distributions()
+        if not self.chooses_precision:
+            dists.pop(PRECISION, None)
+        return dists
 
     def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
@@ -95,7 +106,8 @@ class PlanAgent(optuna.samplers.BaseSampler, ABC):
         running = optuna.trial.TrialState.RUNNING
         pending = [self.space.plan_from_params(t.params) for t in trials
                    if t.state == running and t.number != trial.number and set(search_space) <= set(t.params)]
-        return self.space.params_from_plan(self.propose(records_of(trials), pending))
+        params = self.space.params_from_plan(self.propose(records_of(trials), pending))
+        return {k: v for k, v in params.items() if k in search_space}
 
     def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
                            param_distribution: BaseDistribution) -> Any:

@@ -13,6 +13,11 @@ Droppable blocks (depth pruning, unit ``block``) are offered where the space all
 the block's type (``layer_structures: {BertLayer: [drop]}``) or, for types it does not list, in
 ``structures``; ``drop`` needs no kernel. A block is then the choice ``drop``/``none``
 (``structure/<block>``, no ratio). Baselines that sweep one ratio (uniform, RL) keep blocks.
+
+A plan's precision is one more categorical, ``precision``, over the space's ``precisions`` that
+the profile's backend runs (``config.runnable_precisions``; the config rejects a space listing
+one it cannot run); a space with a single precision adds no parameter, so fp32-only studies keep
+the parameters they always had.
 """
 from __future__ import annotations
 
@@ -24,12 +29,13 @@ from typing import Any
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution
 
 from autoprune.config import SearchSpace
-from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
+from autoprune.plan import DEFAULT_PRECISION, GroupPlan, PrunerSettings, PruningPlan
 from autoprune.pruning.graph import PrunableGroup
 from autoprune.pruning.structured import kept_channels
 
 RATIO = "ratio/"
 STRUCTURE = "structure/"
+PRECISION = "precision"
 
 
 def allowed_structures(group: PrunableGroup, space: SearchSpace, fast_structures: tuple[str, ...]) -> tuple[str, ...]:
@@ -87,6 +93,7 @@ class PlanSpace:
         unit_scores: per group, the dense model's mean-normalised importance of each unit the pruner
             removes (channel positions, or heads), as :func:`autoprune.pruning.ranking.unit_scores`
             gives them; empty unless an agent ranks channels (``global``).
+        precisions: the precisions a plan may take (the first is the default of baselines that do not choose).
     """
 
     groups: tuple[PrunableGroup, ...]
@@ -95,15 +102,20 @@ class PlanSpace:
     settings: PrunerSettings
     macs: Mapping[str, float] = field(default_factory=dict)
     unit_scores: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    precisions: tuple[str, ...] = (DEFAULT_PRECISION,)
 
     @classmethod
     def build(cls, groups: list[PrunableGroup], space: SearchSpace, settings: PrunerSettings,
               fast_structures: tuple[str, ...], *, macs: Mapping[str, float] | None = None,
-              unit_scores: Mapping[str, tuple[float, ...]] | None = None) -> PlanSpace:
-        """Only structures both the space allows (per layer type) and the profile runs fast are proposed."""
+              unit_scores: Mapping[str, tuple[float, ...]] | None = None,
+              runnable_precisions: tuple[str, ...] | None = None) -> PlanSpace:
+        """Only structures both the space allows (per layer type) and the profile runs fast are proposed, and
+        only the space's precisions the profile runs (``runnable_precisions``; None: all the space lists)."""
+        precisions = tuple(p for p in space.precisions if runnable_precisions is None or p in runnable_precisions)
         return cls(groups=tuple(groups), space=space, settings=settings,
                    group_structures={g.name: allowed_structures(g, space, fast_structures) for g in groups},
-                   macs=dict(macs or {}), unit_scores=dict(unit_scores or {}))
+                   macs=dict(macs or {}), unit_scores=dict(unit_scores or {}),
+                   precisions=precisions or (DEFAULT_PRECISION,))
 
     @property
     def names(self) -> list[str]:
@@ -127,6 +139,8 @@ class PlanSpace:
                 dists[RATIO + name] = FloatDistribution(grid[0], grid[-1], step=self.space.ratio_step)
             if len(self.group_structures[name]) > 1:
                 dists[STRUCTURE + name] = CategoricalDistribution(self.group_structures[name])
+        if len(self.precisions) > 1:
+            dists[PRECISION] = CategoricalDistribution(self.precisions)
         return dists
 
     def plan_from_params(self, params: Mapping[str, Any]) -> PruningPlan:
@@ -134,7 +148,7 @@ class PlanSpace:
             name: GroupPlan(ratio=round(float(params.get(RATIO + name, 0.0)), 6),
                             structure=str(params.get(STRUCTURE + name, self.group_structures[name][0])))
             for name in self.names
-        })
+        }, str(params.get(PRECISION, self.precisions[0])))
 
     def params_from_plan(self, plan: PruningPlan) -> dict[str, Any]:
         params: dict[str, Any] = {}
@@ -143,6 +157,8 @@ class PlanSpace:
                 params[RATIO + name] = group.ratio
             if len(self.group_structures[name]) > 1:
                 params[STRUCTURE + name] = group.structure
+        if len(self.precisions) > 1:
+            params[PRECISION] = plan.precision
         return params
 
     def snap_ratio(self, ratio: float) -> float:
@@ -158,10 +174,11 @@ class PlanSpace:
             return "none"  # a one-ratio baseline keeps the depth
         return "channel" if "channel" in allowed else next((s for s in allowed if s != "none"), allowed[0])
 
-    def uniform_plan(self, ratio: float) -> PruningPlan:
-        """The same ratio on every group, each with its default structure."""
+    def uniform_plan(self, ratio: float, precision: str | None = None) -> PruningPlan:
+        """The same ratio on every group, each with its default structure, in ``precision`` (default: the first)."""
         return PruningPlan.of({n: GroupPlan(ratio=0.0 if self.is_block(n) else self.snap_ratio(ratio),
-                                            structure=self.default_structure(n)) for n in self.names})
+                                            structure=self.default_structure(n)) for n in self.names},
+                              precision or self.precisions[0])
 
     def kept_fraction(self, name: str, plan_group: GroupPlan) -> float:
         """Share of a group's channels (or weights) a plan keeps, after the pruner's rounding."""
@@ -189,6 +206,8 @@ class PlanSpace:
                 parts.append(f"{name}=channel:{kept}")
             else:
                 parts.append(f"{name}={group.structure}:{group.ratio:.6f}")
+        if plan.precision != DEFAULT_PRECISION:
+            parts.append(f"{PRECISION}={plan.precision}")
         return ";".join(parts)
 
     def layer_groups(self) -> dict[str, list[str]]:

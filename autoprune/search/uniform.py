@@ -31,13 +31,17 @@ class UniformAgent(PlanAgent):
 
     Ratios on the grid (0 excluded: that is the dense model) are visited coarse to fine; the
     next ratio is the least-used one among finished and running trials, so parallel trials take
-    different ratios and a resumed sweep continues where it stopped.
+    different ratios and a resumed sweep continues where it stopped. In a mixed-precision space
+    the sweep is over (ratio, precision) pairs: each ratio in every allowed precision.
     """
+
+    chooses_precision = True
 
     def propose(self, finished: Sequence[TrialRecord], pending: Sequence[PruningPlan]) -> PruningPlan:
         grid = [r for r in self.space.ratio_grid if r > 0] or self.space.ratio_grid
         first = self.space.names[0]
         plans = [PruningPlan.from_dict(r.plan) for r in finished] + list(pending)
-        used = Counter(round(p.as_dict()[first].ratio, 6) for p in plans if first in p.as_dict())
-        ratio = min((grid[i] for i in sweep_order(len(grid))), key=lambda r: used[r])
-        return self.space.uniform_plan(ratio)
+        used = Counter((round(p.as_dict()[first].ratio, 6), p.precision) for p in plans if first in p.as_dict())
+        pairs = [(grid[i], precision) for i in sweep_order(len(grid)) for precision in self.space.precisions]
+        ratio, precision = min(pairs, key=lambda pair: used[pair])
+        return self.space.uniform_plan(ratio, precision)

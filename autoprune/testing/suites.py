@@ -17,7 +17,7 @@ import torch
 from autoprune.config import HardwareProfile, SearchSpace
 from autoprune.hardware.meter import LatencyMeter
 from autoprune.hardware.protocol import measure_models
-from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan
+from autoprune.plan import GroupPlan, PrunerSettings, PruningPlan, plan_groups, plan_precision
 from autoprune.pruning import apply_plan, discover_groups
 from autoprune.pruning.importance import make_importance
 from autoprune.testing.models import TINY, ResNet
@@ -65,8 +65,21 @@ class AgentSuite:
             "Conv2d": ("channel", "nm", "none"), "Linear": ("unstructured",
                                                             "channel")}), fast=("channel", "unstructured"))
         for plan in self.plans(0, 10, space):
-            for group, spec in plan.items():
+            for group, spec in plan_groups(plan).items():
                 assert spec["structure"] in space.group_structures[group]
+
+    def test_only_allowed_precisions_are_proposed(self) -> None:
+        """The space lists fp32, int8 and fp16; the target runs fp32 and int8: fp16 is never proposed, and over
+        12 trials both allowed precisions are."""
+        space = toy_space(SearchSpace(name="s", ratio_step=0.05, precisions=("fp32", "int8", "fp16")),
+                          precisions=("fp32", "int8"))
+        assert space.precisions == ("fp32", "int8")
+        proposed = [plan_precision(plan) for plan in self.plans(0, 12, space)]
+        assert set(proposed) == {"fp32", "int8"}
+
+    def test_a_single_precision_space_proposes_only_it(self) -> None:
+        space = toy_space(SearchSpace(name="s", ratio_step=0.05, precisions=("int8",)), precisions=("fp32", "int8"))
+        assert {plan_precision(plan) for plan in self.plans(1, 5, space)} == {"int8"}
 
 
 class BackendSuite:

@@ -37,13 +37,16 @@ SCORING = Scoring(objectives=("accuracy", "latency"), dense={"latency": 1.0}, we
 SPREADS = {"conv1": 0.9, "conv2": 0.3, "conv3": 0.8, "fc1": 0.1}
 
 
-def toy_space(space: SearchSpace | None = None, fast: tuple[str, ...] = ("channel",)) -> PlanSpace:
-    """The four ``TARGETS`` groups, 64 channels each, no rounding; unit importance spread as ``SPREADS`` says."""
+def toy_space(space: SearchSpace | None = None, fast: tuple[str, ...] = ("channel",),
+              precisions: tuple[str, ...] | None = None) -> PlanSpace:
+    """The four ``TARGETS`` groups, 64 channels each, no rounding; unit importance spread as ``SPREADS`` says;
+    ``precisions``: those the target runs."""
     groups = [PrunableGroup(name=n, channels=64, layers=(n,), root_type="Linear" if n.startswith("fc") else "Conv2d")
               for n in TARGETS]
     scores = {n: tuple(1.0 + SPREADS[n] * (2 * j / 63 - 1) for j in range(64)) for n in TARGETS}
     return PlanSpace.build(groups, space or SearchSpace(name="toy", ratio_step=0.05), PrunerSettings(), fast,
-                           macs={"conv1": 4.0, "conv2": 3.0, "conv3": 2.0, "fc1": 1.0}, unit_scores=scores)
+                           macs={"conv1": 4.0, "conv2": 3.0, "conv3": 2.0, "fc1": 1.0}, unit_scores=scores,
+                           runnable_precisions=precisions)
 
 
 def toy_record(number: int, plan: PruningPlan) -> TrialRecord:
@@ -106,7 +109,9 @@ def drive(agent: str, study: optuna.Study, space: PlanSpace, trials: int, *, see
     context = AgentContext(space=space, seed=seed, scoring=scoring, log_dir=log_dir,
                            resumed_trials=len(study.get_trials(deepcopy=False)))
     study.sampler = make_agent(agent, context)
-    config = SearchConfig(task="toy", profile=fake_profile(), space=space.space, agent=agent, trials=done + trials,
-                          seed=seed)
+    # the plan space decides what is proposed; the config's space is fp32-only because the fake profile runs
+    # nothing else (the formula scores any precision)
+    config = SearchConfig(task="toy", profile=fake_profile(), agent=agent, trials=done + trials, seed=seed,
+                          space=dataclasses.replace(space.space, precisions=("fp32",)))
     search = Search(config=config, study=study, space=space, scoring=scoring, executor=FormulaExecutor())
     return Driver(search, NullSink()).run()[done:]
