@@ -13,7 +13,6 @@ files, ``load(folder)`` a predictor from them alone (what a user's deployment do
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from autoprune.config import HardwareProfile, SearchConfig
+    from autoprune.config import HardwareProfile
     from autoprune.inputs import Inputs
     from autoprune.task import Task, TaskSpec
 
@@ -149,7 +148,6 @@ class TorchExporter(Exporter):
         model = load_torch_export(folder)
 
         def predict(x):
-            from autoprune.inputs import call, primary_output
 
             with torch.no_grad():
                 return primary_output(call(model, _to_torch(x))).numpy()

@@ -194,7 +194,7 @@ def _front_table(data: RunData) -> str:
             f'<td>{data.dense.macs:,}</td><td>{data.dense.params:,}</td><td>0.00</td></tr>']
     for r in data.front:
         shares = [s for s in (removed_share(r, g) for g in r.channels) if s is not None]
-        cv = f'{100 * r.latency.cv:.1f}' + (f' <b class="noisy">noisy</b>' if r.noisy else "")
+        cv = f'{100 * r.latency.cv:.1f}' + (' <b class="noisy">noisy</b>' if r.noisy else "")
         rows.append(
             f'<tr class="front{" noisy" if r.noisy else ""}"><td>{r.number}</td>'
             f'{f"<td>{r.precision}</td>" if quantized else ""}<td>{100 * r.accuracy:.2f}</td>'
