@@ -93,7 +93,7 @@ class Exporter(ABC):
     #: leave the batch size open (set by ``export_trial``; only where ``batch_axis``)
     dynamic_batch: bool = False
 
-    def check(self, profile: HardwareProfile) -> None:
+    def check(self, profile: HardwareProfile) -> None:  # noqa: B027 - optional hook; default accepts every profile
         """Raise a user error when this format cannot be produced for ``profile``."""
 
     @abstractmethod
@@ -168,7 +168,8 @@ def _tvm_exporter():
     try:
         from autoprune.hardware import tvm_backend
     except ImportError as err:
-        raise BackendUnavailable(f"--format tvm: apache-tvm is not usable ({err}); pip install 'autoprune[tvm]'") from None
+        raise BackendUnavailable(f"--format tvm: apache-tvm is not usable ({err}); "
+                                 "pip install 'autoprune[tvm]'") from None
     function = getattr(tvm_backend, "export_tvm_library", None)
     if function is None:
         raise BackendUnavailable("--format tvm: this autoprune has no TVM library export "
@@ -376,7 +377,8 @@ def _fresh_out(out: Path) -> None:
 
 
 def _load_weights(path: Path, recipe: Rebuild, task: Task, trial: int, run_path: str | Path) -> nn.Module:
-    """The trial's model with its saved weights; one-line errors when the file is not a state dict or not this trial's."""
+    """The trial's model with its saved weights; one-line errors when the file is not a state dict or not this
+    trial's."""
     import pickle
 
     import torch
@@ -385,9 +387,11 @@ def _load_weights(path: Path, recipe: Rebuild, task: Task, trial: int, run_path:
         state = torch.load(path, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
         raise ConfigError(f"{path}: not a readable state dict ({type(err).__name__}: "
-                          f"{' '.join(str(err).split())[:160]}); re-run the search's trial or restore the file") from None
+                          f"{' '.join(str(err).split())[:160]}); "
+                          "re-run the search's trial or restore the file") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"{path}: not a state dict (a mapping of parameter names to tensors), got {type(state).__name__}")
+        raise ConfigError(f"{path}: not a state dict (a mapping of parameter names to tensors), "
+                          f"got {type(state).__name__}")
     try:
         return rebuild(task, PruningPlan.from_dict(recipe.plan), recipe.settings, state).model
     except PlanError as err:

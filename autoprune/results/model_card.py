@@ -98,7 +98,8 @@ def build_card(
         "plan": record.plan,
         "rebuild": rebuild,
         "seeds": {"search": data.config.seed, "fine_tune": data.config.seed + record.number},
-        "data": {"task": data.config.task, "train_samples": len(task.train_set), "validation_samples": len(task.val_set),
+        "data": {"task": data.config.task, "train_samples": len(task.train_set),
+                 "validation_samples": len(task.val_set),
                  "test_samples": None if task.test_set is None else len(task.test_set),
                  "metric": task.metric_name, "fine_tune_recipe": asdict(task.recipe)},
         "verification": verification,
@@ -178,15 +179,18 @@ def card_markdown(card: dict[str, Any]) -> str:
         *_extra_rows(acc.get("extra", {})),
         _row(f"latency p50, re-measured at export ({now['profile']})", f"{now['dense_p50_ms']:.4f} ms",
              f"{now['pruned_p50_ms']:.4f} ms", f"{now['speedup']:.2f}x faster"),
-        _row("latency p90, re-measured at export", f"{now['dense_p90_ms']:.4f} ms", f"{now['pruned_p90_ms']:.4f} ms", ""),
+        _row("latency p90, re-measured at export", f"{now['dense_p90_ms']:.4f} ms",
+             f"{now['pruned_p90_ms']:.4f} ms", ""),
         _row("latency p50 during the search", f"{then['dense_p50_ms']:.4f} ms", f"{then['pruned_p50_ms']:.4f} ms",
              f"{then['speedup']:.2f}x faster"),
         _row("params", f"{card['params']['dense']:,}", f"{card['params']['pruned']:,}",
              f"{100 * card['sparsity']['params_removed']:.1f}% removed"),
         _row("MACs", f"{card['macs']['dense']:,}", f"{card['macs']['pruned']:,}",
-             f"{card['macs']['dense'] / card['macs']['pruned']:.2f}x fewer" if card["macs"]["pruned"] else "all removed"),
+             f"{card['macs']['dense'] / card['macs']['pruned']:.2f}x fewer" if card["macs"]["pruned"]
+             else "all removed"),
         "",
-        f"Accuracy re-evaluated on the rebuilt model at export: {100 * acc['pruned_at_export']:.2f}%. Latency at export "
+        f"Accuracy re-evaluated on the rebuilt model at export: {100 * acc['pruned_at_export']:.2f}%. "
+        "Latency at export "
         "was measured interleaved with the dense model in one process (median of "
         f"{now['pruned']['runs']} runs, CV {100 * now['pruned']['cv']:.1f}%).",
         "",
@@ -207,8 +211,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         _row("layer", "type", "dense", "pruned", "removed"),
         _row("---", "---", "---:", "---:", "---:"),
-        *[_row(f"`{l['layer']}`", l["type"], f"{l['params_dense']:,}", f"{l['params_pruned']:,}",
-               f"{100 * l['sparsity']:.1f}%") for l in card["sparsity"]["layers"]],
+        *[_row(f"`{layer['layer']}`", layer["type"], f"{layer['params_dense']:,}", f"{layer['params_pruned']:,}",
+               f"{100 * layer['sparsity']:.1f}%") for layer in card["sparsity"]["layers"]],
         "",
         "## Provenance",
         "",
@@ -221,7 +225,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"{card['hardware_profile']['device']}, {card['hardware_profile']['threads']} thread(s), batch "
         f"{card['hardware_profile']['batch_size']}).",
         "- Library versions at export: " + ", ".join(f"{k} {v}" for k, v in card["versions"]["export"].items()) + ".",
-        "- Library versions in the search: " + ", ".join(f"{k} {v}" for k, v in card["versions"]["search"].items()) + ".",
+        "- Library versions in the search: "
+        + ", ".join(f"{k} {v}" for k, v in card["versions"]["search"].items()) + ".",
         f"- Machine at export: {card['machine']['export'].get('cpu')} ({card['machine']['export'].get('cores')} cores, "
         f"id {card['machine']['export'].get('id')}); in the search: {card['machine']['search'].get('cpu')} "
         f"(id {card['machine']['search'].get('id')}).",

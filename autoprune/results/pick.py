@@ -136,6 +136,7 @@ def choice_table(choice: Choice, dense: DenseReference):
                       f"{dense.speedup_of(r.latency_ms):.2f}x", f"{r.macs / 1e6:.2f}", f"{r.params / 1e3:.1f}",
                       style="bold" if r is choice.chosen else None)
     lat = dense.latency
-    table.add_row("dense", "-", *(("fp32",) if quantized else ()), f"{100 * dense.accuracy:.2f}", "+0.00", f"{lat.median_ms:.4f}",
-                  f"{lat.p90_ms:.4f}", "1.00x", f"{dense.macs / 1e6:.2f}", f"{dense.params / 1e3:.1f}", style="dim")
+    table.add_row("dense", "-", *(("fp32",) if quantized else ()), f"{100 * dense.accuracy:.2f}", "+0.00",
+                  f"{lat.median_ms:.4f}", f"{lat.p90_ms:.4f}", "1.00x", f"{dense.macs / 1e6:.2f}",
+                  f"{dense.params / 1e3:.1f}", style="dim")
     return table

@@ -246,7 +246,8 @@ def render_html(data: RunData, images: dict[str, bytes]) -> str:
     cfg = data.config
     machine = data.environment.get("machine", {})
     meta = (f"task <b>{html.escape(cfg.task)}</b> · profile <b>{html.escape(cfg.profile.name)}</b> "
-            f"({html.escape(cfg.profile.backend)}, {html.escape(cfg.profile.device)}) · agent <b>{html.escape(cfg.agent)}</b> "
+            f"({html.escape(cfg.profile.backend)}, {html.escape(cfg.profile.device)}) "
+            f"· agent <b>{html.escape(cfg.agent)}</b> "
             f"· seed {cfg.seed} · {len(data.records)} finished trials ({counts[TrialState.COMPLETE]} complete, "
             f"{counts[TrialState.REJECTED]} rejected, {counts[TrialState.FAILED]} failed) · machine "
             f"{html.escape(str(machine.get('cpu', '?')))} ({html.escape(str(machine.get('id', '?')))})")

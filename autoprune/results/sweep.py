@@ -74,7 +74,7 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
         owns_ray = connect_ray(execution, sorted({c.profile.name for c in configs}))
     outcomes = []
     try:
-        for i, (entry, config) in enumerate(zip(sweep.searches, configs)):
+        for i, (entry, config) in enumerate(zip(sweep.searches, configs, strict=True)):
             if deadline is not None and time.time() >= deadline:
                 notify("skipped", (entry.name, i, len(configs)))  # no time left even to set it up
                 continue
@@ -130,7 +130,8 @@ def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str],
     skipped = [entry.name for entry in sweep.searches if entry.name not in ran]
     """(title, lines of text, table header, table rows) for each part of the report."""
     tol = f"{100 * sweep.accuracy_tolerance:g}"
-    rec_rows = [[profile, p["search"], str(p["trial"]), f"{100 * p['accuracy']:.2f}", f"{100 * p['dense_accuracy']:.2f}",
+    rec_rows = [[profile, p["search"], str(p["trial"]), f"{100 * p['accuracy']:.2f}",
+                 f"{100 * p['dense_accuracy']:.2f}",
                  f"{p['latency_ms']:.3f}" + (" (noisy)" if p.get("noisy") else ""), f"{p['speedup']:.2f}x",
                  p["model_path"] or ""] for profile, p in picks.items()]
     missing = sorted({c.profile.name for _, c, _ in outcomes} - set(picks))
@@ -138,7 +139,8 @@ def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str],
              "hardware profile; speed-up = dense p50 / p50."]
     if skipped:
         notes.append(f"Not run (the deadline had passed before they could start): {', '.join(skipped)}.")
-    notes += [f"{profile}: no Pareto trial within {tol} pt of dense accuracy; ship the dense model." for profile in missing]
+    notes += [f"{profile}: no Pareto trial within {tol} pt of dense accuracy; ship the dense model."
+              for profile in missing]
     sections = [("Recommended model per profile", notes, RECOMMEND_HEAD, rec_rows)]
     for name, config, outcome in outcomes:
         recs = outcome.records
@@ -175,7 +177,8 @@ def _html(title: str, sections) -> str:
             body.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr>")
             body += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
             body.append("</table>")
-    style = "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>{style}</style>"
             f"</head><body>{''.join(body)}</body></html>\n")
 

@@ -115,9 +115,9 @@ def test_model_card_numbers_are_the_runs_records(tiny_run: Path, tmp_path: Path)
     assert card["machine"]["search"] == data.environment["machine"] and card["machine"]["export"]["id"]
     groups = {g["group"]: g for g in card["sparsity"]["groups"]}
     assert {k: [g["channels_before"], g["channels_after"]] for k, g in groups.items()} == record.channels
-    layers = {l["layer"]: l for l in card["sparsity"]["layers"]}
-    assert sum(l["params_pruned"] for l in layers.values()) == record.params
-    assert sum(l["params_dense"] for l in layers.values()) == data.dense.params
+    layers = {layer["layer"]: layer for layer in card["sparsity"]["layers"]}
+    assert sum(layer["params_pruned"] for layer in layers.values()) == record.params
+    assert sum(layer["params_dense"] for layer in layers.values()) == data.dense.params
     assert card["model"]["size_bytes"] == (tmp_path / "card/model.onnx").stat().st_size
     assert card["verification"]["passed"] and card["verification"]["samples"] == 32
     inputs = validation_inputs(4)
@@ -125,7 +125,8 @@ def test_model_card_numbers_are_the_runs_records(tiny_run: Path, tmp_path: Path)
     np.testing.assert_allclose(np.concatenate([predict(x[None]) for x in inputs]),
                                pruned_outputs(tiny_run, record.number, inputs), rtol=1e-4, atol=1e-5)
     md = (tmp_path / "card/model_card.md").read_text()
-    assert f"{100 * record.accuracy:.2f}%" in md and f"{record.params:,}" in md and f"{now['pruned_p50_ms']:.4f} ms" in md
+    assert f"{100 * record.accuracy:.2f}%" in md and f"{record.params:,}" in md
+    assert f"{now['pruned_p50_ms']:.4f} ms" in md
 
 
 def test_a_mismatching_export_fails_loudly_and_writes_nothing(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
@@ -218,7 +219,8 @@ def _tvm_export():
 def test_tvm_export_reloads_in_a_fresh_process(tmp_path: Path) -> None:
     from autoprune.hardware.tvm_backend import TvmOptions
 
-    profile = _profile(name="test-tvm", backend="tvm", options=TvmOptions(target={"kind": "llvm"}), min_runs=4, repeats=1)
+    profile = _profile(name="test-tvm", backend="tvm", options=TvmOptions(target={"kind": "llvm"}),
+                       min_runs=4, repeats=1)
     run = make_run(tmp_path / "run", trials=1, profile=profile)
     trial = load_run(run).front[0].number
     assert main(["export", str(run), "--trial", str(trial), "--format", "tvm", "--out", str(tmp_path / "out")]) == 0
@@ -234,7 +236,8 @@ def test_an_exporter_crash_is_one_error_and_leaves_nothing(tiny_run: Path, tmp_p
         raise RuntimeError("Exporting the operator 'aten::foo' is not supported")
 
     monkeypatch.setattr(OnnxExporter, "write", broken)
-    with pytest.raises(ExportError, match="exporting or reloading trial .* failed: RuntimeError: Exporting the operator"):
+    with pytest.raises(ExportError,
+                       match="exporting or reloading trial .* failed: RuntimeError: Exporting the operator"):
         export_trial(tiny_run, load_run(tiny_run).front[0].number, "onnx", tmp_path / "model")
     assert list(tmp_path.iterdir()) == []
 

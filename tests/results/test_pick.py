@@ -11,8 +11,8 @@ from autoprune.testing.fakes import stats
 
 def rec(number: int, latency_ms: float, accuracy: float) -> TrialRecord:
     lat = stats(latency_ms)
-    return TrialRecord(number=number, plan={}, state=TrialState.COMPLETE, accuracy=accuracy, latency=lat, dense_latency=lat,
-                       speedup=2.0 / latency_ms, macs=1000 * number, params=100 * number)
+    return TrialRecord(number=number, plan={}, state=TrialState.COMPLETE, accuracy=accuracy, latency=lat,
+                       dense_latency=lat, speedup=2.0 / latency_ms, macs=1000 * number, params=100 * number)
 
 
 # a concave front: accuracy saturates, trial 7 is where it bends

@@ -33,7 +33,8 @@ def test_report_is_one_offline_file_with_plots_and_tables(tiny_run: Path, capsys
 def test_rejected_and_failed_trials_are_shown_apart(tiny_run: Path, tmp_path: Path) -> None:
     data = load_run(tiny_run)
     lat = data.records[0].latency
-    rejected = TrialRecord(number=90, plan={}, state=TrialState.REJECTED, reason="not faster than dense: speed-up 0.90x",
+    rejected = TrialRecord(number=90, plan={}, state=TrialState.REJECTED,
+                           reason="not faster than dense: speed-up 0.90x",
                            latency=lat, dense_latency=lat, speedup=0.9)
     failed = TrialRecord(number=91, plan={}, state=TrialState.FAILED, reason="PlanError: group 'x' is broken")
     run = dataclasses.replace(data.run, path=tmp_path)

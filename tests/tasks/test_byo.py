@@ -358,7 +358,8 @@ def test_a_folder_named_autoprune_on_the_path_is_a_one_line_error(tmp_path) -> N
     (["--task", "digits", "--weights", "x.pt"], "--task digits: this task takes no --weights"),
     (["--task", "hf:/nonexistent/model"], "--task hf:/nonexistent/model: needs --data"),
     (["--task", "nope"], "--task: unknown task 'nope'; valid: digits"),
-    (["--space", "nope"], "nope: file not found; give a YAML path or a built-in name: default, minilm, mixed-structures"),
+    (["--space", "nope"],
+     "nope: file not found; give a YAML path or a built-in name: default, minilm, mixed-structures"),
 ])
 def test_the_cli_prints_bad_task_options_in_one_line(capsys, args, message) -> None:
     from autoprune.cli import main
