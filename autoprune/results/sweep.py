@@ -126,9 +126,9 @@ RECOMMEND_HEAD = ["profile", "search", "trial", "accuracy %", "dense %", "p50 ms
 
 
 def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str], list[str], list[list[str]]]]:
+    """(title, lines of text, table header, table rows) for each part of the report."""
     ran = {name for name, _, _ in outcomes}
     skipped = [entry.name for entry in sweep.searches if entry.name not in ran]
-    """(title, lines of text, table header, table rows) for each part of the report."""
     tol = f"{100 * sweep.accuracy_tolerance:g}"
     rec_rows = [[profile, p["search"], str(p["trial"]), f"{100 * p['accuracy']:.2f}",
                  f"{100 * p['dense_accuracy']:.2f}",
