@@ -111,7 +111,7 @@ def test_profile_warns_when_the_cv_is_above_max_cv(tmp_path: Path, capsys) -> No
     FakeMachine.script([(1.5, 0.25)])
     assert main(["profile", "--task", "tests.tiny_task:tiny_task", "--hw", str(path)]) == 0
     err = capsys.readouterr().err
-    assert "warning: CV 25.0% is above the profile's max_cv 5.0%" in err and "1.50 cores" in err
+    assert "warning: CV 25.0% is above the profile's max_cv 5%" in err and "1.50 cores" in err
     FakeMachine.script([(0.0, 0.01)])
     assert main(["profile", "--task", "tests.tiny_task:tiny_task", "--hw", str(path)]) == 0
     assert "warning" not in capsys.readouterr().err
