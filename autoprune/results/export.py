@@ -31,7 +31,6 @@ from autoprune.registry import EXPORTERS
 
 if TYPE_CHECKING:
     import numpy as np
-    import torch
     from torch import nn
 
     from autoprune.config import HardwareProfile
@@ -335,22 +334,10 @@ def extra_scores(task: Task, dense: nn.Module, model: nn.Module) -> dict[str, di
     ``{name: {"validation": {"dense": ..., "pruned": ...}, "test": {...}}}`` (empty when the task has none)."""
     if not task.extra_metrics:
         return {}
-    import torch
-    from torch.utils.data import DataLoader
-
-    from autoprune.inputs import call, primary_output
-
-    @torch.no_grad()
-    def outputs(net: nn.Module, dataset) -> tuple[torch.Tensor, torch.Tensor]:
-        net.eval()
-        outs, targets = [], []
-        for inputs, target in DataLoader(dataset, batch_size=512):
-            outs.append(primary_output(call(net, inputs)))
-            targets.append(target)
-        return torch.cat(outs), torch.cat(targets)
+    from autoprune.training.finetune import gather_outputs
 
     splits = {"validation": task.val_set, **({"test": task.test_set} if task.test_set is not None else {})}
-    gathered = {(split, who): outputs(net, dataset) for split, dataset in splits.items()
+    gathered = {(split, who): gather_outputs(net, dataset) for split, dataset in splits.items()
                 for who, net in (("dense", dense), ("pruned", model))}
     return {name: {split: {who: float(fn(*gathered[(split, who)])) for who in ("dense", "pruned")}
                    for split in splits} for name, fn in task.extra_metrics.items()}

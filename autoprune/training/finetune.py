@@ -105,12 +105,18 @@ def evaluate(
     batch_size: int = 512,
 ) -> float:
     """The metric over the whole dataset (primary outputs gathered, then scored once)."""
+    return float(metric(*gather_outputs(model, dataset, batch_size)))
+
+
+@torch.no_grad()
+def gather_outputs(model: nn.Module, dataset: Dataset, batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model``'s primary outputs over the whole dataset and the targets, each concatenated in order."""
     model.eval()
-    logits, targets = [], []
+    outputs, targets = [], []
     for inputs, target in DataLoader(dataset, batch_size=batch_size):
-        logits.append(primary_output(call(model, inputs)))
+        outputs.append(primary_output(call(model, inputs)))
         targets.append(target)
-    return float(metric(torch.cat(logits), torch.cat(targets)))
+    return torch.cat(outputs), torch.cat(targets)
 
 
 def test_score(task: Task, model: nn.Module) -> float | None:
