@@ -542,8 +542,9 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
             name, i, n = payload
             console.print(f"[bold]search {i + 1}/{n}: {name}")
         elif kind == "skipped":
-            name, i, n = payload
-            console.print(f"search {i + 1}/{n}: {name} skipped: the --until deadline has passed")
+            name, i, n, needed = payload
+            console.print(f"search {i + 1}/{n}: {name} skipped: its set-up and one trial (~{needed:.0f} s, "
+                          "estimated from the searches before it) do not fit before the --until deadline")
         elif kind == "screening":
             console.print("  " + screening_line(payload), highlight=False)
         elif kind == "trial":

@@ -7,6 +7,7 @@ call on the same folder.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -47,6 +48,9 @@ class SearchOutcome:
     dense: DenseReference
     records: list[TrialRecord]
     front: list[TrialRecord]
+    #: wall seconds from the call to the first trial (dense training and measurement, predictor, agent):
+    #: what a sweep must fit into its deadline before this search's first trial can start
+    setup_s: float = 0.0
 
 
 def run_search(
@@ -78,6 +82,7 @@ def run_search(
     resumes it from the database alone.
     """
     notify = on_event or (lambda kind, payload: None)
+    started = time.time()
     run = RunFolder(Path(out), storage=storage, study=study)
     run.check_writable()  # a file, a read-only folder: refused before any work
     directions = [OBJECTIVES[o] for o in config.objectives]
@@ -100,11 +105,12 @@ def run_search(
             search = _open_search(config, run, optuna_study, dense, groups + _blocks(config, dense_model, task),
                                   dense_model, task, jobs)
             setup.commit()
+            setup_s = time.time() - started
             writer = RunWriter(run=run, config=config, dense=dense, screening=screening)
             records = Driver(search, writer, deadline=deadline, on_event=notify,
                              prior_durations=prior_durations).run()
     front = write_pareto(run.pareto, config, dense, records, screening)
-    return SearchOutcome(run=run, dense=dense, records=records, front=front)
+    return SearchOutcome(run=run, dense=dense, records=records, front=front, setup_s=setup_s)
 
 
 def _measure_dense(run: RunFolder, task: Task, model: nn.Module, groups: list[PrunableGroup],

@@ -5,9 +5,11 @@ joins or starts Ray once, and runs each search into ``OUT/<search name>/`` with 
 ``deadline``: search *i* of *n* may use an equal share of the time left, so time a search
 does not need (it reached its trial budget early) goes to the ones after it. Inside a search
 the driver stops starting trials whose estimated duration (median of finished trials) would
-overrun its share. The report (``report.md``, ``report.html``, ``sweep.json``) shows each
-Pareto front and the recommended model per hardware profile: the Pareto trial with the lowest
-measured p50 within ``accuracy_tolerance`` of its dense model (``pick.fastest_within``).
+overrun its share; a search is not started when the time left cannot fit its set-up (dense
+training and measurement) and one trial, both estimated from the searches before it. The report
+(``report.md``, ``report.html``, ``sweep.json``) shows each Pareto front and the recommended
+model per hardware profile: the Pareto trial with the lowest measured p50 within
+``accuracy_tolerance`` of its dense model (``pick.fastest_within``).
 """
 from __future__ import annotations
 
@@ -75,13 +77,14 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
     outcomes = []
     try:
         for i, (entry, config) in enumerate(zip(sweep.searches, configs, strict=True)):
-            if deadline is not None and time.time() >= deadline:
-                notify("skipped", (entry.name, i, len(configs)))  # no time left even to set it up
+            prior = [sum(r.seconds.values()) for _, c, o in outcomes for r in o.records
+                     if r.seconds and r.duplicate_of is None and (c.task, c.profile) == (config.task, config.profile)]
+            needed = _setup_and_trial_s(outcomes, config, prior)
+            if deadline is not None and time.time() + needed >= deadline:
+                notify("skipped", (entry.name, i, len(configs), needed))  # no time left to set it up and run a trial
                 continue
             notify("search", (entry.name, i, len(configs)))
             share = None if deadline is None else time.time() + (deadline - time.time()) / (len(configs) - i)
-            prior = [sum(r.seconds.values()) for _, c, o in outcomes for r in o.records
-                     if r.seconds and r.duplicate_of is None and (c.task, c.profile) == (config.task, config.profile)]
             outcome = run_search(config, out / entry.name, execution=execution, deadline=share, on_event=on_event,
                                  prior_durations=prior, storage=storage,
                                  study=f"{sweep.name}.{entry.name}" if storage else None)
@@ -93,6 +96,18 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
             ray.shutdown()
     report = write_report(sweep, outcomes, out)
     return SweepOutcome(sweep=sweep, out=out, outcomes=outcomes, report=report)
+
+
+def _setup_and_trial_s(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], config: SearchConfig,
+                       prior: list[float]) -> float:
+    """Seconds a search needs before its first trial ends, estimated from the sweep's earlier searches: the median
+    set-up of those of the same task and profile (else of all of them) plus the median trial duration ``prior``;
+    0 with nothing to estimate from (the first search always starts)."""
+    alike = [o.setup_s for _, c, o in outcomes if (c.task, c.profile) == (config.task, config.profile)]
+    setups = sorted(alike or [o.setup_s for _, _, o in outcomes])
+    trials = sorted(prior)
+    return ((setups[len(setups) // 2] if setups else 0.0)
+            + (trials[len(trials) // 2] if trials else 0.0))
 
 
 def recommend(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], tolerance: float) -> dict[str, dict[str, Any]]:
@@ -138,7 +153,8 @@ def _sections(sweep: SweepConfig, outcomes, picks) -> list[tuple[str, list[str],
     notes = [f"Lowest measured p50 of the Pareto trials within {tol} pt of their dense model's accuracy, per "
              "hardware profile; speed-up = dense p50 / p50."]
     if skipped:
-        notes.append(f"Not run (the deadline had passed before they could start): {', '.join(skipped)}.")
+        notes.append("Not run (the time left before the deadline could not fit their set-up and one trial, "
+                     f"estimated from the searches before them): {', '.join(skipped)}.")
     notes += [f"{profile}: no Pareto trial within {tol} pt of dense accuracy; ship the dense model."
               for profile in missing]
     sections = [("Recommended model per profile", notes, RECOMMEND_HEAD, rec_rows)]
@@ -191,6 +207,6 @@ def write_report(sweep: SweepConfig, outcomes: list[tuple[str, SearchConfig, Sea
     atomic_write_json(out / "sweep.json", {
         "name": sweep.name, "recommended": picks,
         "searches": [{"name": n, "run": str(o.run.path), "profile": c.profile.name, "trials": len(o.records),
-                      "front": [r.number for r in o.front]} for n, c, o in outcomes]})
+                      "setup_s": round(o.setup_s, 2), "front": [r.number for r in o.front]} for n, c, o in outcomes]})
     atomic_write_text(out / "report.html", _html(title, sections))
     return atomic_write_text(out / "report.md", _markdown(title, sections))

@@ -214,13 +214,16 @@ def test_sweep_ends_by_its_deadline_with_a_report(tmp_path: Path, fast_profile) 
     outcome = run_sweep(path, tmp_path / "out", deadline=deadline)
     finished = time.time()
     counts = [len(o.records) for _, _, o in outcome.outcomes]
-    assert [n for n, _, _ in outcome.outcomes] == ["first", "second"]
-    # budgets shrank to fit (a loaded machine may leave the second search no time for a trial)
+    ran = [n for n, _, _ in outcome.outcomes]
+    report = (tmp_path / "out/report.md").read_text()
+    # budgets shrank to fit; a loaded machine may leave the second search no time for its set-up and a trial:
+    # then it is not started, and the report says so
+    assert ran == ["first", "second"] or (ran == ["first"] and "estimated from the searches before them): second."
+                                          in report), ran
     assert counts[0] >= 1 and sum(counts) < 400, counts
     assert finished <= deadline + 15  # in-flight trials finish: about one trial's overrun
-    for name in ("first", "second"):
+    for name in ran:
         assert (tmp_path / "out" / name / "pareto.json").is_file()
-    report = (tmp_path / "out/report.md").read_text()
     assert "## Recommended model per profile" in report and "## Search first: Pareto front" in report
     assert "test-ort" in report
     assert "<table>" in (tmp_path / "out/report.html").read_text()

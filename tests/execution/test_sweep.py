@@ -159,6 +159,30 @@ def test_the_recommendation_is_the_fastest_front_model_within_tolerance_by_the_f
     sweep = SweepConfig(name="w", searches=(SweepEntry(name="a", search=config),
                                             SweepEntry(name="late", search=config)))
     report = write_report(sweep, [("a", config, outcome)], tmp_path).read_text()
-    assert "Not run (the deadline had passed before they could start): late." in report
+    assert ("Not run (the time left before the deadline could not fit their set-up and one trial, estimated from "
+            "the searches before them): late.") in report
     assert f"| {fake_profile.name} | a | 2 | 94.50 | 95.00 | 9.500 | {140.0 / 9.5:.2f}x |" in report
     assert f"| 1 | 94.90 | -0.10 | 76.600 | {140.0 / 76.6:.2f}x |" in report  # the front table's speed-ups agree
+
+
+def test_a_search_starts_only_when_its_setup_and_one_trial_fit(tmp_path: Path, fake_profile) -> None:
+    """The deadline covers set-up (dense training and measurement): a later search needs the median set-up of the
+    earlier ones (same task and profile first) plus their median trial; the first search has nothing to go by."""
+    from autoprune.config import SearchConfig, SearchSpace
+    from autoprune.records import DenseReference
+    from autoprune.results.run import RunFolder
+    from autoprune.results.search import SearchOutcome
+    from autoprune.results.sweep import _setup_and_trial_s
+    from autoprune.testing.fakes import stats
+
+    dense = DenseReference(accuracy=0.9, latency=stats(1.0), macs=1, params=1, groups=[])
+    digits = SearchConfig(task="digits", profile=fake_profile, space=SearchSpace(name="s"), trials=3)
+    other = dataclasses.replace(digits, task="other")
+
+    def outcome(setup_s: float) -> SearchOutcome:
+        return SearchOutcome(run=RunFolder(tmp_path), dense=dense, records=[], front=[], setup_s=setup_s)
+
+    assert _setup_and_trial_s([], digits, []) == 0.0
+    done = [("a", digits, outcome(40.0)), ("b", other, outcome(300.0)), ("c", digits, outcome(20.0))]
+    assert _setup_and_trial_s(done, digits, [5.0, 7.0, 100.0]) == 40.0 + 7.0  # medians: [20, 40] -> 40; trials -> 7
+    assert _setup_and_trial_s(done[1:2], digits, []) == 300.0  # no search of this task yet: any earlier set-up
