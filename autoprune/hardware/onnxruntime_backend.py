@@ -10,6 +10,7 @@ every input by position and wants plain tensors out, so the model is wrapped in
 from __future__ import annotations
 
 import io
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -61,7 +62,12 @@ def export_onnx_bytes(model: nn.Module, inputs: Inputs, opset: int = 17, *, dyna
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         wrapped = PositionalModule(model.eval(), inputs).eval()
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # the tracer's notes on shape-dependent Python (HF masks, advanced indexing) would flood a search's
+            # console once per candidate; what the file computes is checked against PyTorch where it matters
+            # (the export's verification at batch 1 and 8; latency needs only the traced shape)
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message="Exporting aten::index operator")
             names = [*wrapped.input_names, *wrapped.output_names]
             torch.onnx.export(wrapped, tuple(t for _, t in named_tensors(inputs)), buffer, dynamo=False,
                               opset_version=opset, input_names=wrapped.input_names,
