@@ -25,7 +25,7 @@ SEARCH_DEFAULTS = {"task": "digits", "profile": DEFAULT_HW, "space": DEFAULT_SPA
 #: search flags that map onto SearchConfig fields (``hw`` is the ``profile`` field)
 SEARCH_FLAGS = ("task", "data", "model_weights", "input_size", "hw", "space", "agent", "trials", "seed", "objectives",
                 "max_latency_ms", "min_accuracy",
-                "max_params", "proxy_keep", "predictor", "predictor_margin")
+                "max_params", "proxy_keep", "predictor", "predictor_margin", "warm_start")
 
 
 class Parser(argparse.ArgumentParser):
@@ -199,6 +199,9 @@ def _add_search(sub) -> None:
     p.add_argument("--proxy-keep", type=float, default=None,
                    help="share of candidates (by BN-recalibrated proxy accuracy) that get the full fine-tune "
                         "(default: 1)")
+    p.add_argument("--warm-start", type=int, default=None,
+                   help="tpe, nsga2, random: the first N trials are the baselines' plans (uniform width ratios "
+                        "and, where the space allows drop, depth plans dropping 1, 2, ... blocks) (default: 0)")
     p.add_argument("--predictor", default=None,
                    help="latency predictor that screens candidates before measuring: auto (the one `autoprune "
                         "calibrate` saved for this task and profile, if any), off, or a predictor JSON (default: auto)")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoprune.config import OBJECTIVES, ExecutionConfig, SearchConfig, runnable_precisions
+from autoprune.errors import ConfigError
 from autoprune.execution.driver import Driver, EventSink, Search, check_feasible, measure_dense
 from autoprune.execution.executor import Executor
 from autoprune.execution.placement import make_executor
@@ -26,10 +27,11 @@ from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.registry import AGENTS
 from autoprune.results.pareto_file import screening_info, write_pareto
 from autoprune.results.run import RunFolder, RunSetup, RunWriter
-from autoprune.search.agent import AgentContext, make_agent
+from autoprune.search.agent import AgentContext, PlanAgent, make_agent
 from autoprune.search.objectives import Scoring
 from autoprune.search.space import PlanSpace, droppable, layer_macs
 from autoprune.search.study import finished_records
+from autoprune.search.warm_start import enqueue_warm_start
 from autoprune.training import evaluate, test_score
 
 if TYPE_CHECKING:
@@ -144,8 +146,12 @@ def _open_search(config: SearchConfig, run: RunFolder, study: optuna.Study, dens
     context = AgentContext(space=space, seed=config.seed, scoring=scoring, log_dir=run.path,
                            resumed_trials=len(study.get_trials(deepcopy=False)))
     study.sampler = make_agent(config.agent, context)
+    if config.warm_start and isinstance(study.sampler, PlanAgent):
+        raise ConfigError(f"`warm_start` seeds the sampler agents (tpe, nsga2, random); agent {config.agent!r} "
+                          "proposes its own plans: use warm_start 0")
     if not finished_records(study):
         check_feasible(config, dense, space, executor)
+    enqueue_warm_start(study, space, config.warm_start)
     return Search(config=config, study=study, space=space, scoring=scoring, executor=executor)
 
 

@@ -143,6 +143,7 @@ CASES: list[Case] = [
     config_case("reference-key", "reference: {speed: 1}\n", "`reference key` must be one of"),
     config_case("weights-list", "weights: [1, 2]\n", "`weights` must map objective names to numbers"),
     config_case("proxy-keep-0", "proxy_keep: 0\n", "`proxy_keep` must be a number in [0.01, 1.0]"),
+    config_case("warm-start-str", "warm_start: some\n", "`warm_start` must be an integer >= 0, got 'some'"),
     config_case("finetune-neg", "finetune: {epochs: -1}\n", "epochs >= 0"),
     config_case("finetune-unknown", "finetune: {epoch: 1}\n", "unknown field `epoch`"),
     config_case("finetune-str", "finetune: fast\n", "`finetune` must map fine-tune recipe fields"),
@@ -153,6 +154,9 @@ CASES: list[Case] = [
          "nope.yaml: file not found"),
     # ---- search flags and run folders
     search_case("agent", ("--agent", "bogus"), "`agent` must be one of"),
+    search_case("warm-start-neg", ("--warm-start", "-1"), "`warm_start` must be an integer >= 0"),
+    search_case("warm-start-plan-agent", ("--agent", "uniform", "--warm-start", "2"),
+                "`warm_start` seeds the sampler agents (tpe, nsga2, random); agent 'uniform'"),
     search_case("task-unknown", ("--task", "nosuch"), "unknown task 'nosuch'"),
     search_case("task-not-task", ("--task", "tests.tiny_task:not_a_task"), "expected autoprune.Task"),
     search_case("task-no-module", ("--task", "no_such_module:fn"), "cannot import module 'no_such_module'"),
