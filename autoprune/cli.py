@@ -135,13 +135,11 @@ def _search_config(args: argparse.Namespace):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
-    from autoprune.console import SearchProgress, pareto_table
+    from autoprune.console import SearchProgress, make_console, pareto_table
     from autoprune.results.search import all_failed, run_search
 
     config = _search_config(args)
-    console = Console()
+    console = make_console()
     progress = SearchProgress(console)
     try:
         outcome = run_search(config, args.out, storage=args.storage, study=args.study, on_event=progress,
@@ -158,17 +156,15 @@ def cmd_search(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from autoprune.config import load_profile
-    from autoprune.console import latency_table
+    from autoprune.console import latency_table, make_console
     from autoprune.hardware.protocol import measure_models
     from autoprune.task import resolve_task
 
     profile = load_profile(args.hw)
     task = resolve_task(_task_spec(args))
     stats = measure_models(profile, [task.build_model()], task.example_input)[0]
-    Console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
+    make_console().print(latency_table(f"{task.name} dense on {profile.name}", stats))
     if stats.cv > profile.max_cv:
         load = "unknown" if stats.other_cpu is None else f"{stats.other_cpu:.2f} cores"
         print(f"autoprune: warning: CV {100 * stats.cv:.1f}% is above the profile's max_cv {100 * profile.max_cv:g}% "
@@ -276,10 +272,8 @@ def _add_profile(sub) -> None:
 def cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from rich.console import Console
-
     from autoprune.config import load_space
-    from autoprune.console import discovery_tables
+    from autoprune.console import discovery_tables, make_console
     from autoprune.errors import ConfigError
     from autoprune.pruning import discover
     from autoprune.task import resolve_task
@@ -293,7 +287,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
         return 0
-    console = Console()
+    console = make_console()
     for table in discovery_tables(report):
         console.print(table)
     return 0
@@ -304,10 +298,8 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     import re
     from pathlib import Path
 
-    from rich.console import Console
-
     from autoprune.config import load_profile, load_space, pruner_settings
-    from autoprune.console import sensitivity_table
+    from autoprune.console import make_console, sensitivity_table
     from autoprune.files import atomic_write_json, check_writable_file
     from autoprune.search.sensitivity import parse_ratios, sensitivity
     from autoprune.task import resolve_task
@@ -317,7 +309,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> int:
     task = resolve_task(_task_spec(args))
     out = Path(args.out or f"results/sensitivity/{re.sub(r'[^A-Za-z0-9_.-]+', '_', task.name)}-{profile.name}.json")
     check_writable_file(out)  # before the work, not after it
-    console = Console(stderr=args.json)
+    console = make_console(stderr=args.json)
     with console.status("pruning each group alone, recalibrating BatchNorm, measuring"):
         report = sensitivity(task, profile, pruner_settings(space, profile), ratios)
     atomic_write_json(out, report.to_dict())
@@ -369,9 +361,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_pareto(args: argparse.Namespace) -> int:
     import json
 
-    from rich.console import Console
-
-    from autoprune.console import pareto_table
+    from autoprune.console import make_console, pareto_table
     from autoprune.results.run import load_run
 
     data = load_run(args.run, storage=args.storage, study=args.study)
@@ -387,20 +377,19 @@ def cmd_pareto(args: argparse.Namespace) -> int:
                                      "remeasures": r.remeasures, "macs": r.macs,
                                      "params": r.params, "plan": r.plan} for r in data.front]}, indent=2))
         return 0
-    Console().print(pareto_table(data.dense, data.front))
+    make_console().print(pareto_table(data.dense, data.front))
     return 0
 
 
 def cmd_pick(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from autoprune.console import make_console
     from autoprune.results.pick import choice_table, pick, precision_front
     from autoprune.results.run import load_run
 
     data = load_run(args.run, storage=args.storage, study=args.study)
     choice = pick(precision_front(data, args.precision), max_latency_ms=args.max_latency_ms,
                   min_accuracy=args.min_accuracy, knee=args.knee)
-    console = Console()
+    console = make_console()
     console.print(choice_table(choice, data.dense))
     console.print(f"picked trial {choice.chosen.number}: {choice.reason}")
     console.print(f"export it: autoprune export {args.run} --trial {choice.chosen.number} --format onnx --out DIR",
@@ -478,10 +467,10 @@ def _add_export(sub) -> None:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from autoprune.config import load_profile, load_space, pruner_settings
+    from autoprune.console import make_console
     from autoprune.errors import ConfigError
     from autoprune.files import check_writable_file
     from autoprune.hardware.predictor import default_predictor_path
@@ -503,7 +492,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     for i, row in enumerate(result.holdout):
         error = (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"]
         table.add_row(str(i), f"{row['predicted_ms']:.3f}", f"{row['measured_ms']:.3f}", f"{error:+.1%}")
-    console = Console()
+    console = make_console()
     console.print(table)
     console.print(f"layer shapes measured: {result.layers}; whole-model fits: {result.fit_plans}; "
                   f"median abs % error on {result.holdout_plans} held-out plans: {result.holdout_mdape:.1%} "
@@ -527,10 +516,8 @@ def _add_calibrate(sub) -> None:
 def cmd_sweep_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-
     from autoprune.config import load_sweep
-    from autoprune.console import screening_line
+    from autoprune.console import make_console, screening_line
     from autoprune.files import check_writable_folder
     from autoprune.results.sweep import parse_until, run_sweep
 
@@ -538,7 +525,7 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
     sweep, _ = load_sweep(args.file)  # rejects a bad file before anything starts
     out = args.out or str(Path("results/sweeps") / sweep.name)
     check_writable_folder(out)
-    console = Console()
+    console = make_console()
 
     def show(kind, payload) -> None:
         if kind == "search":

@@ -1,6 +1,7 @@
 """Terminal output: the search progress bar and the tables the CLI prints (rich)."""
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -14,6 +15,20 @@ from autoprune.records import DenseReference, TrialRecord, TrialState
 if TYPE_CHECKING:
     from autoprune.pruning.graph import Discovery
     from autoprune.search.sensitivity import SensitivityReport
+
+
+#: columns of tables written to a file or a pipe (rich's default there is 80: a Pareto table of 11+ columns
+#: then truncates every cell to "…" in logs and CI output)
+LOG_WIDTH = 160
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """A rich console: the terminal's width on a terminal; ``LOG_WIDTH`` columns in a log or a pipe (unless
+    ``COLUMNS`` says otherwise)."""
+    console = Console(stderr=stderr)
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(stderr=stderr, width=LOG_WIDTH)
 
 
 def _best_tradeoff(records: list[TrialRecord], dense: DenseReference | None, tolerance: float = 0.01) -> str:
