@@ -161,10 +161,11 @@ def _relax_module(model: nn.Module, x: Inputs, *, dynamic_batch: bool = False):
     """``model`` as a Relax module (BatchNorm folded into convolutions), its shapes fixed to ``x``'s.
 
     With ``dynamic_batch`` the first axis of every input (and so of the outputs) is one symbolic
-    variable ``batch`` >= 1 instead: one library then serves any batch size. ``torch.export``
-    specialises a size-1 dimension to the constant 1, so a batch-1 example is traced as a batch-2
-    copy; a model whose code fixes the batch (``x.view(1, -1)``) fails here with torch's
-    "Constraints violated (batch)" (a RuntimeError).
+    variable >= 1 instead (torch's ``Dim("batch")``, a TIR variable in Relax): one library then
+    serves any batch size. ``torch.export`` specialises a size-1 dimension to the constant 1, so a
+    batch-1 example is traced as a batch-2 copy; a model whose code fixes the batch
+    (``x.view(1, 4)``, a branch on ``x.shape[0]``) fails here with a RuntimeError (a shape error,
+    or torch's "Constraints violated (batch)").
     """
     import torch
     from tvm import relax
