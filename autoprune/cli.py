@@ -411,6 +411,8 @@ def cmd_export(args: argparse.Namespace) -> int:
           f"{card['verification']['max_abs_diff']:.3g}); accuracy {100 * card['accuracy']['pruned']:.2f}% "
           f"(dense {100 * card['accuracy']['dense']:.2f}%); p50 {now['pruned_p50_ms']:.4f} ms vs dense "
           f"{now['dense_p50_ms']:.4f} ms ({now['speedup']:.2f}x) re-measured on {now['profile']}")
+    if card["model"].get("note"):
+        print(f"note: {card['model']['note']}")
     return 0
 
 
@@ -462,7 +464,8 @@ def _add_export(sub) -> None:
     p.add_argument("--force", action="store_true", help="export a trial that is not on the Pareto front")
     p.add_argument("--static-batch", action="store_true",
                    help="onnx/tvm: fix the batch size to the example input's (default: a dynamic batch axis, "
-                        "verified at batch 1 and 8)")
+                        "verified at batch 1 and 8; tvm builds it with default schedules, --static-batch keeps a "
+                        "tuned profile's)")
     p.set_defaults(func=cmd_export)
 
 

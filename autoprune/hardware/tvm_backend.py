@@ -157,15 +157,32 @@ def tuning_db_path(profile: HardwareProfile, target) -> Path:
     return root / f"{target.kind.name}-{hashlib.sha256(str(target).encode()).hexdigest()[:12]}"
 
 
-def _relax_module(model: nn.Module, x: Inputs):
+def _relax_module(model: nn.Module, x: Inputs, *, dynamic_batch: bool = False):
+    """``model`` as a Relax module (BatchNorm folded into convolutions), its shapes fixed to ``x``'s.
+
+    With ``dynamic_batch`` the first axis of every input (and so of the outputs) is one symbolic
+    variable >= 1 instead (torch's ``Dim("batch")``, a TIR variable in Relax): one library then
+    serves any batch size. ``torch.export`` specialises a size-1 dimension to the constant 1, so a
+    batch-1 example is traced as a batch-2 copy; a model whose code fixes the batch
+    (``x.view(1, 4)``, a branch on ``x.shape[0]``) fails here with a RuntimeError (a shape error,
+    or torch's "Constraints violated (batch)").
+    """
     import torch
     from tvm import relax
     from tvm.relax.frontend.torch import from_exported_program
 
-    from autoprune.inputs import PositionalModule, named_tensors
+    from autoprune.inputs import PositionalModule, batch_size, named_tensors, repeat_batch
 
+    dynamic_shapes = None
+    if dynamic_batch:
+        if batch_size(x) == 1:
+            x = repeat_batch(x, 2)
+        batch = torch.export.Dim("batch", min=1)
+        # PositionalModule.forward(*tensors): torch.export sees one argument, the tuple of tensors
+        dynamic_shapes = (tuple({0: batch} for _ in named_tensors(x)),)
     with torch.no_grad():  # by position, plain tensors out: keyword inputs and ModelOutput become arguments/tuples
-        exported = torch.export.export(PositionalModule(model.eval(), x).eval(), tuple(t for _, t in named_tensors(x)))
+        exported = torch.export.export(PositionalModule(model.eval(), x).eval(), tuple(t for _, t in named_tensors(x)),
+                                       dynamic_shapes=dynamic_shapes)
     # weights become constants of the module, so the compiled library is self-contained (RPC);
     # BatchNorm folded into the convolution's weights and bias, so conv+bias+activation(+residual)
     # fuse into one task instead of a conv task plus a separate normalisation pass
@@ -476,17 +493,24 @@ def _rpc_alive(session) -> bool:
         return False
 
 
-def compile_model(model: nn.Module, example_input: Inputs, profile: HardwareProfile):
+def compile_model(model: nn.Module, example_input: Inputs, profile: HardwareProfile, *,
+                  dynamic_batch: bool = False):
     """Compile ``model`` at ``example_input``'s shape for the profile's target.
+
+    Args:
+        dynamic_batch: a symbolic batch axis (:func:`_relax_module`), for export only. Always built
+            with TVM's default schedules: MetaSchedule tunes and looks records up per static
+            workload, so a profile's ``tuning_trials`` apply to the static build alone (what the
+            search times).
 
     Returns:
         (executable, info) where info holds ``tuned`` and, when tuned, the tuning facts.
     """
     tvm = _tvm()
     target = make_target(profile)
-    mod = _relax_module(model, example_input)
+    mod = _relax_module(model, example_input, dynamic_batch=dynamic_batch)
     start = time.perf_counter()
-    if tvm_options(profile).tuning_trials > 0:
+    if tvm_options(profile).tuning_trials > 0 and not dynamic_batch:
         from tvm.s_tir import meta_schedule as ms
 
         facts = _tune(mod, target, profile)
@@ -521,16 +545,21 @@ def _export(executable, profile: HardwareProfile, path: Path) -> Path:
 
 
 def export_tvm_library(model: nn.Module, example_input: Inputs, profile: HardwareProfile,
-                       path: str | Path) -> Path:
-    """Compile ``model`` for the profile's target (tuned when the profile says so) and write it.
+                       path: str | Path, *, dynamic_batch: bool = False) -> Path:
+    """Compile ``model`` for the profile's target and write it.
 
     The suffix of ``path`` is replaced: ``.so`` for the host target or when the profile names a
     ``cross_compiler``, ``.tar`` (objects, linked on the device) otherwise.
 
+    Args:
+        dynamic_batch: the library's ``main`` takes any batch size (a symbolic first axis), built with
+            TVM's default schedules; otherwise it is fixed to ``example_input``'s batch and tuned when
+            the profile says so (see :func:`compile_model`).
+
     Returns:
         The written file.
     """
-    executable, _ = compile_model(model, example_input, profile)
+    executable, _ = compile_model(model, example_input, profile, dynamic_batch=dynamic_batch)
     return _export(executable, profile, Path(path))
 
 

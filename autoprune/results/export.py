@@ -95,6 +95,11 @@ class Exporter(ABC):
     def check(self, profile: HardwareProfile) -> None:  # noqa: B027 - optional hook; default accepts every profile
         """Raise a user error when this format cannot be produced for ``profile``."""
 
+    def note(self, profile: HardwareProfile) -> str | None:
+        """What the model card must say about how this export was built when it differs from the model the
+        search timed (None: nothing); called after ``write``."""
+        return None
+
     @abstractmethod
     def write(self, model: nn.Module, example_input: Inputs, profile: HardwareProfile, recipe: Rebuild,
               folder: Path) -> list[Path]:
@@ -177,10 +182,17 @@ def _tvm_exporter():
 
 
 class TvmExporter(Exporter):
-    """The compiled library for the profile's TVM target, loaded with TVM's Relax VirtualMachine."""
+    """The compiled library for the profile's TVM target, loaded with TVM's Relax VirtualMachine.
+
+    By default its ``main`` takes any batch size (a symbolic first axis) and is built with TVM's
+    default schedules: MetaSchedule's tuned records are per static shape. ``--static-batch`` builds
+    it at the example's batch, tuned from the profile's database when the profile tunes (the build
+    the search timed).
+    """
 
     tolerance = (1e-3, 1e-4)  # TVM's kernels reorder float sums
-    batch_option = True  # compiled for the example's batch (a dynamic batch is not built yet)
+    batch_axis = True
+    batch_option = True
 
     def check(self, profile):
         if profile.backend != "tvm":
@@ -190,8 +202,30 @@ class TvmExporter(Exporter):
         _tvm_exporter()
 
     def write(self, model, example_input, profile, recipe, folder):
-        path = _tvm_exporter()(model, example_input, profile, folder / "model.so")
+        try:
+            path = _tvm_exporter()(model, example_input, profile, folder / "model.so",
+                                   dynamic_batch=self.dynamic_batch)
+        except RuntimeError as err:  # torch.export's "Constraints violated", a shape error, TVM's own
+            if not self.dynamic_batch:
+                raise
+            from autoprune.inputs import batch_size
+
+            traced = batch_size(example_input) if batch_size(example_input) > 1 else 2
+            raise RuntimeError(f"the model does not compile with a symbolic batch axis (traced at batch {traced}; "
+                               "--static-batch builds it at the example input's batch): "
+                               f"{type(err).__name__}: {' '.join(str(err).split())[:160]}") from err
         return [Path(path)]
+
+    def note(self, profile: HardwareProfile) -> str | None:
+        from autoprune.hardware.tvm_backend import tvm_options
+
+        if not self.dynamic_batch:
+            return None
+        tuned = tvm_options(profile).tuning_trials > 0
+        return ("the library takes any batch size (a symbolic batch axis) and is built with TVM's default "
+                + ("schedules, not the profile's MetaSchedule-tuned ones (tuned records are per static shape; "
+                   "--static-batch exports the tuned build)" if tuned else "schedules")
+                + "; the latency above was measured on the static-batch build the search timed")
 
     def load(self, folder):
         import tvm
@@ -486,7 +520,7 @@ def export_trial(
                           dense_model=dense_model, model=model, accuracy_at_export=accuracy,
                           latency={"dense": dense_stats, "pruned": pruned_stats},
                           verification=asdict(check), rebuild=recipe.to_dict(),
-                          extra_metrics=extra_scores(task, dense_model, model))
+                          extra_metrics=extra_scores(task, dense_model, model), note=exporter.note(profile))
         atomic_write_json(staging / "model_card.json", card)
         atomic_write_text(staging / "model_card.md", card_markdown(card))
         staging.chmod(umask_mode(0o777))

@@ -60,8 +60,12 @@ def build_card(
     rebuild: dict[str, Any],
     extra_metrics: dict[str, dict[str, dict[str, float]]] | None = None,
     quantization: dict[str, Any] | None = None,
+    note: str | None = None,
 ) -> dict[str, Any]:
     """The card as plain data (``model_card.json``); :func:`card_markdown` renders it.
+
+    ``note``: how the exported files differ from the model the search timed (``Exporter.note``), kept as
+    ``model.note`` and shown under the card's title.
 
     ``quantization``: how a quantized trial's shipped file was made (its record's ``quantization``);
     the card's ``precision`` section states it (fp32 otherwise).
@@ -76,7 +80,8 @@ def build_card(
     p50_dense, p50 = latency["dense"].median_ms, latency["pruned"].median_ms
     return {
         "model": {"run": str(data.run.path.resolve()), "trial": record.number, "format": fmt, "files": sizes,
-                  "size_bytes": sum(sizes.values()), "on_pareto_front": on_front, "task": data.config.task},
+                  "size_bytes": sum(sizes.values()), "on_pareto_front": on_front, "task": data.config.task,
+                  **({"note": note} if note else {})},
         "accuracy": {"metric": task.metric_name, "dense": dense.accuracy, "pruned": record.accuracy,
                      "delta": record.accuracy - dense.accuracy, "pruned_at_export": accuracy_at_export,
                      "test": {"dense": dense.test_accuracy, "pruned": record.test_accuracy},
@@ -142,7 +147,9 @@ def _verification_line(ver: dict[str, Any]) -> str:
                 f"inputs: {100 * ver['accuracy']:.2f}% against {100 * ver['recorded_accuracy']:.2f}% recorded in the "
                 f"search (tolerance {100 * ver['tolerance']:.2f} pt); top-1 agreement with the fp32 PyTorch model "
                 f"{100 * ver['top1_agreement']:.1f}%: **{verdict}**.")
-    return (f"The exported files were reloaded and run on {ver['samples']} validation inputs: max |difference| to the "
+    batches = " and ".join(str(b) for b in ver.get("batch_sizes") or [])
+    return (f"The exported files were reloaded and run on {ver['samples']} validation inputs"
+            + (f" (at batch {batches})" if batches else "") + ": max |difference| to the "
             f"pruned PyTorch model {ver['max_abs_diff']:.3g} (tolerance rtol {ver['rtol']}, atol {ver['atol']}), top-1 "
             f"agreement {100 * ver['top1_agreement']:.1f}%: **{verdict}**.")
 
@@ -168,6 +175,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"Pruned `{m['task']}` exported as **{m['format']}** ({m['size_bytes']:,} bytes on disk: "
         + ", ".join(f"`{k}` {v:,}" for k, v in m["files"].items()) + ")."
         + ("" if m["on_pareto_front"] else " **Not on the Pareto front** (exported with --force)."),
+        *(["", f"Note: {m['note']}."] if m.get("note") else []),
         "",
         "## Numbers",
         "",

@@ -320,6 +320,33 @@ def test_export_library_for_host_and_for_a_board(tmp_path) -> None:
     assert board.suffix == ".tar" and board.stat().st_size > 1000
 
 
+def test_a_dynamic_batch_library_serves_any_batch_untuned_and_a_static_one_keeps_its_tuned_batch(tmp_path) -> None:
+    """MetaSchedule's records are per static shape: the symbolic-batch build uses TVM's default schedules (the
+    database is not touched), the static build of a tuning profile stays tuned and takes only its batch."""
+    import tvm
+    from tvm import relax
+
+    from autoprune.hardware.tvm_backend import compile_model, export_tvm_library
+
+    db = shutil.copytree(DATA / "tvm_tuning_db", tmp_path / "db")
+    before = sorted((p.name, p.stat().st_size) for p in db.rglob("*"))
+    profile = tvm_profile(tuning_trials=2, tuning_db=str(db), target=PORTABLE_TARGET)
+    _, info = compile_model(tiny_cnn(), X, profile, dynamic_batch=True)
+    assert info["tuned"] is False and sorted((p.name, p.stat().st_size) for p in db.rglob("*")) == before
+    library = export_tvm_library(tiny_cnn(), X, tvm_profile(), tmp_path / "dynamic.so", dynamic_batch=True)
+    vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+    batch8 = torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    for x in (X, batch8):
+        out = vm["main"](tvm.runtime.tensor(x.numpy()))
+        torch.testing.assert_close(torch.from_numpy(out.numpy()), tiny_cnn()(x).detach(), rtol=1e-4, atol=1e-5)
+
+    executable, info = compile_model(tiny_cnn(), X, profile)
+    assert info["tuned"] is True and info["tasks_tuned"] == 0
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    with pytest.raises(RuntimeError, match=r"shape\[0\] mismatch"):
+        vm["main"](tvm.runtime.tensor(batch8.numpy()))
+
+
 def test_invalid_target_names_the_field() -> None:
     from autoprune.hardware.base import get_backend
 

@@ -213,21 +213,97 @@ def _tvm_export():
     return getattr(tvm_backend, "export_tvm_library", None)
 
 
-@pytest.mark.tvm
-@pytest.mark.skipif(_tvm_export() is None,
-                    reason="autoprune.hardware.tvm_backend.export_tvm_library is not in this tree (TVM branch)")
-def test_tvm_export_reloads_in_a_fresh_process(tmp_path: Path) -> None:
+needs_tvm_export = pytest.mark.skipif(
+    _tvm_export() is None, reason="autoprune.hardware.tvm_backend.export_tvm_library is not in this tree (TVM branch)")
+
+
+def _tvm_profile():
     from autoprune.hardware.tvm_backend import TvmOptions
 
-    profile = _profile(name="test-tvm", backend="tvm", options=TvmOptions(target={"kind": "llvm"}),
-                       min_runs=4, repeats=1)
-    run = make_run(tmp_path / "run", trials=1, profile=profile)
-    trial = load_run(run).front[0].number
-    assert main(["export", str(run), "--trial", str(trial), "--format", "tvm", "--out", str(tmp_path / "out")]) == 0
+    return _profile(name="test-tvm", backend="tvm", options=TvmOptions(target={"kind": "llvm"}), min_runs=4, repeats=1)
+
+
+@pytest.fixture(scope="module")
+def tvm_run(tmp_path_factory) -> Path:
+    """A finished 1-trial search on the tiny task with an untuned local TVM profile."""
+    return make_run(tmp_path_factory.mktemp("tvm") / "run", trials=1, profile=_tvm_profile())
+
+
+@pytest.mark.tvm
+@needs_tvm_export
+def test_tvm_export_reloads_in_a_fresh_process(tvm_run: Path, tmp_path: Path) -> None:
+    trial = load_run(tvm_run).front[0].number
+    assert main(["export", str(tvm_run), "--trial", str(trial), "--format", "tvm", "--out", str(tmp_path / "out")]) == 0
     inputs = validation_inputs(16)
     got = reload_in_fresh_process(tmp_path / "out", "tvm", inputs, tmp_path)
-    expected = pruned_outputs(run, trial, inputs)
+    expected = pruned_outputs(tvm_run, trial, inputs)
     np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.tvm
+@needs_tvm_export
+def test_tvm_exports_serve_batches_unless_static(tvm_run: Path, tmp_path: Path, capsys) -> None:
+    """The default TVM library has a symbolic batch (verified at 1 and 8, the card says how it was built);
+    ``--static-batch`` fixes it to the example's batch and the library refuses batch 8."""
+    trial = load_run(tvm_run).front[0].number
+    inputs = validation_inputs(8)
+    expected = pruned_outputs(tvm_run, trial, inputs)
+    dynamic = tmp_path / "dynamic"
+    assert main(["export", str(tvm_run), "--trial", str(trial), "--format", "tvm", "--out", str(dynamic)]) == 0
+    printed = capsys.readouterr().out
+    assert "at batch 1 and 8" in printed and "note: the library takes any batch size" in printed
+    card = json.loads((dynamic / "model_card.json").read_text())
+    assert card["verification"]["batch_sizes"] == [1, 8] and card["verification"]["passed"]
+    assert "TVM's default schedules" in card["model"]["note"]
+    markdown = (dynamic / "model_card.md").read_text()
+    assert "Note: the library takes any batch size" in markdown and "(at batch 1 and 8)" in markdown
+    assert json.loads((dynamic / "export.json").read_text())["batch"] == "dynamic"
+    predict = load_export(dynamic)
+    for batch in (inputs[:1], inputs):  # batch 1 and batch 8 from the same library
+        np.testing.assert_allclose(predict(batch), expected[: len(batch)], rtol=1e-3, atol=1e-4)
+
+    static = export_trial(tvm_run, trial, "tvm", tmp_path / "static", dynamic_batch=False)
+    assert static.card["verification"]["batch_sizes"] == [1] and "note" not in static.card["model"]
+    assert json.loads((tmp_path / "static/export.json").read_text())["batch"] == 1
+    predict = load_export(tmp_path / "static")
+    np.testing.assert_allclose(predict(inputs[:1]), expected[:1], rtol=1e-3, atol=1e-4)
+    with pytest.raises(RuntimeError, match=r"shape\[0\] mismatch"):
+        predict(inputs)
+
+
+@pytest.mark.tvm
+@needs_tvm_export
+def test_the_tvm_note_says_a_tuned_profile_keeps_its_schedules_only_with_static_batch() -> None:
+    from autoprune.hardware.tvm_backend import TvmOptions
+    from autoprune.results.export import TvmExporter
+
+    tuned = _profile(name="test-tvm", backend="tvm", options=TvmOptions(target={"kind": "llvm"}, tuning_trials=8))
+    exporter = TvmExporter()
+    exporter.dynamic_batch = True
+    note = exporter.note(tuned)
+    assert note is not None and "not the profile's MetaSchedule-tuned ones" in note and "--static-batch" in note
+    assert "MetaSchedule" not in (exporter.note(_tvm_profile()) or "")
+    exporter.dynamic_batch = False
+    assert exporter.note(tuned) is None
+
+
+@pytest.mark.tvm
+@needs_tvm_export
+def test_a_model_that_fixes_its_batch_points_to_static_batch(tmp_path: Path) -> None:
+    from torch import nn
+
+    from autoprune.results.export import TvmExporter
+
+    class FixedBatch(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.view(1, 4)  # the batch is baked into the code
+
+    exporter = TvmExporter()
+    exporter.dynamic_batch = True
+    hint = r"symbolic batch axis \(traced at batch 2; --static-batch .*invalid for input of size 8"
+    with pytest.raises(RuntimeError, match=hint):
+        exporter.write(FixedBatch(), torch.ones(1, 4), _tvm_profile(), None, tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def test_an_exporter_crash_is_one_error_and_leaves_nothing(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
