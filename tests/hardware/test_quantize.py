@@ -59,11 +59,11 @@ def test_a_model_that_cannot_be_exported_for_quantization_is_named() -> None:
         quantize_int8(_Unexportable(), torch.zeros(1, 8), [torch.zeros(4, 8)])
 
 
-def test_the_onnxruntime_backend_runs_int8_on_cpu_only(fast_profile) -> None:
+def test_the_onnxruntime_backend_runs_int8_on_cpu_and_fp16_on_cuda(fast_profile) -> None:
     import dataclasses
 
     assert OnnxRuntimeBackend.runnable_precisions(fast_profile) == ("fp32", "int8")
-    assert OnnxRuntimeBackend.runnable_precisions(dataclasses.replace(fast_profile, device="cuda")) == ("fp32",)
+    assert OnnxRuntimeBackend.runnable_precisions(dataclasses.replace(fast_profile, device="cuda")) == ("fp32", "fp16")
 
 
 class _Overflowing(nn.Module):
