@@ -10,8 +10,9 @@ fresh history of every proxy so far, whether the candidate earns the full fine-t
 * ``finetune``: rebuild the same candidate from its plan (pruning is deterministic), recalibrate
   BatchNorm, fine-tune, evaluate. Returns the COMPLETE (or FAILED) record and the weights.
 
-A plan whose precision is not fp32 (int8 on an ONNX Runtime CPU profile) ships as a quantized
-ONNX file (``hardware/quantize.py``), and every figure of its record is that file's:
+A plan whose precision is not fp32 (int8 on an ONNX Runtime CPU profile, fp16 on a CUDA one) ships
+as a quantized ONNX file (``to_precision``: ``hardware/quantize.py``, ``hardware/half.py``), its
+``keep_fp32`` layers left in fp32, and every figure of its record is that file's:
 
 * the screen quantizes the BN-recalibrated candidate and measures the *quantized* file
   interleaved with the dense fp32 model (a 1-3 s quantization on small models, paid so that a
@@ -23,6 +24,9 @@ ONNX file (``hardware/quantize.py``), and every figure of its record is that fil
   fp32 self (``fp32_latency``); a quantized file no faster than its fp32 self says so in
   ``quantization["note"]``. A model ONNX Runtime cannot quantize is a FAILED trial naming the step.
 
+Every complete record states the size on disk of the file it ships, plain and gzip'd (``size_bytes``,
+``compressed_bytes``): the weights as ``torch.save`` writes them, or the quantized file.
+
 Any trial-level failure becomes a FAILED record; nothing here raises for one.
 """
 from __future__ import annotations
@@ -32,7 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
@@ -49,6 +53,9 @@ from autoprune.records import TrialRecord, TrialState
 from autoprune.task import Task
 from autoprune.training import evaluate, fine_tune, test_score
 from autoprune.training.finetune import recalibrate_batchnorm
+
+if TYPE_CHECKING:
+    from autoprune.hardware.quantize import QuantizedModel
 
 #: failures of a trial's own code (pruning, a runtime, fine-tuning) that become its FAILED record
 TRIAL_ERRORS = (AutopruneError, RuntimeError, ValueError)
@@ -75,7 +82,7 @@ class TrialRunner:
             self._calibration = calibration_of(self.config.profile, self.task)
         return self._calibration
 
-    def quantize(self, model: nn.Module, plan: PruningPlan):
+    def quantize(self, model: nn.Module, plan: PruningPlan) -> QuantizedModel:
         """``model`` in the plan's precision (``to_precision``), calibrated (int8) on this runner's batches."""
         return to_precision(model, plan, profile=self.config.profile, example_input=self.task.example_input,
                             calibration=self.calibration)
@@ -278,7 +285,7 @@ def calibration_of(profile: HardwareProfile, task: Task) -> list:
 
 
 def to_precision(model: nn.Module, plan: PruningPlan, *, profile: HardwareProfile, example_input: Inputs,
-                 calibration: Callable[[], list]):
+                 calibration: Callable[[], list]) -> QuantizedModel:
     """``model`` as the ONNX file of the plan's precision (a ``QuantizedModel``), its ``keep_fp32`` layers in fp32:
     int8 by ONNX Runtime's static quantization with the profile's calibration method on ``calibration()``'s
     batches, fp16 by PyTorch's half precision.
