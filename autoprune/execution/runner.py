@@ -55,6 +55,8 @@ from autoprune.training import evaluate, fine_tune, test_score
 from autoprune.training.finetune import recalibrate_batchnorm
 
 if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
     from autoprune.hardware.quantize import QuantizedModel
 
 #: failures of a trial's own code (pruning, a runtime, fine-tuning) that become its FAILED record
@@ -87,7 +89,7 @@ class TrialRunner:
         return to_precision(model, plan, profile=self.config.profile, example_input=self.task.example_input,
                             calibration=self.calibration)
 
-    def onnx_score(self, onnx: bytes, dataset) -> float:
+    def onnx_score(self, onnx: bytes, dataset: Dataset) -> float:
         """The task's metric of an ONNX file over ``dataset``, run by ONNX Runtime on the profile's device."""
         from autoprune.hardware.quantize import onnx_score
 
@@ -199,10 +201,11 @@ class TrialRunner:
         if vs_fp32 <= 1.0:
             facts["note"] = (f"{precision} is no faster than this candidate in fp32 "
                              f"({latency.median_ms:.3f} ms vs {fp32_latency.median_ms:.3f} ms)")
+        size, compressed = disk_size(quantized.onnx)
         done = dataclasses.replace(record, state=TrialState.COMPLETE, accuracy=accuracy, test_accuracy=test_accuracy,
                                    latency=latency, dense_latency=dense_latency, fp32_latency=fp32_latency,
                                    speedup=dense_latency.median_ms / latency.median_ms, quantization=facts,
-                                   seconds=seconds, **_sizes(quantized.onnx))
+                                   seconds=seconds, size_bytes=size, compressed_bytes=compressed)
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return Candidate(record=done, weights=weights, onnx=quantized.onnx)
 
@@ -262,8 +265,9 @@ class TrialRunner:
             failed = dataclasses.replace(screened, state=TrialState.FAILED, reason=f"{type(err).__name__}: {err}")
             return Candidate(record=failed)
         weights = {k: v.detach().clone() for k, v in pruned.model.state_dict().items()}
+        size, compressed = disk_size(weights_bytes(weights))
         record = dataclasses.replace(screened, state=TrialState.COMPLETE, accuracy=accuracy, seconds=seconds,
-                                     test_accuracy=test_accuracy, **_sizes(weights_bytes(weights)))
+                                     test_accuracy=test_accuracy, size_bytes=size, compressed_bytes=compressed)
         return Candidate(record=record, weights=weights, sparsity=pruned.sparsity)
 
 
@@ -324,12 +328,6 @@ def check_precisions(config: SearchConfig, task: Task, model: nn.Module) -> None
         except QuantizationError as err:
             raise ConfigError(f"search space {config.space.name}: `precisions` lists {precision}, but the task's "
                               f"model cannot be converted: {err}") from None
-
-
-def _sizes(blob: bytes) -> dict[str, int]:
-    """A record's ``size_bytes`` and ``compressed_bytes`` of the file that ships (weights or quantized ONNX)."""
-    plain, compressed = disk_size(blob)
-    return {"size_bytes": plain, "compressed_bytes": compressed}
 
 
 @contextmanager
