@@ -122,6 +122,13 @@ class SearchSpace:
     #: the precisions a plan may ship in (``plan.PRECISIONS``); each must be one the profile's
     #: backend runs (``SearchConfig`` checks it). More than one makes precision a searched choice.
     precisions: tuple[str, ...] = ("fp32",)
+    #: layer-name globs (module names, as ``ignore``; a group's name is its root layer's) whose layers a
+    #: quantized plan keeps in fp32 (first and last layers often lose the most accuracy in int8); each must
+    #: match a layer of the model, checked when the search starts
+    keep_fp32: tuple[str, ...] = ()
+    #: False: every quantized plan keeps all of ``keep_fp32`` in fp32. True: the agent searches, per glob,
+    #: whether a quantized plan keeps its layers in fp32 (one yes/no parameter each)
+    search_keep_fp32: bool = False
 
     def __post_init__(self) -> None:
         require(isinstance(self.name, str) and bool(self.name), f"`name` must be a non-empty string, got {self.name!r}")
@@ -131,6 +138,14 @@ class SearchSpace:
         for p in self.precisions:
             check_choice("precisions", p, PLAN_PRECISIONS)
         require(len(set(self.precisions)) == len(self.precisions), f"`precisions` repeats one: {list(self.precisions)}")
+        check_list("keep_fp32", self.keep_fp32, "layer-name globs", lambda v: isinstance(v, str) and bool(v))
+        require(not self.keep_fp32 or any(p != "fp32" for p in self.precisions),
+                "`keep_fp32` applies to quantized plans, but `precisions` lists only fp32: "
+                "add int8 (CPU) or fp16 (CUDA) to `precisions`, or drop `keep_fp32`")
+        require(isinstance(self.search_keep_fp32, bool),
+                f"`search_keep_fp32` must be true or false, got {self.search_keep_fp32!r}")
+        require(not self.search_keep_fp32 or bool(self.keep_fp32),
+                "`search_keep_fp32` needs `keep_fp32` to list the layer-name globs to search")
         require(len(self.structures) > 0, "`structures` must list at least one structure")
         for s in self.structures:
             check_choice("structures", s, STRUCTURES)

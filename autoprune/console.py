@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from autoprune.files import size_text
 from autoprune.latency import LatencyStats
 from autoprune.plan import plan_groups
 from autoprune.records import DenseReference, TrialRecord, TrialState
@@ -99,7 +100,7 @@ def pareto_table(dense: DenseReference, front: list[TrialRecord]) -> Table:
     table = Table(title="Pareto front (validation accuracy vs measured latency; test = held out)", caption=caption)
     quantized = any(r.precision != "fp32" for r in front)  # the precision column only then
     for column in ("trial", *(("prec",) if quantized else ()), "acc %", "Δ pt", "test %", "p50 ms", "p90 ms",
-                   "speedup", "MMACs", "Kparams", "ratio"):
+                   "speedup", "MMACs", "Kparams", "size", "gzip'd", "ratio"):
         table.add_column(column, justify="right", no_wrap=True)
     if noisy:
         table.add_column("latency", no_wrap=True)
@@ -107,13 +108,15 @@ def pareto_table(dense: DenseReference, front: list[TrialRecord]) -> Table:
     table.add_row("dense", *(("fp32",) if quantized else ()), f"{100 * dense.accuracy:.2f}", "0.00",
                   percent(dense.test_accuracy),
                   f"{lat.median_ms:.3f}", f"{lat.p90_ms:.3f}", "1.00x", f"{dense.macs / 1e6:.1f}",
-                  f"{dense.params / 1e3:.0f}", "0.00", style="dim")
+                  f"{dense.params / 1e3:.0f}", size_text(dense.size_bytes), size_text(dense.compressed_bytes), "0.00",
+                  style="dim")
     for r in front:
         ratios = [g["ratio"] for g in plan_groups(r.plan).values()]
         table.add_row(str(r.number), *((r.precision,) if quantized else ()), f"{100 * r.accuracy:.2f}",
                       f"{100 * (r.accuracy - dense.accuracy):+.2f}", percent(r.test_accuracy), f"{r.latency_ms:.3f}",
                       f"{r.latency_p90_ms:.3f}", f"{dense.speedup_of(r.latency_ms):.2f}x",
-                      f"{r.macs / 1e6:.1f}", f"{r.params / 1e3:.0f}", f"{sum(ratios) / max(len(ratios), 1):.2f}",
+                      f"{r.macs / 1e6:.1f}", f"{r.params / 1e3:.0f}", size_text(r.size_bytes),
+                      size_text(r.compressed_bytes), f"{sum(ratios) / max(len(ratios), 1):.2f}",
                       *([r.noise_note or "ok"] if noisy else []), style="yellow" if r.noisy else None)
     return table
 

@@ -30,6 +30,8 @@ PRECISIONS = ("fp32", "int8", "fp16")
 DEFAULT_PRECISION = "fp32"
 #: the key of a plan dict that holds a non-default precision (a str, where groups hold mappings)
 PRECISION_KEY = "precision"
+#: the key of a plan dict that lists the layers a quantized plan keeps in fp32 (a list, where groups hold mappings)
+KEEP_FP32_KEY = "keep_fp32"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,39 +58,52 @@ class PruningPlan:
     """A per-group plan; group names are the ones graph discovery reports.
 
     ``precision`` is the numeric precision the candidate ships in (``PRECISIONS``): the pruned,
-    fine-tuned model is quantized to it before it is evaluated and measured.
+    fine-tuned model is quantized to it before it is evaluated and measured. ``keep_fp32`` lists
+    layer-name globs (module names, as the space's ``ignore``; a group's name is its root layer's)
+    whose layers a quantized plan leaves in fp32, sorted so equal plans have equal digests.
     """
 
     groups: tuple[tuple[str, GroupPlan], ...] = field(default_factory=tuple)
     precision: str = DEFAULT_PRECISION
+    keep_fp32: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise PlanError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if not is_list(self.keep_fp32) or not all(isinstance(p, str) and p for p in self.keep_fp32):
+            raise PlanError(f"keep_fp32 must be a list of layer-name globs, got {self.keep_fp32!r}")
+        if self.keep_fp32 and self.precision == DEFAULT_PRECISION:
+            raise PlanError(f"keep_fp32 {list(self.keep_fp32)} applies to a quantized plan; this one is all fp32")
+        object.__setattr__(self, "keep_fp32", tuple(sorted(set(self.keep_fp32))))
 
     @classmethod
-    def of(cls, groups: Mapping[str, GroupPlan], precision: str = DEFAULT_PRECISION) -> PruningPlan:
-        return cls(groups=tuple(sorted(groups.items())), precision=precision)
+    def of(cls, groups: Mapping[str, GroupPlan], precision: str = DEFAULT_PRECISION,
+           keep_fp32: tuple[str, ...] = ()) -> PruningPlan:
+        return cls(groups=tuple(sorted(groups.items())), precision=precision, keep_fp32=tuple(keep_fp32))
 
     @classmethod
     def uniform(cls, names: list[str], ratio: float, structure: str = "channel",
-                precision: str = DEFAULT_PRECISION) -> PruningPlan:
-        return cls.of({n: GroupPlan(ratio=ratio, structure=structure) for n in names}, precision)
+                precision: str = DEFAULT_PRECISION, keep_fp32: tuple[str, ...] = ()) -> PruningPlan:
+        return cls.of({n: GroupPlan(ratio=ratio, structure=structure) for n in names}, precision, keep_fp32)
 
     def as_dict(self) -> dict[str, GroupPlan]:
         return dict(self.groups)
 
     def to_dict(self) -> dict[str, Any]:
-        """Group name -> {ratio, structure}; a precision other than fp32 under ``PRECISION_KEY`` (a str).
+        """Group name -> {ratio, structure}; a precision other than fp32 under ``PRECISION_KEY`` (a str), and the
+        layers kept in fp32, when any, under ``KEEP_FP32_KEY`` (a list).
 
-        An fp32 plan writes no precision, so its dict and ``digest`` are those of a plan written
-        before precision existed. Read the groups of a plan dict with :func:`plan_groups`.
+        An fp32 plan writes neither, so its dict and ``digest`` are those of a plan written before
+        precision existed. Read the groups of a plan dict with :func:`plan_groups`.
         """
         data: dict[str, Any] = {n: {"ratio": g.ratio, "structure": g.structure} for n, g in self.groups}
         if self.precision != DEFAULT_PRECISION:
-            if PRECISION_KEY in data:
-                raise PlanError(f"a group named {PRECISION_KEY!r} cannot carry precision {self.precision!r}")
+            for key in (PRECISION_KEY, KEEP_FP32_KEY):
+                if key in data:
+                    raise PlanError(f"a group named {key!r} cannot carry precision {self.precision!r}")
             data[PRECISION_KEY] = self.precision
+            if self.keep_fp32:
+                data[KEEP_FP32_KEY] = list(self.keep_fp32)
         return data
 
     @classmethod
@@ -96,7 +111,8 @@ class PruningPlan:
         """Rebuild from ``to_dict()``; a plan dict without a precision is fp32."""
         try:
             return cls.of({n: GroupPlan(ratio=float(g["ratio"]), structure=str(g.get("structure", "channel")))
-                           for n, g in plan_groups(data).items()}, plan_precision(data))
+                           for n, g in plan_groups(data).items()}, plan_precision(data),
+                          tuple(data.get(KEEP_FP32_KEY) or ()))
         except PlanError as err:
             raise PlanError(f"plan: {err}") from None
         except (KeyError, TypeError, ValueError, AttributeError) as err:
@@ -113,8 +129,9 @@ class PruningPlan:
 
 
 def plan_groups(data: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    """The group entries of a plan dict (``PruningPlan.to_dict``), without its precision."""
-    return {n: g for n, g in data.items() if not (n == PRECISION_KEY and isinstance(g, str))}
+    """The group entries of a plan dict (``PruningPlan.to_dict``), without its precision and fp32 layers."""
+    return {n: g for n, g in data.items() if not ((n == PRECISION_KEY and isinstance(g, str))
+                                                   or (n == KEEP_FP32_KEY and isinstance(g, list)))}
 
 
 def plan_precision(data: Mapping[str, Any]) -> str:

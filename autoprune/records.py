@@ -100,6 +100,12 @@ class TrialRecord:
     #: a quantized candidate's own fp32 model, measured interleaved with its quantized file and the
     #: dense model (``latency`` is then the quantized file's)
     fp32_latency: LatencyStats | None = None
+    #: size on disk of the candidate's shipped file: its weights as ``torch.save`` writes them (fp32), or its
+    #: quantized ONNX file; set on complete trials
+    size_bytes: int | None = None
+    #: the same file gzip'd (``files.GZIP_LEVEL``): what unstructured and N:M sparsity save on disk, where
+    #: ``size_bytes`` does not change
+    compressed_bytes: int | None = None
     #: how a quantized candidate was made and what it gained (``hardware.quantize.QuantizedModel.facts``
     #: plus ``fp32_accuracy``, ``speedup_vs_fp32`` and a ``note`` when it is no faster than fp32)
     quantization: dict[str, Any] = field(default_factory=dict)
@@ -148,6 +154,9 @@ class DenseReference:
     groups: list[dict[str, Any]]
     #: the score on the task's held-out test split (None when the task has none)
     test_accuracy: float | None = None
+    #: its weights' size on disk as ``torch.save`` writes them, plain and gzip'd (None in older run folders)
+    size_bytes: int | None = None
+    compressed_bytes: int | None = None
 
     def speedup_of(self, latency_ms: float) -> float:
         """The speed-up every front view shows: this dense p50 over a candidate's p50, the numbers the front is

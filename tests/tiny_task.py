@@ -46,3 +46,37 @@ def tiny_task() -> Task:
 
 def not_a_task() -> int:
     return 42
+
+
+def tiny_task_without_training_data() -> Task:
+    """The tiny task with an empty training split: nothing to calibrate int8 activation ranges on."""
+    import dataclasses
+
+    from torch.utils.data import Subset
+
+    task = tiny_task()
+    return dataclasses.replace(task, train_set=Subset(task.train_set, []))
+
+
+class Overflowing(nn.Module):
+    """Exports and runs in fp32 (its output is inf), but no int8 scale fits an infinite activation range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, 3)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.adaptive_avg_pool2d(self.conv(x), 1).flatten(1)
+        return self.fc(y * 1e38 * 1e38)
+
+
+def overflowing_task() -> Task:
+    """The tiny task's data on a model whose activations no int8 range fits."""
+    import dataclasses
+
+    def build_model() -> nn.Module:
+        torch.manual_seed(0)
+        return Overflowing().eval()
+
+    return dataclasses.replace(tiny_task(), build_model=build_model)

@@ -10,8 +10,9 @@ fresh history of every proxy so far, whether the candidate earns the full fine-t
 * ``finetune``: rebuild the same candidate from its plan (pruning is deterministic), recalibrate
   BatchNorm, fine-tune, evaluate. Returns the COMPLETE (or FAILED) record and the weights.
 
-A plan whose precision is not fp32 (int8 on an ONNX Runtime CPU profile) ships as a quantized
-ONNX file (``hardware/quantize.py``), and every figure of its record is that file's:
+A plan whose precision is not fp32 (int8 on an ONNX Runtime CPU profile, fp16 on a CUDA one) ships
+as a quantized ONNX file (``to_precision``: ``hardware/quantize.py``, ``hardware/half.py``), its
+``keep_fp32`` layers left in fp32, and every figure of its record is that file's:
 
 * the screen quantizes the BN-recalibrated candidate and measures the *quantized* file
   interleaved with the dense fp32 model (a 1-3 s quantization on small models, paid so that a
@@ -23,23 +24,28 @@ ONNX file (``hardware/quantize.py``), and every figure of its record is that fil
   fp32 self (``fp32_latency``); a quantized file no faster than its fp32 self says so in
   ``quantization["note"]``. A model ONNX Runtime cannot quantize is a FAILED trial naming the step.
 
+Every complete record states the size on disk of the file it ships, plain and gzip'd (``size_bytes``,
+``compressed_bytes``): the weights as ``torch.save`` writes them, or the quantized file.
+
 Any trial-level failure becomes a FAILED record; nothing here raises for one.
 """
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from autoprune.config import SearchConfig
-from autoprune.errors import AutopruneError
+from autoprune.config import HardwareProfile, SearchConfig
+from autoprune.errors import AutopruneError, ConfigError
 from autoprune.execution.outcomes import Candidate, Probe
+from autoprune.files import disk_size, weights_bytes
 from autoprune.hardware.meter import Meter
+from autoprune.inputs import Inputs
 from autoprune.plan import DEFAULT_PRECISION, PrunerSettings, PruningPlan
 from autoprune.pruning import PruneResult, model_stats
 from autoprune.pruning.saving import rebuild
@@ -47,6 +53,11 @@ from autoprune.records import TrialRecord, TrialState
 from autoprune.task import Task
 from autoprune.training import evaluate, fine_tune, test_score
 from autoprune.training.finetune import recalibrate_batchnorm
+
+if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from autoprune.hardware.quantize import QuantizedModel
 
 #: failures of a trial's own code (pruning, a runtime, fine-tuning) that become its FAILED record
 TRIAL_ERRORS = (AutopruneError, RuntimeError, ValueError)
@@ -69,31 +80,21 @@ class TrialRunner:
 
     def calibration(self) -> list:
         """The int8 calibration batches: the first ``calibration_samples`` of the training split (made once)."""
-        from autoprune.hardware.onnxruntime_backend import OnnxRuntimeOptions
-        from autoprune.hardware.quantize import calibration_batches
-
         if self._calibration is None:
-            options = self.config.profile.options
-            samples = options.calibration_samples if isinstance(options, OnnxRuntimeOptions) else \
-                OnnxRuntimeOptions().calibration_samples
-            self._calibration = calibration_batches(self.task.train_set, samples)
+            self._calibration = calibration_of(self.config.profile, self.task)
         return self._calibration
 
-    def quantize(self, model: nn.Module, precision: str):
-        """``model`` quantized to ``precision`` with the profile's calibration method (a ``QuantizedModel``)."""
-        from autoprune.hardware.onnxruntime_backend import OnnxRuntimeOptions
-        from autoprune.hardware.quantize import QuantizationError, quantize_int8
+    def quantize(self, model: nn.Module, plan: PruningPlan) -> QuantizedModel:
+        """``model`` in the plan's precision (``to_precision``), calibrated (int8) on this runner's batches."""
+        return to_precision(model, plan, profile=self.config.profile, example_input=self.task.example_input,
+                            calibration=self.calibration)
 
-        if precision != "int8":
-            raise QuantizationError(f"precision {precision} has no quantizer here (int8 on onnxruntime CPU does)")
-        options = self.config.profile.options
-        method = options.calibration if isinstance(options, OnnxRuntimeOptions) else OnnxRuntimeOptions().calibration
-        return quantize_int8(model, self.task.example_input, self.calibration(), method=method)
-
-    def onnx_score(self, onnx: bytes, dataset) -> float:
+    def onnx_score(self, onnx: bytes, dataset: Dataset) -> float:
+        """The task's metric of an ONNX file over ``dataset``, run by ONNX Runtime on the profile's device."""
         from autoprune.hardware.quantize import onnx_score
 
-        return onnx_score(onnx, dataset, self.task.metric, threads=self.task.recipe.threads)
+        return onnx_score(onnx, dataset, self.task.metric, threads=self.task.recipe.threads,
+                          device=self.config.profile.device)
 
     def prune(self, plan: PruningPlan) -> PruneResult:
         """A pruned copy of the dense model (with its masks, if the plan has masked groups)."""
@@ -171,7 +172,7 @@ class TrialRunner:
         Runtime."""
         recalibrate_batchnorm(model, self.task.train_set)
         with _timed(seconds, "quantize"):
-            quantized = self.quantize(model, plan.precision)
+            quantized = self.quantize(model, plan)
         with _timed(seconds, "measure"):
             latency, dense_latency = self.meter.compare_onnx(quantized.onnx, None)[:2]
         fields.update(latency=latency, dense_latency=dense_latency, speedup=dense_latency.median_ms / latency.median_ms)
@@ -184,10 +185,11 @@ class TrialRunner:
 
     def _finish_quantized(self, record: TrialRecord, model: nn.Module, fp32_accuracy: float | None) -> Candidate:
         """A fine-tuned candidate quantized, scored in ONNX Runtime and measured against dense and its fp32 self."""
-        precision = PruningPlan.from_dict(record.plan).precision
+        plan = PruningPlan.from_dict(record.plan)
+        precision = plan.precision
         seconds = dict(record.seconds)
         with _timed(seconds, "quantize"):
-            quantized = self.quantize(model, precision)
+            quantized = self.quantize(model, plan)
         with _timed(seconds, "evaluate"):
             accuracy = self.onnx_score(quantized.onnx, self.task.val_set)
             test_accuracy = None if self.task.test_set is None else self.onnx_score(quantized.onnx, self.task.test_set)
@@ -199,10 +201,11 @@ class TrialRunner:
         if vs_fp32 <= 1.0:
             facts["note"] = (f"{precision} is no faster than this candidate in fp32 "
                              f"({latency.median_ms:.3f} ms vs {fp32_latency.median_ms:.3f} ms)")
+        size, compressed = disk_size(quantized.onnx)
         done = dataclasses.replace(record, state=TrialState.COMPLETE, accuracy=accuracy, test_accuracy=test_accuracy,
                                    latency=latency, dense_latency=dense_latency, fp32_latency=fp32_latency,
                                    speedup=dense_latency.median_ms / latency.median_ms, quantization=facts,
-                                   seconds=seconds)
+                                   seconds=seconds, size_bytes=size, compressed_bytes=compressed)
         weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         return Candidate(record=done, weights=weights, onnx=quantized.onnx)
 
@@ -222,7 +225,7 @@ class TrialRunner:
                     latency, dense_latency = self.meter.compare(model)
                 else:  # the shipped file's latency: quantized again (its latency does not depend on the weights)
                     recalibrate_batchnorm(model, self.task.train_set)
-                    quantized = self.quantize(model, plan.precision).onnx
+                    quantized = self.quantize(model, plan).onnx
                     latency, dense_latency = self.meter.compare_onnx(quantized, None)[:2]
         except TRIAL_ERRORS:
             return dataclasses.replace(record, remeasures=record.remeasures + 1)  # keep the figure it had
@@ -261,10 +264,70 @@ class TrialRunner:
         except TRIAL_ERRORS as err:
             failed = dataclasses.replace(screened, state=TrialState.FAILED, reason=f"{type(err).__name__}: {err}")
             return Candidate(record=failed)
-        record = dataclasses.replace(screened, state=TrialState.COMPLETE, accuracy=accuracy, seconds=seconds,
-                                     test_accuracy=test_accuracy)
         weights = {k: v.detach().clone() for k, v in pruned.model.state_dict().items()}
+        size, compressed = disk_size(weights_bytes(weights))
+        record = dataclasses.replace(screened, state=TrialState.COMPLETE, accuracy=accuracy, seconds=seconds,
+                                     test_accuracy=test_accuracy, size_bytes=size, compressed_bytes=compressed)
         return Candidate(record=record, weights=weights, sparsity=pruned.sparsity)
+
+
+def _onnxruntime_options(profile: HardwareProfile) -> Any:
+    from autoprune.hardware.onnxruntime_backend import OnnxRuntimeOptions
+
+    return profile.options if isinstance(profile.options, OnnxRuntimeOptions) else OnnxRuntimeOptions()
+
+
+def calibration_of(profile: HardwareProfile, task: Task) -> list:
+    """The int8 calibration batches of a profile: the first ``calibration_samples`` of the task's training split.
+
+    Raises:
+        QuantizationError: the training split is empty.
+    """
+    from autoprune.hardware.quantize import calibration_batches
+
+    return calibration_batches(task.train_set, _onnxruntime_options(profile).calibration_samples)
+
+
+def to_precision(model: nn.Module, plan: PruningPlan, *, profile: HardwareProfile, example_input: Inputs,
+                 calibration: Callable[[], list]) -> QuantizedModel:
+    """``model`` as the ONNX file of the plan's precision (a ``QuantizedModel``), its ``keep_fp32`` layers in fp32:
+    int8 by ONNX Runtime's static quantization with the profile's calibration method on ``calibration()``'s
+    batches, fp16 by PyTorch's half precision.
+
+    Raises:
+        QuantizationError: the model cannot be converted (the message names the step, op or layer).
+    """
+    from autoprune.hardware.half import convert_fp16
+    from autoprune.hardware.quantize import QuantizationError, quantize_int8
+
+    if plan.precision == "fp16":
+        return convert_fp16(model, example_input, keep_fp32=plan.keep_fp32)
+    if plan.precision != "int8":
+        raise QuantizationError(f"precision {plan.precision} has no converter (int8 and fp16 have)")
+    return quantize_int8(model, example_input, calibration(), method=_onnxruntime_options(profile).calibration,
+                         keep_fp32=plan.keep_fp32)
+
+
+def check_precisions(config: SearchConfig, task: Task, model: nn.Module) -> None:
+    """Before a search runs: the dense model converts to every precision its space lists besides fp32, with the
+    space's ``keep_fp32`` layers, so a model that cannot be quantized (or a glob naming no layer, or int8 without
+    calibration data) stops the search at once instead of failing every such trial.
+
+    Raises:
+        ConfigError: one line naming the space, the precision and what failed (the op or layer, when known).
+    """
+    from autoprune.config import runnable_precisions
+    from autoprune.hardware.quantize import QuantizationError
+
+    runs = runnable_precisions(config.profile)
+    for precision in (p for p in config.space.precisions if p != DEFAULT_PRECISION and p in runs):
+        plan = PruningPlan(precision=precision, keep_fp32=config.space.keep_fp32)
+        try:
+            to_precision(model, plan, profile=config.profile, example_input=task.example_input,
+                         calibration=lambda: calibration_of(config.profile, task))
+        except QuantizationError as err:
+            raise ConfigError(f"search space {config.space.name}: `precisions` lists {precision}, but the task's "
+                              f"model cannot be converted: {err}") from None
 
 
 @contextmanager

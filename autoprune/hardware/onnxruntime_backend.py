@@ -115,14 +115,16 @@ class OnnxRuntimeBackend(LatencyBackend):
     """CPU execution provider, or CUDA when the profile asks for it and it is present.
 
     On CPU it runs int8 plans: ``hardware/quantize.py`` quantizes them with ONNX Runtime's static
-    quantization and ``prepare_onnx`` times the quantized file.
+    quantization and ``prepare_onnx`` times the quantized file. On CUDA it runs fp16 plans instead
+    (``hardware/half.py``): the CUDA provider has fast fp16 kernels (tensor cores), where its int8
+    path needs TensorRT and the CPU provider gains nothing from fp16.
     """
 
     Options = OnnxRuntimeOptions
 
     @classmethod
     def runnable_precisions(cls, profile: HardwareProfile) -> tuple[str, ...]:
-        return ("fp32", "int8") if profile.device == "cpu" else ("fp32",)
+        return ("fp32", "int8") if profile.device == "cpu" else ("fp32", "fp16")
 
     @property
     def settings(self) -> OnnxRuntimeOptions:

@@ -12,10 +12,15 @@ Runtime session over a split, so the accuracy a search records is the shipped mo
 Call order: ``calibration_batches(task.train_set, n)`` once per search (the same batches for
 every candidate); ``quantize_int8(model, example_input, batches, method=...)`` per candidate;
 ``onnx_score(q.onnx, task.val_set, task.metric)``; the meter times ``q.onnx`` (``prepare_onnx``).
+
+Layers a plan keeps in fp32 (``keep_fp32``: module-name globs) are found in the exported graph by
+their scopes (``onnx_scopes``) and passed to ``quantize_static`` as ``nodes_to_exclude``; a glob that
+matches no layer, or whose layers have no node in the graph, is an error naming it.
 """
 from __future__ import annotations
 
 import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,25 +46,36 @@ class QuantizationError(AutopruneError):
 
 @dataclass(frozen=True, kw_only=True)
 class QuantizedModel:
-    """A candidate quantized to int8 as an in-memory ONNX file, and how it was made.
+    """A candidate quantized (int8) or converted (fp16, ``hardware/half.py``) as an in-memory ONNX file, and how.
 
     Attributes:
-        onnx: the quantized ONNX file (QDQ format, weights embedded, dynamic batch axis).
+        onnx: the ONNX file (int8: QDQ format; weights embedded, dynamic batch axis, fp32 inputs and outputs).
         fp32_bytes: size of the same model's fp32 ONNX file.
-        method: the calibration method.
-        samples: training-split samples the calibration ran.
+        precision: int8 or fp16.
+        method: the calibration method (int8; fp16 needs none).
+        samples: training-split samples the calibration ran (int8).
     """
 
     onnx: bytes
     fp32_bytes: int
-    method: str
-    samples: int
+    precision: str = "int8"
+    method: str = ""
+    samples: int = 0
+    #: the plan's globs of layers kept in fp32, and the graph nodes left unquantized for them
+    keep_fp32: tuple[str, ...] = ()
+    fp32_nodes: tuple[str, ...] = ()
 
     def facts(self) -> dict[str, Any]:
         """What a record and a model card say about the quantization."""
-        return {"format": "onnxruntime QDQ, int8 per-channel weights, uint8 activations",
-                "calibration": self.method, "calibration_samples": self.samples,
-                "calibration_data": "training split", "onnx_bytes": len(self.onnx), "fp32_onnx_bytes": self.fp32_bytes}
+        facts: dict[str, Any] = {"onnx_bytes": len(self.onnx), "fp32_onnx_bytes": self.fp32_bytes}
+        if self.precision == "fp16":
+            facts["format"] = "fp16 weights and activations (PyTorch .half() before export), fp32 inputs and outputs"
+        else:
+            facts.update(format="onnxruntime QDQ, int8 per-channel weights, uint8 activations",
+                         calibration=self.method, calibration_samples=self.samples, calibration_data="training split")
+        if self.keep_fp32:
+            facts.update(keep_fp32=list(self.keep_fp32), fp32_nodes=list(self.fp32_nodes))
+        return facts
 
 
 def calibration_batches(dataset: Dataset, samples: int, batch_size: int = BATCH) -> list[Inputs]:
@@ -114,22 +130,67 @@ def _method(name: str) -> Any:
             "percentile": CalibrationMethod.Percentile}[name]
 
 
-def _session(onnx: bytes | str, threads: int = 1) -> Any:
+def _session(onnx: bytes | str, threads: int = 1, device: str = "cpu") -> Any:
+    """An ONNX Runtime session on the CPU, or on CUDA (``device``: a CUDA profile's fp16 file is scored there)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(onnx, sess_options=options, providers=["CPUExecutionProvider"])
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise QuantizationError("scoring on cuda needs onnxruntime's CUDA provider: pip install onnxruntime-gpu")
+    return ort.InferenceSession(onnx, sess_options=options, providers=providers)
+
+
+def keep_fp32_layers(module_names: Sequence[str], globs: Sequence[str]) -> dict[str, list[str]]:
+    """For each glob, the module names it matches (fnmatch, as the space's ``ignore``).
+
+    Raises:
+        QuantizationError: a glob matches no module (the message lists some of the model's layer names).
+    """
+    from fnmatch import fnmatchcase
+
+    names = [n for n in module_names if n]
+    matched = {g: [n for n in names if fnmatchcase(n, g)] for g in globs}
+    for glob, layers in matched.items():
+        if not layers:
+            shown = ", ".join(names[:12]) + (", ..." if len(names) > 12 else "")
+            raise QuantizationError(f"keep_fp32 {glob!r} matches no layer of the model; its layers: {shown}")
+    return matched
+
+
+def excluded_nodes(model: nn.Module, onnx_model: Any, globs: Sequence[str]) -> list[str]:
+    """The nodes of the exported graph ``onnx_model`` that run the layers ``globs`` keep in fp32.
+
+    Raises:
+        QuantizationError: a glob matches no layer, or none of its layers has a node in the graph (a layer folded
+            into another at export, such as a BatchNorm into its Conv: name the Conv).
+    """
+    from autoprune.hardware.onnx_scopes import node_modules, nodes_in
+
+    modules = [n for n, _ in model.named_modules()]
+    mapping = node_modules([n.name for n in onnx_model.graph.node], modules)
+    nodes: set[str] = set()
+    for glob, layers in keep_fp32_layers(modules, globs).items():
+        found = [n for layer_nodes in nodes_in(mapping, layers).values() for n in layer_nodes]
+        if not found:
+            raise QuantizationError(f"keep_fp32 {glob!r} matches {', '.join(layers)}, which no node of the exported "
+                                    "graph runs (folded into another layer at export?); name the layer that runs it")
+        nodes.update(found)
+    return sorted(nodes)
 
 
 def quantize_int8(model: nn.Module, example_input: Inputs, batches: Sequence[Inputs], *, method: str = "minmax",
-                  per_channel: bool = True) -> QuantizedModel:
+                  per_channel: bool = True, keep_fp32: Sequence[str] = ()) -> QuantizedModel:
     """``model`` exported to ONNX and statically quantized to int8 (QDQ) with ``batches`` as calibration data.
+
+    Args:
+        keep_fp32: module-name globs of layers left in fp32 (their nodes are not quantized).
 
     Raises:
         QuantizationError: the export, the quantizer or ONNX Runtime failed on the model (the message
-            says which step and what ONNX Runtime named).
+            says which step and what ONNX Runtime named), or a ``keep_fp32`` glob names no layer of the graph.
     """
     from onnxruntime.quantization import QuantFormat, QuantType, quant_pre_process, quantize_static
 
@@ -143,26 +204,75 @@ def quantize_int8(model: nn.Module, example_input: Inputs, batches: Sequence[Inp
     with tempfile.TemporaryDirectory(prefix="autoprune-int8-") as tmp:
         folder = Path(tmp)
         (folder / "fp32.onnx").write_bytes(fp32)
-        step = "pre-processing (quant_pre_process)"
+        step = "pre-processing"
         try:
             quant_pre_process(str(folder / "fp32.onnx"), str(folder / "pre.onnx"), skip_symbolic_shape=True)
+            step = "finding the layers kept in fp32"
+            exclude = excluded_nodes(model, _load_onnx(folder / "pre.onnx"), keep_fp32) if keep_fp32 else []
             step = "quantize_static"
             reader = _reader(_session(str(folder / "pre.onnx")), batches)
-            quantize_static(str(folder / "pre.onnx"), str(folder / "int8.onnx"), reader,
-                            quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=_method(method), extra_options={"CalibTensorRangeSymmetric": False})
+            with warnings.catch_warnings():  # numpy's NaN warnings of a range that cannot be quantized: named below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                quantize_static(str(folder / "pre.onnx"), str(folder / "int8.onnx"), reader,
+                                quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=_method(method), nodes_to_exclude=exclude,
+                                extra_options={"CalibTensorRangeSymmetric": False})
             step = "loading the quantized model in ONNX Runtime"
             blob = (folder / "int8.onnx").read_bytes()
             _check_finite(_session(fp32), _session(blob), batches[0])
-        except QuantizationError:
-            raise
+        except QuantizationError as err:
+            if step != "loading the quantized model in ONNX Runtime":
+                raise
+            raise QuantizationError(f"{err}{_culprit(model, folder / 'pre.onnx', batches[0])}") from None
         except Exception as err:  # noqa: BLE001 - onnxruntime raises its own and plain exceptions
+            culprit = _culprit(model, folder / "pre.onnx", batches[0]) if step != "pre-processing" else ""
             raise QuantizationError(f"int8 quantization failed in {step}: {type(err).__name__}: "
-                                    f"{_first_line(err)}") from None
+                                    f"{_first_line(err)}{culprit}") from None
     from autoprune.inputs import batch_size
 
-    return QuantizedModel(onnx=blob, fp32_bytes=len(fp32), method=method, samples=sum(batch_size(b) for b in batches))
+    return QuantizedModel(onnx=blob, fp32_bytes=len(fp32), method=method, samples=sum(batch_size(b) for b in batches),
+                          keep_fp32=tuple(keep_fp32), fp32_nodes=tuple(exclude))
+
+
+def _culprit(model: nn.Module, path: Path, batch: Inputs) -> str:
+    """Where an int8 range cannot be found: '; node N (op O, layer L) outputs inf or NaN on calibration inputs' for
+    the first node of the fp32 graph at ``path`` whose output is not finite (no int8 scale fits it), else ''.
+
+    Every intermediate tensor the shape inference typed is made a graph output for one run of ``batch``.
+    """
+    import numpy as np
+    import onnx
+
+    from autoprune.hardware.onnx_scopes import node_module
+
+    try:
+        graph_model = onnx.load(str(path))
+        graph = graph_model.graph
+        typed = {v.name: v for v in graph.value_info}
+        shown = {o.name for o in graph.output}
+        graph.output.extend([typed[o] for n in graph.node for o in n.output if o in typed and o not in shown])
+        session = _session(graph_model.SerializeToString())
+        names = [o.name for o in session.get_outputs()]
+        values = dict(zip(names, session.run(names, onnx_feed(session, batch)), strict=True))
+    except Exception:  # noqa: BLE001 - a diagnosis only: the caller's error stands without it
+        return ""
+    modules = {n for n, _ in model.named_modules()}
+    for node in graph.node:
+        for out in node.output:
+            value = values.get(out)
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.isfinite(value).all():
+                layer = node_module(node.name, modules)
+                where = f"layer {layer!r}" if layer else "the model's own forward"
+                return (f"; node {node.name or out} (op {node.op_type}, in {where}) outputs inf or NaN on "
+                        "calibration inputs: no int8 range fits it")
+    return ""
+
+
+def _load_onnx(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path))
 
 
 def _check_finite(fp32: Any, int8: Any, batch: Inputs) -> None:
@@ -178,12 +288,13 @@ def _check_finite(fp32: Any, int8: Any, batch: Inputs) -> None:
                                     "the fp32 model's is (an activation range int8 cannot represent)")
 
 
-def onnx_outputs(onnx: bytes, dataset: Dataset, *, threads: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def onnx_outputs(onnx: bytes, dataset: Dataset, *, threads: int = 1,
+                 device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """The primary output of the ONNX file over ``dataset`` (first output, batches of ``BATCH``) and the targets."""
     import torch
     from torch.utils.data import DataLoader
 
-    session = _session(onnx, threads)
+    session = _session(onnx, threads, device)
     outputs, targets = [], []
     for inputs, target in DataLoader(dataset, batch_size=BATCH, shuffle=False):
         outputs.append(torch.from_numpy(session.run(None, onnx_feed(session, inputs))[0]))
@@ -192,9 +303,9 @@ def onnx_outputs(onnx: bytes, dataset: Dataset, *, threads: int = 1) -> tuple[to
 
 
 def onnx_score(onnx: bytes, dataset: Dataset, metric: Callable[[torch.Tensor, torch.Tensor], float], *,
-               threads: int = 1) -> float:
+               threads: int = 1, device: str = "cpu") -> float:
     """The task's metric of the ONNX file run by ONNX Runtime over a whole split (scored once, as ``evaluate``)."""
-    outputs, targets = onnx_outputs(onnx, dataset, threads=threads)
+    outputs, targets = onnx_outputs(onnx, dataset, threads=threads, device=device)
     return float(metric(outputs, targets))
 
 

@@ -588,7 +588,8 @@ def export_quantized(data: Any, record: Any, fmt: str, out: Path, *, on_front: b
         atomic_write_json(staging / MANIFEST, {"format": fmt, "precision": precision, "files": ["model.onnx"],
                                                "trial": trial, **_input_manifest(task.example_input)})
         shipped = (staging / "model.onnx").read_bytes()
-        outputs, targets = onnx_outputs(shipped, task.val_set, threads=task.recipe.threads)
+        outputs, targets = onnx_outputs(shipped, task.val_set, threads=task.recipe.threads,
+                                        device=data.config.profile.device)
         accuracy = float(task.metric(outputs, targets))
         from autoprune.inputs import call, primary_output
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from autoprune.environment import library_versions, machine_fingerprint
+from autoprune.files import disk_size
 from autoprune.latency import LatencyStats
 from autoprune.records import TrialRecord
 from autoprune.results.report import removed_share
@@ -72,16 +73,18 @@ def build_card(
     """
     dense = data.dense
     sizes = {f.name: f.stat().st_size for f in files}
-    precision = {"precision": record.precision, "size_bytes": sum(sizes.values())}
+    compressed = sum(disk_size(f.read_bytes())[1] for f in files)
+    precision = {"precision": record.precision, "size_bytes": sum(sizes.values()), "compressed_bytes": compressed}
     if quantization:
         precision.update({k: quantization.get(k) for k in ("format", "calibration", "calibration_samples",
                                                            "calibration_data", "fp32_onnx_bytes", "fp32_accuracy",
-                                                           "speedup_vs_fp32", "note") if k in quantization})
+                                                           "speedup_vs_fp32", "note", "keep_fp32")
+                          if k in quantization})
     p50_dense, p50 = latency["dense"].median_ms, latency["pruned"].median_ms
     return {
         "model": {"run": str(data.run.path.resolve()), "trial": record.number, "format": fmt, "files": sizes,
-                  "size_bytes": sum(sizes.values()), "on_pareto_front": on_front, "task": data.config.task,
-                  **({"note": note} if note else {})},
+                  "size_bytes": sum(sizes.values()), "compressed_bytes": compressed, "on_pareto_front": on_front,
+                  "task": data.config.task, **({"note": note} if note else {})},
         "accuracy": {"metric": task.metric_name, "dense": dense.accuracy, "pruned": record.accuracy,
                      "delta": record.accuracy - dense.accuracy, "pruned_at_export": accuracy_at_export,
                      "test": {"dense": dense.test_accuracy, "pruned": record.test_accuracy},
@@ -96,6 +99,10 @@ def build_card(
                           "speedup": record.speedup},
         },
         "params": {"dense": dense.params, "pruned": record.params},
+        #: the shipped file's size at search time (weights as torch.save writes them, or the quantized ONNX file),
+        #: plain and gzip'd, against the dense weights' (None from a run folder older than these figures)
+        "size": {"dense": {"bytes": dense.size_bytes, "compressed_bytes": dense.compressed_bytes},
+                 "pruned": {"bytes": record.size_bytes, "compressed_bytes": record.compressed_bytes}},
         "macs": {"dense": dense.macs, "pruned": record.macs},
         "sparsity": {"params_removed": 1.0 - record.params / dense.params, "groups": group_sparsity(record),
                      "layers": layer_sparsity(dense_model, model)},
@@ -125,18 +132,24 @@ def _test_row(acc: dict[str, Any]) -> str:
 
 
 def _precision_lines(card: dict[str, Any]) -> list[str]:
-    """The card's precision section: the precision, and for a quantized model how it was calibrated."""
+    """The card's precision section: the precision and size, and for a quantized model how it was made."""
     p = card.get("precision") or {"precision": "fp32", "size_bytes": card["model"]["size_bytes"]}
-    lines = ["## Precision", "", f"- Precision: **{p['precision']}**; size on disk {p['size_bytes']:,} bytes."]
+    gzipped = f" ({p['compressed_bytes']:,} gzip'd)" if p.get("compressed_bytes") is not None else ""
+    lines = ["## Precision", "", f"- Precision: **{p['precision']}**; size on disk {p['size_bytes']:,} bytes{gzipped}."]
     if "calibration" in p:
         lines += [f"- Quantization: {p['format']} (ONNX Runtime static quantization).",
                   f"- Calibration: method {p['calibration']}, {p['calibration_samples']} samples of the "
-                  f"{p['calibration_data']}.",
-                  f"- fp32 ONNX of the same candidate: {p['fp32_onnx_bytes']:,} bytes; its validation score in PyTorch "
-                  f"{100 * p['fp32_accuracy']:.2f}%; the {p['precision']} file is {p['speedup_vs_fp32']:.2f}x "
-                  "faster than it (measured interleaved in the search)."]
-        if p.get("note"):
-            lines.append(f"- Note: {p['note']}.")
+                  f"{p['calibration_data']}."]
+    elif "format" in p:  # fp16: converted, not calibrated
+        lines.append(f"- Conversion: {p['format']}.")
+    if "fp32_onnx_bytes" in p:
+        lines.append(f"- fp32 ONNX of the same candidate: {p['fp32_onnx_bytes']:,} bytes; its validation score in "
+                     f"PyTorch {100 * p['fp32_accuracy']:.2f}%; the {p['precision']} file is "
+                     f"{p['speedup_vs_fp32']:.2f}x faster than it (measured interleaved in the search).")
+    if p.get("keep_fp32"):
+        lines.append(f"- Kept in fp32: the layers matching {', '.join(f'`{g}`' for g in p['keep_fp32'])}.")
+    if p.get("note"):
+        lines.append(f"- Note: {p['note']}.")
     return [*lines, ""]
 
 
@@ -159,6 +172,16 @@ def _extra_rows(extra: dict[str, dict[str, dict[str, float]]]) -> list[str]:
     return [_row(f"{name} ({split}, at export)", f"{scores['dense']:.4f}", f"{scores['pruned']:.4f}",
                  f"{scores['pruned'] - scores['dense']:+.4f}")
             for name, splits in extra.items() for split, scores in splits.items()]
+
+
+def _size_rows(size: dict[str, Any] | None) -> list[str]:
+    """The size-on-disk rows (plain, gzip'd) of the search's figures; none for a run folder without them."""
+    if not size or None in (size["dense"]["bytes"], size["pruned"]["bytes"]):
+        return []
+    dense, pruned = size["dense"], size["pruned"]
+    return [_row(f"size on disk ({label})", f"{dense[key]:,} B", f"{pruned[key]:,} B",
+                 f"{dense[key] / pruned[key]:.2f}x smaller")
+            for label, key in (("weights or model file", "bytes"), ("gzip'd", "compressed_bytes"))]
 
 
 def _row(*cells: Any) -> str:
@@ -196,6 +219,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         _row("MACs", f"{card['macs']['dense']:,}", f"{card['macs']['pruned']:,}",
              f"{card['macs']['dense'] / card['macs']['pruned']:.2f}x fewer" if card["macs"]["pruned"]
              else "all removed"),
+        *_size_rows(card.get("size")),
         "",
         f"Accuracy re-evaluated on the rebuilt model at export: {100 * acc['pruned_at_export']:.2f}%. "
         "Latency at export "

@@ -12,7 +12,7 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from autoprune.files import atomic_write_bytes, atomic_write_text
+from autoprune.files import atomic_write_bytes, atomic_write_text, size_text
 from autoprune.records import TrialRecord, TrialState
 from autoprune.results.run import RunData
 
@@ -185,13 +185,14 @@ def _fmt(value: float | None, spec: str, scale: float = 1.0) -> str:
 def _front_table(data: RunData) -> str:
     quantized = any(r.precision != "fp32" for r in data.front)  # a precision column only then
     head = ("trial", *(("precision",) if quantized else ()), "accuracy %", "Δ acc pt", "test %", "p50 ms", "p90 ms",
-            "CV %", "speed-up", "MACs", "params", "mean removed")
+            "CV %", "speed-up", "MACs", "params", "size", "gzip'd", "mean removed")
     lat = data.dense.latency
     cell = "<td>fp32</td>" if quantized else ""
     rows = [f'<tr class="dense"><td>dense</td>{cell}<td>{100 * data.dense.accuracy:.2f}</td><td>+0.00</td>'
             f'<td>{_fmt(data.dense.test_accuracy, ".2f", 100)}</td>'
             f'<td>{lat.median_ms:.4f}</td><td>{lat.p90_ms:.4f}</td><td>{100 * lat.cv:.1f}</td><td>1.00x</td>'
-            f'<td>{data.dense.macs:,}</td><td>{data.dense.params:,}</td><td>0.00</td></tr>']
+            f'<td>{data.dense.macs:,}</td><td>{data.dense.params:,}</td><td>{size_text(data.dense.size_bytes)}</td>'
+            f'<td>{size_text(data.dense.compressed_bytes)}</td><td>0.00</td></tr>']
     for r in data.front:
         shares = [s for s in (removed_share(r, g) for g in r.channels) if s is not None]
         cv = f'{100 * r.latency.cv:.1f}' + (' <b class="noisy">noisy</b>' if r.noisy else "")
@@ -202,7 +203,8 @@ def _front_table(data: RunData) -> str:
             f'<td>{r.latency_ms:.4f}</td>'
             f'<td>{r.latency_p90_ms:.4f}</td><td>{cv}</td>'
             f'<td>{data.dense.speedup_of(r.latency_ms):.2f}x</td>'
-            f'<td>{r.macs:,}</td><td>{r.params:,}</td><td>{sum(shares) / max(len(shares), 1):.2f}</td></tr>')
+            f'<td>{r.macs:,}</td><td>{r.params:,}</td><td>{size_text(r.size_bytes)}</td>'
+            f'<td>{size_text(r.compressed_bytes)}</td><td>{sum(shares) / max(len(shares), 1):.2f}</td></tr>')
     return _table(head, rows)
 
 

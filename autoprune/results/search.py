@@ -19,6 +19,8 @@ from autoprune.errors import ConfigError
 from autoprune.execution.driver import Driver, EventSink, Search, check_feasible, measure_dense
 from autoprune.execution.executor import Executor
 from autoprune.execution.placement import make_executor
+from autoprune.execution.runner import check_precisions
+from autoprune.files import disk_size, weights_bytes
 from autoprune.hardware.predictor import choose_predictor
 from autoprune.pruning import discover_groups, model_stats
 from autoprune.pruning.graph import droppable_blocks
@@ -97,6 +99,7 @@ def run_search(
         run.start(config)
         optuna_study = run.open_study(directions)
         dense_model = task.build_model()
+        check_precisions(config, task, dense_model)  # int8/fp16 the model cannot take: exit 2 before any trial
         groups = discover_groups(dense_model, task.example_input, config.pruner.ignore,
                                  round_to=config.pruner.round_to)
         with executor or make_executor(execution or ExecutionConfig(), config, task, dense_model,
@@ -119,9 +122,10 @@ def _measure_dense(run: RunFolder, task: Task, model: nn.Module, groups: list[Pr
                    executor: Executor) -> DenseReference:
     """The dense reference, its latency measured where candidates are measured; kept in the run folder."""
     stats = model_stats(model, task.example_input)
+    size, compressed = disk_size(weights_bytes(model.state_dict()))
     dense = DenseReference(accuracy=evaluate(model, task.val_set, task.metric), latency=measure_dense(executor),
                            macs=stats.macs, params=stats.params, groups=[dataclasses.asdict(g) for g in groups],
-                           test_accuracy=test_score(task, model))
+                           test_accuracy=test_score(task, model), size_bytes=size, compressed_bytes=compressed)
     run.write_dense(dense)
     return dense
 

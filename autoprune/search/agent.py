@@ -29,7 +29,7 @@ from optuna.distributions import BaseDistribution
 from autoprune.plan import PruningPlan
 from autoprune.records import TrialRecord
 from autoprune.registry import AGENTS
-from autoprune.search.space import PRECISION
+from autoprune.search.space import KEEP_FP32, PRECISION
 from autoprune.search.study import records_of
 
 if TYPE_CHECKING:
@@ -77,7 +77,8 @@ class PlanAgent(optuna.samplers.BaseSampler, ABC):
 
     An agent that does not choose a plan's precision (``chooses_precision`` False) leaves the
     ``precision`` parameter of a mixed-precision space to the seeded random fallback, so its
-    proposals still cover every allowed precision and none other.
+    proposals still cover every allowed precision and none other. No plan agent chooses a searched
+    ``keep_fp32/<glob>`` parameter (``search_keep_fp32``): the same fallback samples those.
     """
 
     #: whether ``propose`` picks the plan's precision (else it is sampled at random from the allowed ones)
@@ -98,6 +99,8 @@ class PlanAgent(optuna.samplers.BaseSampler, ABC):
         dists = self.space.distributions()
         if not self.chooses_precision:
             dists.pop(PRECISION, None)
+        for glob in self.space.searched_keep_fp32:  # no plan agent chooses these: the seeded fallback samples them
+            dists.pop(KEEP_FP32 + glob)
         return dists
 
     def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,

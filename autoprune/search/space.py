@@ -17,7 +17,9 @@ the block's type (``layer_structures: {BertLayer: [drop]}``) or, for types it do
 A plan's precision is one more categorical, ``precision``, over the space's ``precisions`` that
 the profile's backend runs (``config.runnable_precisions``; the config rejects a space listing
 one it cannot run); a space with a single precision adds no parameter, so fp32-only studies keep
-the parameters they always had.
+the parameters they always had. The space's ``keep_fp32`` globs are the layers a quantized plan
+keeps in fp32: all of them in every quantized plan, or, with ``search_keep_fp32``, a searched
+yes/no per glob (``keep_fp32/<glob>``, ignored by fp32 plans).
 """
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ from autoprune.pruning.structured import kept_channels
 RATIO = "ratio/"
 STRUCTURE = "structure/"
 PRECISION = "precision"
+KEEP_FP32 = "keep_fp32/"
 
 
 def allowed_structures(group: PrunableGroup, space: SearchSpace, fast_structures: tuple[str, ...]) -> tuple[str, ...]:
@@ -141,14 +144,33 @@ class PlanSpace:
                 dists[STRUCTURE + name] = CategoricalDistribution(self.group_structures[name])
         if len(self.precisions) > 1:
             dists[PRECISION] = CategoricalDistribution(self.precisions)
+        for glob in self.searched_keep_fp32:
+            dists[KEEP_FP32 + glob] = CategoricalDistribution((False, True))
         return dists
 
+    @property
+    def searched_keep_fp32(self) -> tuple[str, ...]:
+        """The globs whose fp32-or-not is a searched parameter (none unless the space searches it and a plan can
+        be quantized)."""
+        quantized = any(p != DEFAULT_PRECISION for p in self.precisions)
+        return self.space.keep_fp32 if self.space.search_keep_fp32 and quantized else ()
+
+    def keep_fp32(self, precision: str, params: Mapping[str, Any] | None = None) -> tuple[str, ...]:
+        """The layers a plan in ``precision`` keeps in fp32: none in fp32; the space's globs, or those whose
+        searched parameter in ``params`` says yes."""
+        if precision == DEFAULT_PRECISION:
+            return ()
+        if not self.space.search_keep_fp32:
+            return self.space.keep_fp32
+        return tuple(g for g in self.space.keep_fp32 if (params or {}).get(KEEP_FP32 + g, False))
+
     def plan_from_params(self, params: Mapping[str, Any]) -> PruningPlan:
+        precision = str(params.get(PRECISION, self.precisions[0]))
         return PruningPlan.of({
             name: GroupPlan(ratio=round(float(params.get(RATIO + name, 0.0)), 6),
                             structure=str(params.get(STRUCTURE + name, self.group_structures[name][0])))
             for name in self.names
-        }, str(params.get(PRECISION, self.precisions[0])))
+        }, precision, self.keep_fp32(precision, params))
 
     def params_from_plan(self, plan: PruningPlan) -> dict[str, Any]:
         params: dict[str, Any] = {}
@@ -159,6 +181,8 @@ class PlanSpace:
                 params[STRUCTURE + name] = group.structure
         if len(self.precisions) > 1:
             params[PRECISION] = plan.precision
+        for glob in self.searched_keep_fp32:
+            params[KEEP_FP32 + glob] = glob in plan.keep_fp32
         return params
 
     def snap_ratio(self, ratio: float) -> float:
@@ -176,9 +200,10 @@ class PlanSpace:
 
     def uniform_plan(self, ratio: float, precision: str | None = None) -> PruningPlan:
         """The same ratio on every group, each with its default structure, in ``precision`` (default: the first)."""
+        precision = precision or self.precisions[0]
         return PruningPlan.of({n: GroupPlan(ratio=0.0 if self.is_block(n) else self.snap_ratio(ratio),
                                             structure=self.default_structure(n)) for n in self.names},
-                              precision or self.precisions[0])
+                              precision, self.keep_fp32(precision))
 
     def kept_fraction(self, name: str, plan_group: GroupPlan) -> float:
         """Share of a group's channels (or weights) a plan keeps, after the pruner's rounding."""
@@ -208,6 +233,8 @@ class PlanSpace:
                 parts.append(f"{name}={group.structure}:{group.ratio:.6f}")
         if plan.precision != DEFAULT_PRECISION:
             parts.append(f"{PRECISION}={plan.precision}")
+        if plan.keep_fp32:
+            parts.append(f"keep_fp32={','.join(plan.keep_fp32)}")
         return ";".join(parts)
 
     def layer_groups(self) -> dict[str, list[str]]:

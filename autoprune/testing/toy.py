@@ -112,6 +112,7 @@ def drive(agent: str, study: optuna.Study, space: PlanSpace, trials: int, *, see
     # the plan space decides what is proposed; the config's space is fp32-only because the fake profile runs
     # nothing else (the formula scores any precision)
     config = SearchConfig(task="toy", profile=fake_profile(), agent=agent, trials=done + trials, seed=seed,
-                          space=dataclasses.replace(space.space, precisions=("fp32",)))
+                          space=dataclasses.replace(space.space, precisions=("fp32",), keep_fp32=(),
+                                                    search_keep_fp32=False))
     search = Search(config=config, study=study, space=space, scoring=scoring, executor=FormulaExecutor())
     return Driver(search, NullSink()).run()[done:]

@@ -68,6 +68,17 @@ def sweep_case(id: str, text: str | bytes, expect: str, extra: tuple[str, ...] =
                 {"w.yaml": text})
 
 
+#: a real ONNX Runtime CPU profile (it runs int8; the corpus's fake one runs fp32 only) and a space asking for int8
+ORT_HW = "{root}/hw_profiles/cpu-onnxruntime.yaml"
+INT8 = "name: s\nmin_channels: 4\nprecisions: [fp32, int8]\n"
+
+
+def precision_case(id: str, space: str, expect: str, *, task: str = TASK, hw: str = ORT_HW) -> Case:
+    """A search whose space asks for a precision: refused before any trial (config time), one line."""
+    return Case(f"precision-{id}", ("search", "--task", task, "--hw", hw, "--space", "{tmp}/s.yaml", "--trials", "1",
+                                    "--out", "{tmp}/out"), expect, {"s.yaml": space})
+
+
 GOOD_ENTRY = "  - name: a\n    task: " + TASK + "\n    profile: {hw}\n    space: {space}\n    trials: 1\n"
 
 CASES: list[Case] = [
@@ -96,6 +107,10 @@ CASES: list[Case] = [
                  "`fast_structures` must be one of"),
     profile_case("max-cv-neg", "name: p\nbackend: onnxruntime\nmax_cv: -1\n", "`max_cv` must be a number"),
     profile_case("fp16-cpu", "name: p\nbackend: onnxruntime\nprecision: fp16\n", "fp16 needs `device: cuda`"),
+    profile_case("calibration", "name: p\nbackend: onnxruntime\nonnxruntime: {calibration: magic}\n",
+                 "`calibration` must be one of minmax, entropy, percentile"),
+    profile_case("calibration-samples-0", "name: p\nbackend: onnxruntime\nonnxruntime: {calibration_samples: 0}\n",
+                 "`calibration_samples` must be an integer >= 1, got 0"),
     profile_case("device", "name: p\nbackend: onnxruntime\ndevice: tpu\n", "`device` must be one of cpu, cuda"),
     profile_case("tvm-section", "name: p\nbackend: onnxruntime\ntvm: {target: llvm}\n",
                  "the `tvm` section only applies to `backend: tvm`"),
@@ -129,6 +144,38 @@ CASES: list[Case] = [
     space_case("not-utf8", b"name: s\nignore: ['caf\xe9']\n", "s.yaml: not UTF-8"),
     space_case("round-to-neg", "round_to: -1\n", "`round_to` must be an integer >= 1"),
     Case("space-missing", ("inspect", "--task", TASK, "--space", "{tmp}/nope.yaml"), "nope.yaml: file not found"),
+    space_case("precisions-bad", "precisions: [fp32, int4]\n", "`precisions` must be one of fp32, int8, fp16"),
+    space_case("precisions-empty", "precisions: []\n", "`precisions` must list at least one precision"),
+    space_case("precisions-repeat", "precisions: [int8, int8]\n", "`precisions` repeats one"),
+    space_case("keep-fp32-str", "precisions: [fp32, int8]\nkeep_fp32: fc\n",
+               "`keep_fp32` must be a list of layer-name globs, got 'fc'"),
+    space_case("keep-fp32-fp32-only", "keep_fp32: [fc]\n", "`keep_fp32` applies to quantized plans, but `precisions` "
+                                                            "lists only fp32"),
+    space_case("search-keep-fp32-alone", "precisions: [fp32, int8]\nsearch_keep_fp32: true\n",
+               "`search_keep_fp32` needs `keep_fp32`"),
+    space_case("search-keep-fp32-str", "precisions: [fp32, int8]\nkeep_fp32: [fc]\nsearch_keep_fp32: 'yes'\n",
+               "`search_keep_fp32` must be true or false, got 'yes'"),
+    # ---- precisions a search cannot use: the profile's backend cannot run it, no calibration data, a model that
+    # cannot be converted, layers to keep in fp32 that the model does not have (all before any trial)
+    precision_case("int8-fake-backend", INT8, "`precisions` lists int8, which hardware profile t-fake (backend fake, "
+                                              "cpu) cannot run; it runs fp32", hw="{hw}"),
+    precision_case("fp16-on-cpu", INT8.replace("int8", "fp16"),
+                   "`precisions` lists fp16, which hardware profile cpu-onnxruntime (backend onnxruntime, cpu) cannot "
+                   "run; it runs fp32, int8"),
+    precision_case("int8-on-cuda", INT8, "`precisions` lists int8, which hardware profile cuda-onnxruntime (backend "
+                                         "onnxruntime, cuda) cannot run; it runs fp32, fp16",
+                   hw="{root}/hw_profiles/cuda-onnxruntime.yaml"),
+    precision_case("int8-no-calibration-data", INT8, "search space s: `precisions` lists int8, but the task's model "
+                                                     "cannot be converted: int8 needs calibration data: the task's "
+                                                     "training split is empty",
+                   task="tests.tiny_task:tiny_task_without_training_data"),
+    precision_case("int8-unquantizable", INT8, "int8 quantization failed in quantize_static: AssertionError: scale "
+                                               "issue; node /model/Mul_1 (op Mul, in the model's own forward) outputs "
+                                               "inf or NaN", task="tests.tiny_task:overflowing_task"),
+    precision_case("keep-fp32-no-layer", INT8 + "keep_fp32: [head]\n",
+                   "keep_fp32 'head' matches no layer of the model; its layers: stem, stem.0"),
+    precision_case("keep-fp32-folded", INT8 + "keep_fp32: ['stem.1']\n",
+                   "keep_fp32 'stem.1' matches stem.1, which no node of the exported graph runs"),
     # ---- search configs (--config)
     config_case("unknown", "trails: 5\n", "unknown field `trails`"),
     config_case("profile-int", "profile: 5\n", "`profile` must be the path of a YAML file, got 5"),

@@ -12,7 +12,7 @@ from autoprune.records import TrialRecord, TrialState
 from autoprune.results.search import run_search
 
 TASK = "tests.tiny_task:tiny_task"
-MIXED = SearchSpace(name="mixed", min_channels=4, precisions=("fp32", "int8"))
+MIXED = SearchSpace(name="mixed", min_channels=4, precisions=("fp32", "int8"), keep_fp32=("fc",))
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +39,15 @@ def test_a_mixed_search_ends_with_both_precisions_in_its_records(mixed_run) -> N
             # scored in ONNX Runtime, close to (not the same computation as) the fp32 PyTorch score
             assert 0 < r.accuracy <= 1 and abs(r.accuracy - q["fp32_accuracy"]) <= 0.05
             assert r.test_accuracy is not None
+            assert r.size_bytes == q["onnx_bytes"] and 0 < r.compressed_bytes < r.size_bytes  # the shipped file's
+            assert r.plan["keep_fp32"] == ["fc"] and q["keep_fp32"] == ["fc"] and q["fp32_nodes"] == ["/model/fc/Gemm"]
         else:
             assert r.quantization == {} and r.fp32_latency is None
+            assert 0 < r.compressed_bytes < r.size_bytes
+            assert "keep_fp32" not in r.plan
     pareto = json.loads((out / "pareto.json").read_text())
+    assert pareto["dense"]["size_bytes"] > pareto["dense"]["compressed_bytes"] > 0
+    assert all(r["size_bytes"] and r["compressed_bytes"] for r in pareto["front"])
     assert pareto["precisions"] == {p: sum(r.precision == p for r in complete) for p in ("fp32", "int8")}
     by_number = {c.number: c for c in complete}
     assert all(TrialRecord.from_dict(r).quantization == by_number[r["number"]].quantization for r in pareto["front"])
@@ -84,9 +90,12 @@ def test_an_exported_int8_trial_reloads_in_a_fresh_process_with_its_recorded_acc
     assert card["precision"]["precision"] == "int8" and card["precision"]["calibration"] == "minmax"
     assert card["precision"]["calibration_data"] == "training split"
     assert card["precision"]["size_bytes"] == (tmp_path / "export/model.onnx").stat().st_size
+    assert 0 < card["precision"]["compressed_bytes"] < card["precision"]["size_bytes"]
+    assert card["size"]["pruned"] == {"bytes": record.size_bytes, "compressed_bytes": record.compressed_bytes}
     assert card["verification"]["passed"] and card["verification"]["top1_agreement"] >= 0.95
     markdown = (tmp_path / "export/model_card.md").read_text()
     assert "Precision: **int8**" in markdown and "Calibration: method minmax" in markdown
+    assert "size on disk (gzip'd)" in markdown and "Kept in fp32: the layers matching `fc`" in markdown
     script = ("import json, sys\nfrom autoprune.hardware.quantize import onnx_score\nfrom tests.tiny_task import "
               "tiny_task\nt = tiny_task()\nblob = open(sys.argv[1], 'rb').read()\n"
               "print(json.dumps(onnx_score(blob, t.val_set, t.metric)))\n")

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from autoprune.cli import main
+from autoprune.files import size_text
 from autoprune.records import TrialRecord, TrialState
 from autoprune.results.report import FRONT_COLOUR, write_report
 from autoprune.results.run import load_run
@@ -26,6 +27,8 @@ def test_report_is_one_offline_file_with_plots_and_tables(tiny_run: Path, capsys
     for r in data.front:
         assert f'<tr class="front"><td>{r.number}</td><td>{100 * r.accuracy:.2f}</td>' in page
         assert f'<td>{100 * r.test_accuracy:.2f}</td>' in page  # the held-out test score
+        assert f"<td>{size_text(r.size_bytes)}</td><td>{size_text(r.compressed_bytes)}</td>" in page  # on disk
+    assert "<th>gzip&#x27;d</th>" in page and f"<td>{size_text(data.dense.compressed_bytes)}</td>" in page
     for name in ("pareto", "hypervolume", "ratios"):
         assert (tiny_run / "plots" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -67,3 +70,16 @@ def test_report_renders_in_headless_chromium(tiny_run: Path, tmp_path: Path) -> 
     assert front_pixels > 300, f"the Pareto front line is not drawn ({front_pixels} front-coloured pixels)"
     assert colours > 50, f"the plot region is nearly blank ({colours} colours)"
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_the_console_front_table_shows_plain_and_gzipd_sizes(tiny_run: Path) -> None:
+    from rich.console import Console
+
+    from autoprune.console import pareto_table
+
+    data = load_run(tiny_run)
+    console = Console(width=250, record=True)
+    console.print(pareto_table(data.dense, data.front))
+    text = console.export_text()
+    assert "gzip'd" in text and size_text(data.dense.size_bytes) in text
+    assert all(size_text(r.compressed_bytes) in text for r in data.front)
