@@ -21,8 +21,8 @@ standard deviation over seeds of:
 * best test score at each latency budget (``--budgets``, default 0.3x, 0.5x, 0.7x of dense);
 * full fine-tunes spent, trials run, wall time.
 
-``--agents`` may also name ``tpe+warm`` and ``nsga2+warm``: an experiment (see ``warm_started``), the
-first ``--warm`` trials taken from the ``uniform`` sweep.
+``--agents`` may also name ``tpe+warm``, ``nsga2+warm`` or ``random+warm``: that agent with ``--warm-start``
+``--warm`` (its first trials are the baselines' uniform width and depth plans).
 
 Writes ``OUT/search_value.json`` (every run and the summary) and ``OUT/search_value.png`` (every
 agent's fronts on one plot), prints one JSON line per run and a table. Check it runs with:
@@ -73,69 +73,6 @@ def bench_task():
     return replace(task, train_set=Subset(train, order[: max(1, int(fraction * len(train)))].tolist()))
 
 
-def warm_started(base: str, count: int):
-    """An agent factory: the first ``count`` trials take the ``uniform`` sweep's first plans, then the
-    ``base`` agent's sampler proposes (TPE with no random start-up trials beyond the warm ones).
-
-    An experiment for issue 14 (does a warm start help TPE / NSGA-II?), registered by ``--warm`` as
-    ``<base>+warm``; not in autoprune's registry until this benchmark shows that it helps.
-    """
-    import optuna
-
-    from autoprune.search.optuna_agents import NSGA2_POPULATION
-    from autoprune.search.uniform import sweep_order
-
-    class WarmStartSampler(optuna.samplers.BaseSampler):
-        def __init__(self, context) -> None:
-            space = context.space
-            grid = [r for r in space.ratio_grid if r > 0] or space.ratio_grid
-            self.space = space
-            self.plans = [space.uniform_plan(grid[i]) for i in sweep_order(len(grid))[:count]]
-            if base == "tpe":
-                self.base = optuna.samplers.TPESampler(seed=context.session_seed, multivariate=True,
-                                                       n_startup_trials=count)
-            else:
-                self.base = optuna.samplers.NSGAIISampler(seed=context.session_seed,
-                                                          population_size=NSGA2_POPULATION)
-
-        def _warm(self, trial) -> bool:
-            return trial.number < len(self.plans)
-
-        def infer_relative_search_space(self, study, trial):
-            if self._warm(trial):
-                return self.space.distributions()
-            return self.base.infer_relative_search_space(study, trial)
-
-        def sample_relative(self, study, trial, search_space):
-            if self._warm(trial):
-                return self.space.params_from_plan(self.plans[trial.number])
-            return self.base.sample_relative(study, trial, search_space)
-
-        def sample_independent(self, study, trial, param_name, param_distribution):
-            return self.base.sample_independent(study, trial, param_name, param_distribution)
-
-        def before_trial(self, study, trial) -> None:
-            self.base.before_trial(study, trial)
-
-        def after_trial(self, study, trial, state, values) -> None:
-            self.base.after_trial(study, trial, state, values)
-
-        def reseed_rng(self) -> None:
-            self.base.reseed_rng()
-
-    return WarmStartSampler
-
-
-def register_warm(names: list[str], count: int) -> None:
-    """Register ``<base>+warm`` for each such name asked for (base ``tpe`` or ``nsga2``)."""
-    from autoprune.registry import AGENTS as REGISTRY
-
-    for name in names:
-        base, _, suffix = name.partition("+")
-        if suffix == "warm" and base in ("tpe", "nsga2") and name not in REGISTRY:
-            REGISTRY.register(name)(warm_started(base, count))
-
-
 def held_out(task):
     """The task's test split, or its validation split with a warning (then nothing is held out)."""
     test = getattr(task, "test_set", None)
@@ -183,14 +120,16 @@ def run_agent(agent: str, seed: int, finetunes: int, args, out: Path) -> Run:
     from autoprune.results.search import run_search
 
     finetune = {"epochs": args.epochs, **({"lr": args.lr} if args.lr else {})}
+    base, _, suffix = agent.partition("+")  # tpe+warm: tpe with --warm-start args.warm
+    warm = args.warm if suffix == "warm" else 0
     profile, space = load_profile(args.hw), load_space(args.space)
     # the recipe is in the name: a run folder resumes only with its own recipe (it is not an identity field)
     folder = out / f"{agent}-f{finetunes}-e{args.epochs}-t{args.train_fraction:g}-lr{args.lr or 'task'}-s{seed}"
     trials, cap = finetunes, finetunes * args.max_trials_factor
     start = time.perf_counter()
     while True:
-        config = SearchConfig(task="bench.search_value:bench_task", profile=profile, space=space, agent=agent,
-                              trials=trials, seed=seed, finetune=finetune, predictor="off")
+        config = SearchConfig(task="bench.search_value:bench_task", profile=profile, space=space, agent=base,
+                              trials=trials, seed=seed, finetune=finetune, predictor="off", warm_start=warm)
         outcome = run_search(config, folder)
         spent = sum(fine_tuned(r) for r in outcome.records)
         if spent >= finetunes or trials >= cap:
@@ -327,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", default="0.3,0.5,0.7", help="latency budgets as shares of dense")
     parser.add_argument("--reference", type=float, default=0.5, help="hypervolume reference score (all agents)")
     parser.add_argument("--warm", type=int, default=4,
-                        help="trials of the uniform sweep that warm-start the experimental tpe+warm / nsga2+warm")
+                        help="the warm start (`autoprune search --warm-start`) of the agents named AGENT+warm")
     parser.add_argument("--hw", default=str(ROOT / "hw_profiles/cpu-onnxruntime.yaml"))
     parser.add_argument("--space", default=str(ROOT / "search_spaces/default.yaml"))
     parser.add_argument("--out", default=None, help="default: results/bench-search-value/<task>")
@@ -335,7 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     os.environ[BASE_TASK_ENV] = args.task
     os.environ[FRACTION_ENV] = str(args.train_fraction)
     budgets = [float(b) for b in args.budgets.split(",")]
-    register_warm(args.agents.split(","), args.warm)
     out = Path(args.out or ROOT / "results/bench-search-value" / args.task.replace(":", "-").replace("/", "-"))
     out.mkdir(parents=True, exist_ok=True)
 
