@@ -107,12 +107,15 @@ def task_modules(task: str) -> list[ModuleType]:
     top = prefix.split(".")[0]
     if top == "autoprune":
         return []
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # where resolve_task looks for a user's module too
     try:
         module = importlib.import_module(top)
     except Exception:  # noqa: BLE001 - resolve_task names an unimportable module; nothing to ship here
         return []
-    where = getattr(module, "__file__", None) or next(iter(getattr(module, "__path__", [])), None)
-    if where is None:
+    folders = list(getattr(module, "__path__", []))
+    where = getattr(module, "__file__", None) or (folders[0] if len(folders) == 1 else None)
+    if where is None:  # a namespace package split over several folders: Ray ships one folder per module
         return []
     path = Path(where).resolve()
     if any(path.is_relative_to(folder) for folder in _site_folders()):

@@ -89,27 +89,35 @@ def test_ray_finetune_pauses_while_the_station_measures(tmp_path: Path, monkeypa
     profile = HardwareProfile(name="gate-ort", backend="onnxruntime", threads=1, warmup_s=0.2, min_runs=100,
                               repeats=2, max_cv=10.0, round_to=4)
     config = SearchConfig(task="tests.gate_task:gate_task", profile=profile, agent="random", trials=4, seed=0,
-                          space=SearchSpace(name="t", min_channels=4), min_speedup=0.0, finetune={"epochs": 30})
+                          space=SearchSpace(name="t", min_channels=4), min_speedup=0.0, finetune={"epochs": 12})
     task = gate_task()
     dense = task.build_model()
     groups = [g.name for g in discover_groups(dense, task.example_input)]
     start_local_ray(num_cpus=2, measure_profiles=[profile])
     try:
         with RayExecutor(ExecutionConfig(workers=2), config, dense, task.example_input) as executor:
-            plan = PruningPlan.uniform(groups, 0.25)
-            screened = TrialRecord(number=0, plan=plan.to_dict(), state=TrialState.SCREENED, proxy=0.5)
+            # warm up both workers (and the station) so the screens below start at once
+            for number in (1, 2):
+                executor.submit(ScreenJob(number=number, plan=PruningPlan.uniform(groups, 0.125 * number)))
+            done = executor.wait()
+            while executor.in_flight:
+                done += executor.wait()
+            screened = TrialRecord(number=0, plan=PruningPlan.uniform(groups, 0.25).to_dict(),
+                                   state=TrialState.SCREENED, proxy=0.5)
             executor.submit(FinetuneJob(screened=screened))
-            for number, ratio in enumerate((0.5, 0.375, 0.125, 0.625), start=1):
-                executor.submit(ScreenJob(number=number, plan=PruningPlan.uniform(groups, ratio)))
-            done = []
+            deadline = time.time() + 60
+            while not list(steps.glob("steps-*.txt")) and time.time() < deadline:
+                time.sleep(0.01)  # the fine-tune is under way
+            for number in (3, 4, 5):
+                executor.submit(ScreenJob(number=number, plan=PruningPlan.uniform(groups, 0.125 * number)))
             while executor.in_flight:
                 done += executor.wait()
     finally:
         ray.shutdown()
     results = {d.job.number: d.result for d in done}
     assert results[0].record.state == TrialState.COMPLETE, results[0].record.reason
-    assert all(results[n].state == TrialState.SCREENED and results[n].latency for n in range(1, 5))
+    assert all(results[n].state == TrialState.SCREENED and results[n].latency for n in range(1, 6))
     intervals, noted = _intervals(trace), _steps(steps)
-    assert len(noted) == 1 and len(next(iter(noted.values()))) == 30 * 22  # one fine-tune, every step noted
-    assert len(intervals) >= 4  # each screen's measurement
+    assert len(noted) == 1 and len(next(iter(noted.values()))) == 12 * 22  # one fine-tune, every step noted
+    assert len(intervals) >= 5  # each screen's measurement
     _assert_no_step_while_measuring(intervals, noted)
