@@ -4,6 +4,11 @@ The head and the worker node are separate ``ray start --block`` processes (own t
 each); only the worker node offers the profile's measuring resource. The task module exists only in
 the driver's folder, so it reaches the nodes through the job's ``runtime_env``; only the driver
 writes the run folder.
+
+Loopback only: every process runs with ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which keeps Ray's
+sockets on 127.0.0.1 (without it Ray swaps 127.0.0.1 for the machine's external address and binds
+every interface). ``ray start`` then refuses to add a second node, so the worker node is started
+through ``ray start``'s own entry point with that one check lifted (``JOIN_ON_LOOPBACK``).
 """
 from __future__ import annotations
 
@@ -32,6 +37,17 @@ from tests.conftest import ROOT
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RESOURCE = "measure:test-ort"
 RAY = str(Path(sys.executable).parent / "ray")
+#: ``ray start`` for a second node on loopback: its multi-node check lifted, every address kept at 127.0.0.1
+JOIN_ON_LOOPBACK = """
+import sys
+from ray._private import ray_constants, services
+ray_constants.ENABLE_RAY_CLUSTER = True
+services.resolve_ip_for_localhost = lambda host: host
+services.get_node_ip_address = lambda address=None: "127.0.0.1"
+from ray.scripts.scripts import main
+sys.argv[0] = "ray"
+sys.exit(main())
+"""
 #: the task lives only here (the driver's folder), never on a node's path
 TASK_MODULE = '''"""A user's task module that no Ray node has."""
 from tests.tiny_task import tiny_task
@@ -70,10 +86,11 @@ class Node:
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _start_node(args: list[str], env: dict[str, str]) -> Node:
+def _start_node(args: list[str], env: dict[str, str], *, join: bool) -> Node:
     # short paths: Ray's unix sockets live in the temp folder (at most 107 characters)
     temp_dir = Path(tempfile.mkdtemp(prefix="apray-", dir="/tmp"))
-    cmd = [RAY, "start", "--block", "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir), "--num-cpus", "1",
+    ray = [sys.executable, "-c", JOIN_ON_LOOPBACK] if join else [RAY]
+    cmd = [*ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--temp-dir", str(temp_dir), "--num-cpus", "1",
            "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port()),
            "--dashboard-agent-grpc-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
            "--runtime-env-agent-port", str(_free_port()), *args]
@@ -100,6 +117,7 @@ def _wait_for_nodes(address: str, count: int, nodes: list[Node], timeout_s: floa
 
 
 def _env() -> dict[str, str]:
+    """The nodes' and the driver's environment: autoprune (and ``tests``) from this checkout, Ray on loopback."""
     return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
@@ -122,9 +140,10 @@ def cluster() -> Iterator[Cluster]:
     nodes: list[Node] = []
     try:
         nodes.append(_start_node(["--head", "--port", str(port), "--include-dashboard", "false",
-                                  "--ray-client-server-port", str(_free_port()), "--system-config", health], _env()))
+                                  "--ray-client-server-port", str(_free_port()), "--system-config", health], _env(),
+                                 join=False))
         time.sleep(3)
-        nodes.append(_start_node(["--address", address, "--resources", json.dumps({RESOURCE: 1})], _env()))
+        nodes.append(_start_node(["--address", address, "--resources", json.dumps({RESOURCE: 1})], _env(), join=True))
         _wait_for_nodes(address, 2, nodes)
         yield Cluster(address=address, head=nodes[0], worker=nodes[1])
     finally:
