@@ -174,9 +174,14 @@ def connect_ray(execution: ExecutionConfig, measure_profiles: Iterable[HardwareP
     if address != "auto":
         _check_reachable(address, execution.connect_timeout_s)
     runtime_env = {"py_modules": py_modules} if py_modules and execution.address else None
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # clusters use token auth by default; present ours
+    from ray.exceptions import RayError
+
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False, runtime_env=runtime_env)
-    except (ConnectionError, TimeoutError, RuntimeError) as err:
+    except (ConnectionError, TimeoutError, RuntimeError, RayError) as err:
         raise BackendUnavailable(f"--ray-address {address}: cannot join the Ray cluster: {err}") from None
     return True
 

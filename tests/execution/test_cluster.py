@@ -94,8 +94,9 @@ def _start_node(args: list[str], env: dict[str, str], *, join: bool) -> Node:
            "--disable-usage-stats", "--dashboard-agent-listen-port", str(_free_port()),
            "--dashboard-agent-grpc-port", str(_free_port()), "--metrics-export-port", str(_free_port()),
            "--runtime-env-agent-port", str(_free_port()), *args]
-    proc = subprocess.Popen(cmd, env=env, cwd=temp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            start_new_session=True)
+    with open(temp_dir / "start.log", "wb") as log:  # a file, not a pipe: a full pipe would block the node
+        proc = subprocess.Popen(cmd, env=env, cwd=temp_dir, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     return Node(proc=proc, temp_dir=temp_dir)
 
 
@@ -105,7 +106,8 @@ def _wait_for_nodes(address: str, count: int, nodes: list[Node], timeout_s: floa
     while time.time() < deadline:
         for node in nodes:
             if node.proc.poll() is not None:
-                pytest.skip(f"`ray start` could not start a node: {node.proc.stderr.read().decode()[-300:]!r}")
+                log = (node.temp_dir / "start.log").read_text(errors="replace")
+                pytest.skip(f"`ray start` could not start a node: {log[-300:]!r}")
         status = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True,
                                 env=_env(), timeout=30)
         if status.returncode == 0 and status.stdout.count("node_") >= count and "Pending:" in status.stdout:
@@ -117,8 +119,9 @@ def _wait_for_nodes(address: str, count: int, nodes: list[Node], timeout_s: floa
 
 
 def _env() -> dict[str, str]:
-    """The nodes' and the driver's environment: autoprune (and ``tests``) from this checkout, Ray on loopback."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    """The nodes' environment: autoprune (and ``tests``) from this checkout, Ray on loopback, token auth (the
+    head's default; a joining node must be told, and finds the token the head made in ~/.ray/auth_token)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
 
 
 @dataclass
