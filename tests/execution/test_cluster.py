@@ -178,12 +178,12 @@ def _finished(db: Path) -> int:
 
 def test_search_on_a_cluster_writes_everything_on_the_driver(cluster: Cluster, tmp_path: Path) -> None:
     folder = tmp_path / "driver"
-    cmd = _prepare(folder, trials=3) + ["--workers", "2", "--address", cluster.address]
+    cmd = _prepare(folder, trials=2) + ["--workers", "2", "--address", cluster.address]
     result = subprocess.run(cmd, cwd=folder, env=_env(), capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-2000:]
     run = RunFolder(folder / "run")
     records = finished_records(run.open_study(["maximize", "minimize"], create=False))
-    assert sorted(r.number for r in records) == [0, 1, 2]
+    assert sorted(r.number for r in records) == [0, 1]
     assert all(r.state.value == "complete" and r.latency is not None for r in records), records
     for r in records:  # written by the driver, under its --out
         assert Path(r.model_path).resolve().is_relative_to((folder / "run").resolve())
@@ -206,7 +206,7 @@ def test_refuses_a_cluster_without_the_measuring_resource(cluster: Cluster, tmp_
 
 def test_losing_the_measuring_node_mid_search_loses_no_trial(cluster: Cluster, tmp_path: Path) -> None:
     folder = tmp_path / "driver"
-    cmd = _prepare(folder, trials=4) + ["--workers", "2", "--address", cluster.address, "--max-retries", "1"]
+    cmd = _prepare(folder, trials=3) + ["--workers", "2", "--address", cluster.address, "--max-retries", "1"]
     proc = subprocess.Popen(cmd, cwd=folder, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     db = folder / "run/study.db"
     deadline = time.time() + 150
@@ -217,7 +217,7 @@ def test_losing_the_measuring_node_mid_search_loses_no_trial(cluster: Cluster, t
     _, stderr = proc.communicate(timeout=180)
     study = RunFolder(folder / "run").open_study(["maximize", "minimize"], create=False)
     records = finished_records(study)
-    assert sorted(r.number for r in records) == [0, 1, 2, 3], stderr[-2000:]
+    assert sorted(r.number for r in records) == [0, 1, 2], stderr[-2000:]
     assert all(r.state.value in ("complete", "failed") for r in records)
     assert all(r.reason for r in records if r.state.value == "failed")
     assert any(r.state.value == "complete" for r in records)
