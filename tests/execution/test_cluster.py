@@ -186,7 +186,7 @@ def test_search_on_a_cluster_writes_everything_on_the_driver(cluster: Cluster, t
     assert sorted(r.number for r in records) == [0, 1]
     assert all(r.state.value == "complete" and r.latency is not None for r in records), records
     for r in records:  # written by the driver, under its --out
-        assert Path(r.model_path).resolve().is_relative_to((folder / "run").resolve())
+        assert (folder / r.model_path).resolve().is_relative_to((folder / "run").resolve())  # --out was relative
         assert (run.trial_folder(r.number) / "model.pt").is_file()
         assert (run.trial_folder(r.number) / "plan.json").is_file()
     # the dense reference was measured on the only node with the measuring resource
