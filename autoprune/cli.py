@@ -241,8 +241,9 @@ def _finetune_overrides(args: argparse.Namespace) -> dict:
 def _add_execution_args(p) -> None:
     g = p.add_argument_group("execution (Ray when --workers > 1 or --ray-address is given)")
     g.add_argument("--workers", type=int, default=None, help="trials in flight at once (default: 1, in-process)")
-    g.add_argument("--ray-address", default=None,
-                   help="join a Ray cluster: auto, ray://HOST:PORT or HOST:PORT (default: a local Ray on 127.0.0.1)")
+    g.add_argument("--ray-address", "--address", dest="ray_address", default=None,
+                   help="join a Ray cluster: auto, ray://HOST:PORT or HOST:PORT (default: a local Ray on 127.0.0.1); "
+                        "a module:function task's code travels with the job")
     g.add_argument("--cpus-per-trial", type=float, default=None, help="Ray CPUs per trial (default: 1)")
     g.add_argument("--gpus-per-trial", type=float, default=None, help="Ray GPUs per trial (default: 0)")
     g.add_argument("--max-retries", type=int, default=None, help="re-runs of a trial whose worker died (default: 2)")

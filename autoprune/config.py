@@ -16,7 +16,16 @@ from autoprune.errors import ConfigError
 from autoprune.plan import PRECISIONS as PLAN_PRECISIONS
 from autoprune.plan import STRUCTURES, PrunerSettings
 from autoprune.registry import AGENTS, BACKENDS
-from autoprune.validation import check_choice, check_int, check_list, check_mapping, check_number, is_number, require
+from autoprune.validation import (
+    check_choice,
+    check_int,
+    check_list,
+    check_mapping,
+    check_number,
+    check_ray_resource,
+    is_number,
+    require,
+)
 
 if TYPE_CHECKING:
     from autoprune.task import FineTuneRecipe, Task, TaskSpec
@@ -59,6 +68,9 @@ class HardwareProfile:
     max_other_cpu: float | None = None
     round_to: int = 8
     fast_structures: tuple[str, ...] = ("channel",)
+    #: the Ray custom resource of the node that measures this device (None: ``autoprune_measure_<name>``);
+    #: placement only, so it is neither part of a measurement's cache key nor written when unset
+    ray_resource: str | None = None
     #: the backend's own section, an instance of its ``Options`` class (None: the backend's defaults)
     options: Any = None
 
@@ -86,6 +98,8 @@ class HardwareProfile:
         check_list("fast_structures", self.fast_structures, f"structures ({', '.join(STRUCTURES)})")
         for s in self.fast_structures:
             check_choice("fast_structures", s, STRUCTURES)
+        if self.ray_resource is not None:
+            check_ray_resource("ray_resource", self.ray_resource)
         if self.options is not None:
             expected = BACKENDS.get(self.backend).Options
             require(expected is not None and isinstance(self.options, expected),
@@ -95,6 +109,8 @@ class HardwareProfile:
     def to_dict(self) -> dict[str, Any]:
         """The profile as plain data; its backend's options under the backend's name (``profile_from_dict``)."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "options"}
+        if self.ray_resource is None:
+            del data["ray_resource"]  # records and cache keys of profiles without one stay as they were
         if self.options is not None:
             data[self.backend] = dataclasses.asdict(self.options)
         return data

@@ -50,3 +50,18 @@ def check_list(name: str, value: Any, what: str, item_ok: Any = None) -> None:
 
 def check_mapping(name: str, value: Any, what: str) -> None:
     require(isinstance(value, Mapping), f"`{name}` must map {what}, got {value!r}")
+
+
+#: resources Ray defines itself; a profile's measuring resource must be a custom one
+RAY_BUILTIN_RESOURCES = ("CPU", "GPU", "TPU", "memory", "object_store_memory")
+
+
+def check_ray_resource(name: str, value: Any) -> None:
+    """``value`` can name a Ray custom resource (``ray start --resources '{"NAME": 1}'``): letters, digits and
+    ``_ - . : /``, not one of Ray's own resources nor its ``node:``/``accelerator_type:`` prefixes."""
+    import re
+
+    ok = (isinstance(value, str) and re.fullmatch(r"[A-Za-z0-9_.:/-]+", value) is not None
+          and value not in RAY_BUILTIN_RESOURCES and not value.startswith(("node:", "accelerator_type:")))
+    require(ok, f"`{name}` must name a custom Ray resource (letters, digits, _ - . : /; not "
+                f"{', '.join(RAY_BUILTIN_RESOURCES)} nor node:...), got {value!r}")

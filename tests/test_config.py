@@ -42,6 +42,11 @@ def _write(tmp_path: Path, text: str) -> Path:
     ("name: x\nbackend: torch\nprecision: fp16\n", "`precision` fp16 needs `device: cuda`"),
     ("name: [x\n", "not valid YAML"),
     ("- a\n- b\n", "expected a mapping"),
+    ("name: x\nbackend: torch\nray_resource: CPU\n", "`ray_resource` must name a custom Ray resource"),
+    ("name: x\nbackend: torch\nray_resource: 'node:10.0.0.1'\n", "got 'node:10.0.0.1'"),
+    ("name: x\nbackend: torch\nray_resource: 'a b'\n", "got 'a b'"),
+    ("name: x\nbackend: torch\nray_resource: 3\n", "got 3"),
+    ("name: x\nbackend: torch\nray_resource: ''\n", "`ray_resource` must name a custom Ray resource"),
 ])
 def test_profile_errors_name_file_and_field(tmp_path: Path, text: str, message: str) -> None:
     path = _write(tmp_path, text)
@@ -140,3 +145,15 @@ def test_built_in_profiles_and_spaces_resolve_by_name_from_any_folder(tmp_path, 
         load_space("nope")
     (tmp_path / "default.yaml").write_text("name: mine\nratio_max: 0.5\n")
     assert load_space("default.yaml").name == "mine"  # an existing file wins over the built-in name
+
+
+def test_ray_resource_names_the_measuring_node(tmp_path: Path) -> None:
+    from autoprune.config import profile_from_dict
+    from autoprune.execution.ray_executor import measure_resource
+
+    default = load_profile(ROOT / "hw_profiles/cpu-onnxruntime.yaml")
+    assert measure_resource(default) == measure_resource("cpu-onnxruntime") == "autoprune_measure_cpu_onnxruntime"
+    assert "ray_resource" not in default.to_dict()  # records and latency-cache keys of existing profiles unchanged
+    own = load_profile(_write(tmp_path, "name: x\nbackend: onnxruntime\nray_resource: 'measure:pi4'\n"))
+    assert measure_resource(own) == "measure:pi4"
+    assert profile_from_dict(own.to_dict()) == own

@@ -6,30 +6,47 @@ prunes, then hands the pruned candidate to the *measurement actor* of the search
 profile, which holds the dense model prepared and measures candidate and dense interleaved (the
 dense reference is measured there too). With a latency predictor the actor holds it as well and
 predicts for the workers: layer shapes missing from its table are timed on the measured device,
-never on a worker. The actor needs the custom resource ``autoprune_measure_<profile>: 1``,
-declared on exactly one node per measured device, so one device measures one model at a time. A
-local Ray started by autoprune declares it itself; on a cluster start the measuring node with
-``ray start ... --resources '{"autoprune_measure_<profile>": 1}'``. Results, fine-tuned weights
-included, come back through the object store: workers write nothing to the run folder.
+never on a worker. The actor needs one unit of the profile's Ray custom resource
+(``measure_resource``: the profile's ``ray_resource``, by default ``autoprune_measure_<profile>``),
+declared on the one node that measures that device, so one device measures one model at a time;
+fine-tunes and screens go to any node. A local Ray started by autoprune declares it itself; on a
+cluster start the measuring node with ``ray start --address HEAD:PORT --resources '{"<resource>": 1}'``,
+and a search refuses to start (one line, exit 2, naming that command) while no live node offers it.
+While a measurement runs, fine-tune steps on the same machine wait (``execution/core_gate.py``).
+
+No shared disk. Results, fine-tuned weights and quantized files included, come back through the
+object store: workers write nothing to the run folder, only the driver does. A user's task module
+(``--task mypkg.tasks:my_task``) travels with the job to a cluster joined by address (Ray's
+``runtime_env`` ``py_modules``: the top-level package or file, from this machine); data the task
+loads is read by the workers from the path or URL the task names.
 
 Faults. A job whose worker process dies (SIGKILL, out of memory, node lost) is resubmitted up
 to ``max_retries`` times, then ends as ``job.failed(reason)`` (for a trial: a FAILED record). An
 error raised by the job's own code is not retried (it would fail again); it ends that way at once.
+A job waiting on the measurement actor while no live node offers the measuring resource (the
+measuring node was lost) fails with that reason instead of waiting forever.
 
 Security. A local Ray binds 127.0.0.1 only (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` in the
 environment before Ray is imported, plus the node address) and starts no dashboard.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
 import socket
 import sys
+import sysconfig
+from collections.abc import Iterable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from autoprune.config import ExecutionConfig, SearchConfig, search_config_from_dict
+from autoprune.config import ExecutionConfig, HardwareProfile, SearchConfig, search_config_from_dict
 from autoprune.errors import BackendUnavailable
+from autoprune.execution.core_gate import CoreGate
 from autoprune.execution.executor import Executor
 from autoprune.execution.jobs import Done, Job, Result
 from autoprune.execution.runner import TrialRunner
@@ -43,11 +60,67 @@ if TYPE_CHECKING:
     from autoprune.inputs import Inputs
 
 LOOPBACK = "127.0.0.1"
+#: seconds a worker waits on the measurement actor between checks that its node is still alive
+STATION_POLL_S = 2.0
 
 
-def measure_resource(profile_name: str) -> str:
-    """The Ray custom resource that marks the node measuring ``profile_name``."""
-    return "autoprune_measure_" + re.sub(r"[^A-Za-z0-9_]", "_", profile_name)
+def measure_resource(profile: HardwareProfile | str) -> str:
+    """The Ray custom resource of the node measuring ``profile`` (a profile, or a profile's name).
+
+    A profile's ``ray_resource`` when it sets one, else ``autoprune_measure_<name>`` (non-alphanumerics as ``_``).
+    """
+    if isinstance(profile, HardwareProfile):
+        if profile.ray_resource:
+            return profile.ray_resource
+        profile = profile.name
+    return "autoprune_measure_" + re.sub(r"[^A-Za-z0-9_]", "_", profile)
+
+
+def resource_alive(resource: str) -> bool:
+    """Whether a live node of the connected Ray cluster offers ``resource``."""
+    import ray
+
+    return any(node.get("Alive") and node.get("Resources", {}).get(resource, 0) > 0 for node in ray.nodes())
+
+
+def measures_here(profile: HardwareProfile) -> bool:
+    """Whether measuring ``profile`` uses the measuring node's own processor (not a remote board over RPC)."""
+    return getattr(profile.options, "rpc", None) is None
+
+
+def _site_folders() -> list[Path]:
+    paths = sysconfig.get_paths()
+    return [Path(paths[k]).resolve() for k in ("purelib", "platlib", "stdlib")]
+
+
+def task_modules(task: str) -> list[ModuleType]:
+    """The user's code a ``module:function`` task needs on nodes that never saw it: its top-level package or file.
+
+    Registered tasks, ``SOURCE:MODEL`` tasks and modules installed in the environment (site-packages,
+    the standard library, autoprune itself) travel as nothing: every node has them.
+    """
+    from autoprune.task import TASK_SOURCES
+
+    prefix, colon, _ = task.partition(":")
+    if not colon or prefix in TASK_SOURCES:
+        return []
+    top = prefix.split(".")[0]
+    if top == "autoprune":
+        return []
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # where resolve_task looks for a user's module too
+    try:
+        module = importlib.import_module(top)
+    except Exception:  # noqa: BLE001 - resolve_task names an unimportable module; nothing to ship here
+        return []
+    folders = list(getattr(module, "__path__", []))
+    where = getattr(module, "__file__", None) or (folders[0] if len(folders) == 1 else None)
+    if where is None:  # a namespace package split over several folders: Ray ships one folder per module
+        return []
+    path = Path(where).resolve()
+    if any(path.is_relative_to(folder) for folder in _site_folders()):
+        return []
+    return [module]
 
 
 def _import_ray_on_loopback():
@@ -60,7 +133,7 @@ def _import_ray_on_loopback():
 
 
 def start_local_ray(*, num_cpus: int | None = None, num_gpus: int | None = None,
-                    measure_profiles: tuple[str, ...] | list[str] = ()) -> None:
+                    measure_profiles: Iterable[HardwareProfile | str] = ()) -> None:
     """Start a private Ray on this machine: 127.0.0.1 only, no dashboard, one measurement slot per profile."""
     ray = _import_ray_on_loopback()
     ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=False,
@@ -81,8 +154,12 @@ def _check_reachable(address: str, timeout_s: float) -> None:
                                  f"({err.strerror or err}); is `ray start --head` running there?") from None
 
 
-def connect_ray(execution: ExecutionConfig, measure_profiles: tuple[str, ...] | list[str]) -> bool:
+def connect_ray(execution: ExecutionConfig, measure_profiles: Iterable[HardwareProfile | str],
+                py_modules: list[ModuleType] | None = None) -> bool:
     """Join ``execution.address``, the job's cluster, or start a local Ray. True when this call connected.
+
+    ``py_modules``: the user's code the job's workers import (``task_modules``); shipped with the job
+    (Ray ``runtime_env``) when joining by address, so nodes that never saw it run it.
 
     Raises:
         BackendUnavailable: the cluster cannot be reached within ``connect_timeout_s``.
@@ -96,9 +173,15 @@ def connect_ray(execution: ExecutionConfig, measure_profiles: tuple[str, ...] | 
         return True
     if address != "auto":
         _check_reachable(address, execution.connect_timeout_s)
+    runtime_env = {"py_modules": py_modules} if py_modules and execution.address else None
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # clusters use token auth by default; present ours
+    from ray.exceptions import RayError
+
     try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    except (ConnectionError, TimeoutError, RuntimeError) as err:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False, runtime_env=runtime_env)
+    except (ConnectionError, TimeoutError, RuntimeError, RayError) as err:
         raise BackendUnavailable(f"--ray-address {address}: cannot join the Ray cluster: {err}") from None
     return True
 
@@ -117,21 +200,31 @@ class MeasurementStation:
         model, example_input = ray.get(dense[0])
         bound = None if predictor is None else LatencyPredictor.from_dict(predictor, search.profile)
         self.meter = LatencyMeter(search.profile, model, example_input, predictor=bound)
+        self._gate = CoreGate() if measures_here(search.profile) else None
+
+    def _measuring(self) -> AbstractContextManager[Any]:
+        """Fine-tune steps on this machine wait while this holds (``core_gate``); nothing for a remote board."""
+        return self._gate.measuring() if self._gate is not None else nullcontext()
 
     def dense(self) -> LatencyStats:
-        return self.meter.dense()
+        with self._measuring():
+            return self.meter.dense()
 
     def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
-        return self.meter.compare(candidate)
+        with self._measuring():
+            return self.meter.compare(candidate)
 
     def predict(self, candidate: nn.Module) -> float | None:
-        return self.meter.predict(candidate)
+        with self._measuring():  # layers missing from the table are timed here
+            return self.meter.predict(candidate)
 
     def compare_onnx(self, onnx: bytes, fp32: nn.Module | None) -> tuple[LatencyStats, ...]:
-        return self.meter.compare_onnx(onnx, fp32)
+        with self._measuring():
+            return self.meter.compare_onnx(onnx, fp32)
 
     def dense_median_ms(self) -> float:
-        return self.meter.dense_median_ms()
+        with self._measuring():  # measures the dense model when nothing has yet
+            return self.meter.dense_median_ms()
 
     def pid(self) -> int:
         return os.getpid()
@@ -141,47 +234,58 @@ class RemoteMeter:
     """Stands in for a LatencyMeter inside a worker: every measurement and prediction goes to the measurement actor.
 
     ``predicts`` says whether the actor holds a predictor, so a search without one makes no
-    prediction round trip (it would queue behind the actor's measurements).
+    prediction round trip (it would queue behind the actor's measurements). ``resource``: the
+    measuring node's resource; while no live node offers it, a call raises instead of waiting.
     """
 
-    def __init__(self, station: Any, predicts: bool) -> None:
+    def __init__(self, station: Any, predicts: bool, resource: str) -> None:
         self.station = station
         self.predicts = predicts
+        self.resource = resource
         self._dense_median_ms: float | None = None
 
-    def dense(self) -> LatencyStats:
-        import ray
+    def _get(self, ref: Any) -> Any:
+        """The actor's answer; BackendUnavailable once no live node offers the measuring resource.
 
-        stats: LatencyStats = ray.get(self.station.dense.remote())
+        Raises:
+            BackendUnavailable: the measuring node is gone (the trial is recorded FAILED with this reason).
+        """
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        while True:
+            try:
+                return ray.get(ref, timeout=STATION_POLL_S)
+            except GetTimeoutError:
+                if not resource_alive(self.resource):
+                    raise BackendUnavailable(
+                        f"the measuring node is gone: no live node of the Ray cluster offers `{self.resource}` "
+                        f"(start one with --resources '{{\"{self.resource}\": 1}}')") from None
+
+    def dense(self) -> LatencyStats:
+        stats: LatencyStats = self._get(self.station.dense.remote())
         return stats
 
     def compare(self, candidate: nn.Module) -> tuple[LatencyStats, LatencyStats]:
-        import ray
-
-        pair: tuple[LatencyStats, LatencyStats] = ray.get(self.station.compare.remote(candidate))
+        pair: tuple[LatencyStats, LatencyStats] = self._get(self.station.compare.remote(candidate))
         return pair
 
     def compare_onnx(self, onnx: bytes, fp32: nn.Module | None) -> tuple[LatencyStats, ...]:
-        import ray
-
-        measured: tuple[LatencyStats, ...] = ray.get(self.station.compare_onnx.remote(onnx, fp32))
+        measured: tuple[LatencyStats, ...] = self._get(self.station.compare_onnx.remote(onnx, fp32))
         return measured
 
     def predict(self, candidate: nn.Module) -> float | None:
-        import ray
-
-        return ray.get(self.station.predict.remote(candidate)) if self.predicts else None
+        return self._get(self.station.predict.remote(candidate)) if self.predicts else None
 
     def dense_median_ms(self) -> float:
         """The actor's dense median, fetched once per worker (the actor keeps one value per run too)."""
-        import ray
-
         if self._dense_median_ms is None:
-            self._dense_median_ms = float(ray.get(self.station.dense_median_ms.remote()))
+            self._dense_median_ms = float(self._get(self.station.dense_median_ms.remote()))
         return self._dense_median_ms
 
 
 _RUNNERS: dict[str, TrialRunner] = {}  # per worker process: the rebuilt runner of the search it serves
+_GATE = CoreGate()  # per worker process: fine-tune steps wait while this machine measures
 
 
 def run_job(config: dict[str, Any], station: Any, dense: list, job: Job, predicts: bool) -> Result:
@@ -198,8 +302,9 @@ def run_job(config: dict[str, Any], station: Any, dense: list, job: Job, predict
         search = search_config_from_dict(config)
         model, _ = ray.get(dense[0])
         _RUNNERS.clear()
-        _RUNNERS[key] = TrialRunner(task=search.trial_task(), config=search, dense=model, meter=RemoteMeter(station,
-                                                                                                            predicts))
+        meter = RemoteMeter(station, predicts, measure_resource(search.profile))
+        _RUNNERS[key] = TrialRunner(task=search.trial_task(), config=search, dense=model, meter=meter,
+                                    step_guard=_GATE.step)
     runner = _RUNNERS[key]
     runner.meter.station = station  # type: ignore[attr-defined]  # a later search may reuse this process
     return job.run(runner)
@@ -222,15 +327,17 @@ class RayExecutor(Executor):
                  predictor: LatencyPredictor | None = None) -> None:
         self.execution = execution
         self.slots = execution.workers
-        self._owns_ray = connect_ray(execution, [config.profile.name])
+        self._owns_ray = connect_ray(execution, [config.profile], task_modules(config.task))
         import ray
 
-        resource = measure_resource(config.profile.name)
-        if resource not in ray.cluster_resources():
+        resource = measure_resource(config.profile)
+        if not resource_alive(resource):
+            gcs = ray.get_runtime_context().gcs_address
             self.close()
             raise BackendUnavailable(
-                f"the Ray cluster has no `{resource}` resource to measure profile {config.profile.name!r} on; start "
-                f"the measuring node with: ray start ... --resources '{{\"{resource}\": 1}}'")
+                f"no live node of the Ray cluster at {gcs} offers `{resource}`, the resource that measures profile "
+                f"{config.profile.name!r}; start the measuring node with: ray start --address {gcs} "
+                f"--resources '{{\"{resource}\": 1}}'")
         self._config = config.to_dict()
         self._dense = [ray.put((dense, example_input))]  # in a list: passed as a reference, fetched on demand
         station_cls = ray.remote(MeasurementStation)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +71,8 @@ class TrialRunner:
     config: SearchConfig
     dense: nn.Module
     meter: Meter
+    #: wraps every fine-tune step (on Ray: paused while latency is measured on this machine)
+    step_guard: Callable[[], AbstractContextManager[Any]] | None = None
     settings: PrunerSettings = field(init=False)
 
     _calibration: list | None = field(init=False, default=None)
@@ -251,7 +253,7 @@ class TrialRunner:
                 teacher = self.dense if self.task.recipe.distill_weight > 0 else None
                 fine_tune(pruned.model, self.task.train_set, self.task.recipe, seed=self.config.seed + screened.number,
                           teacher=teacher, after_step=pruned.reapply_masks if pruned.masks else None,
-                          loss_fn=self.task.loss)
+                          loss_fn=self.task.loss, step_guard=self.step_guard)
                 seconds["finetune"] = time.perf_counter() - start
             if plan.precision != DEFAULT_PRECISION:
                 fp32_accuracy = evaluate(pruned.model, self.task.val_set, self.task.metric)

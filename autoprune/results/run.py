@@ -198,6 +198,8 @@ class RunFolder:
         # both read back the same way, so a record written by an older autoprune compares by meaning
         saved = _plain(self.read_config().to_dict())
         current = _plain(config.to_dict())
+        for data in (saved, current):  # where a device is measured from is placement, not the search's identity
+            data["profile"].pop("ray_resource", None)
         where = (f"study `{self.study_name()}` in {public_url(self.storage_url())}" if self.in_database
                  else str(self.path))
         for key in IDENTITY_FIELDS:

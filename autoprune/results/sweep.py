@@ -23,7 +23,7 @@ from typing import Any
 from autoprune.config import ExecutionConfig, SearchConfig, SweepConfig, load_sweep
 from autoprune.errors import ConfigError
 from autoprune.execution.driver import EventSink
-from autoprune.execution.ray_executor import connect_ray
+from autoprune.execution.ray_executor import connect_ray, task_modules
 from autoprune.files import atomic_write_json, atomic_write_text
 from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.results.pick import fastest_within
@@ -73,7 +73,10 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
     out = Path(out)
     owns_ray = False
     if execution.uses_ray:
-        owns_ray = connect_ray(execution, sorted({c.profile.name for c in configs}))
+        profiles = {c.profile.name: c.profile for c in configs}
+        modules = {m.__name__: m for c in configs for m in task_modules(c.task)}
+        owns_ray = connect_ray(execution, [profiles[n] for n in sorted(profiles)],
+                               [modules[n] for n in sorted(modules)])
     outcomes = []
     try:
         for i, (entry, config) in enumerate(zip(sweep.searches, configs, strict=True)):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -53,6 +55,7 @@ def fine_tune(
     teacher: nn.Module | None = None,
     after_step: Callable[[nn.Module], None] | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cross_entropy,
+    step_guard: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> nn.Module:
     """Train ``model`` in place for ``recipe.epochs`` epochs and return it in eval mode.
 
@@ -60,6 +63,8 @@ def fine_tune(
         teacher: the dense model; used when ``recipe.distill_weight > 0``.
         loss_fn: the task's loss of the model's primary output against the targets.
         after_step: called after every optimizer step (e.g. to re-apply sparsity masks).
+        step_guard: every step (forward to optimizer step) runs inside ``with step_guard():``; on Ray it
+            pauses training while latency is measured on the same machine (``execution/core_gate.py``).
 
     Raises:
         TrainingDiverged: the loss became NaN or infinite.
@@ -76,24 +81,26 @@ def fine_tune(
     if distill:
         teacher.eval()
     model.train()
+    guard = step_guard or nullcontext
     for _ in range(recipe.epochs):
         for inputs, targets in loader:
-            logits = primary_output(call(model, inputs))
-            loss = loss_fn(logits, targets)
-            if distill:
-                with torch.no_grad():
-                    soft = primary_output(call(teacher, inputs))
-                w = recipe.distill_weight
-                loss = (1 - w) * loss + w * distillation_loss(logits, soft, recipe.temperature)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"fine-tune diverged: loss is {value}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if after_step is not None:
-                after_step(model)
+            with guard():
+                logits = primary_output(call(model, inputs))
+                loss = loss_fn(logits, targets)
+                if distill:
+                    with torch.no_grad():
+                        soft = primary_output(call(teacher, inputs))
+                    w = recipe.distill_weight
+                    loss = (1 - w) * loss + w * distillation_loss(logits, soft, recipe.temperature)
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"fine-tune diverged: loss is {value}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                if after_step is not None:
+                    after_step(model)
     return model.eval()
 
 
