@@ -80,8 +80,7 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
     outcomes = []
     try:
         for i, (entry, config) in enumerate(zip(sweep.searches, configs, strict=True)):
-            prior = [sum(r.seconds.values()) for _, c, o in outcomes for r in o.records
-                     if r.seconds and r.duplicate_of is None and (c.task, c.profile) == (config.task, config.profile)]
+            prior = _prior_durations(outcomes, config)
             needed = _setup_and_trial_s(outcomes, config, prior)
             if deadline is not None and time.time() + needed >= deadline:
                 notify("skipped", (entry.name, i, len(configs), needed))  # no time left to set it up and run a trial
@@ -99,6 +98,18 @@ def run_sweep(path: str | Path, out: str | Path, *, deadline: float | None = Non
             ray.shutdown()
     report = write_report(sweep, outcomes, out)
     return SweepOutcome(sweep=sweep, out=out, outcomes=outcomes, report=report)
+
+
+def _prior_durations(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], config: SearchConfig) -> list[float]:
+    """Trial durations of the sweep's earlier searches that estimate this one's before it has its own: those of the
+    same task and profile, else of the same task on any profile (the fine-tune dominates a trial), else none (then
+    the search runs one trial at a time until its first one has finished)."""
+    def durations(same) -> list[float]:
+        return [sum(r.seconds.values()) for _, c, o in outcomes if same(c) for r in o.records
+                if r.seconds and r.duplicate_of is None]
+
+    return (durations(lambda c: (c.task, c.profile) == (config.task, config.profile))
+            or durations(lambda c: c.task == config.task))
 
 
 def _setup_and_trial_s(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], config: SearchConfig,

@@ -186,3 +186,29 @@ def test_a_search_starts_only_when_its_setup_and_one_trial_fit(tmp_path: Path, f
     done = [("a", digits, outcome(40.0)), ("b", other, outcome(300.0)), ("c", digits, outcome(20.0))]
     assert _setup_and_trial_s(done, digits, [5.0, 7.0, 100.0]) == 40.0 + 7.0  # medians: [20, 40] -> 40; trials -> 7
     assert _setup_and_trial_s(done[1:2], digits, []) == 300.0  # no search of this task yet: any earlier set-up
+
+
+def test_a_search_on_a_new_profile_takes_its_first_estimate_from_the_same_task(tmp_path: Path, fake_profile) -> None:
+    """Before its own first trial a search estimates from the same task and profile, else the same task on any
+    profile (the shipped sweep's cpu-torch search otherwise started a 75 s trial with seconds left)."""
+    from autoprune.config import SearchConfig, SearchSpace
+    from autoprune.records import DenseReference, TrialRecord, TrialState
+    from autoprune.results.run import RunFolder
+    from autoprune.results.search import SearchOutcome
+    from autoprune.results.sweep import _prior_durations
+    from autoprune.testing.fakes import stats
+
+    dense = DenseReference(accuracy=0.9, latency=stats(1.0), macs=1, params=1, groups=[])
+    ort = SearchConfig(task="digits", profile=fake_profile, space=SearchSpace(name="s"), trials=3)
+    torch_profile = dataclasses.replace(ort, profile=dataclasses.replace(fake_profile, name="other-profile"))
+    other_task = dataclasses.replace(ort, task="other")
+
+    def outcome(*seconds: float) -> SearchOutcome:
+        records = [TrialRecord(number=i, plan={}, state=TrialState.COMPLETE, seconds={"fine_tune": s})
+                   for i, s in enumerate(seconds)]
+        return SearchOutcome(run=RunFolder(tmp_path), dense=dense, records=records, front=[])
+
+    done = [("a", ort, outcome(10.0, 12.0)), ("b", other_task, outcome(99.0))]
+    assert _prior_durations(done, ort) == [10.0, 12.0]
+    assert _prior_durations(done, torch_profile) == [10.0, 12.0]  # same task, another profile
+    assert _prior_durations(done[1:], torch_profile) == []  # nothing of this task: one trial at a time
