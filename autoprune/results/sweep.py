@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from autoprune.config import ExecutionConfig, SearchConfig, SweepConfig, load_sw
 from autoprune.errors import ConfigError
 from autoprune.execution.driver import EventSink
 from autoprune.execution.ray_executor import connect_ray, task_modules
+from autoprune.execution.trials import TrialClock
 from autoprune.files import atomic_write_json, atomic_write_text
 from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.results.pick import fastest_within
@@ -115,13 +117,13 @@ def _prior_durations(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], co
 def _setup_and_trial_s(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], config: SearchConfig,
                        prior: list[float]) -> float:
     """Seconds a search needs before its first trial ends, estimated from the sweep's earlier searches: the median
-    set-up of those of the same task and profile (else of all of them) plus the median trial duration ``prior``;
-    0 with nothing to estimate from (the first search always starts)."""
+    set-up of those of the same task and profile (else of all of them) plus one trial as the search's own deadline
+    clock will estimate it from ``prior`` (``TrialClock``); 0 with nothing to estimate from (the first search
+    always starts)."""
     alike = [o.setup_s for _, c, o in outcomes if (c.task, c.profile) == (config.task, config.profile)]
-    setups = sorted(alike or [o.setup_s for _, _, o in outcomes])
-    trials = sorted(prior)
-    return ((setups[len(setups) // 2] if setups else 0.0)
-            + (trials[len(trials) // 2] if trials else 0.0))
+    setups = alike or [o.setup_s for _, _, o in outcomes]
+    trial = TrialClock.of(None, [], prior).estimate()
+    return (statistics.median_high(setups) if setups else 0.0) + (trial or 0.0)
 
 
 def recommend(outcomes: list[tuple[str, SearchConfig, SearchOutcome]], tolerance: float) -> dict[str, dict[str, Any]]:
