@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 RESOURCE = "measure:test-ort"
+#: the test cluster's auth token
+TOKEN = uuid.uuid4().hex
 RAY = str(Path(sys.executable).parent / "ray")
 #: ``ray start`` for a second node on loopback: its multi-node check lifted, every address kept at 127.0.0.1
 JOIN_ON_LOOPBACK = """
@@ -100,14 +103,20 @@ def _start_node(args: list[str], env: dict[str, str], *, join: bool) -> Node:
     return Node(proc=proc, temp_dir=temp_dir)
 
 
+def _start_worker(address: str) -> Node:
+    """A node joining ``address``, the only one offering the measuring resource."""
+    return _start_node(["--address", address, "--resources", json.dumps({RESOURCE: 1})], _env(), join=True)
+
+
 def _wait_for_nodes(address: str, count: int, nodes: list[Node], timeout_s: float = 60) -> None:
-    """Until ``count`` nodes are alive (``ray status`` there), or skip when a node could not start."""
+    """Until ``count`` nodes are alive (``ray status`` there); a node that cannot start fails the test (a skip once
+    hid that no node could start on a machine without a Ray token)."""
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         for node in nodes:
             if node.proc.poll() is not None:
                 log = (node.temp_dir / "start.log").read_text(errors="replace")
-                pytest.skip(f"`ray start` could not start a node: {log[-300:]!r}")
+                pytest.fail(f"`ray start` could not start a node: {log[-600:]!r}")
         status = subprocess.run([RAY, "status", "--address", address], capture_output=True, text=True,
                                 env=_env(), timeout=30)
         if status.returncode == 0 and status.stdout.count("node_") >= count and "Pending:" in status.stdout:
@@ -115,20 +124,29 @@ def _wait_for_nodes(address: str, count: int, nodes: list[Node], timeout_s: floa
             if active.count("node_") >= count:
                 return
         time.sleep(1)
-    pytest.skip(f"the {count} Ray nodes did not come up within {timeout_s:g} s")
+    pytest.fail(f"the {count} Ray nodes did not come up within {timeout_s:g} s")
 
 
 def _env() -> dict[str, str]:
-    """The nodes' environment: autoprune (and ``tests``) from this checkout, Ray on loopback, token auth (the
-    head's default; a joining node must be told, and finds the token the head made in ~/.ray/auth_token)."""
-    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    """The nodes' and drivers' environment: autoprune (and ``tests``) from this checkout, Ray on loopback, token
+    auth with this test session's own token (a fresh machine has no ``~/.ray/auth_token``; a head told to use
+    token auth without one refuses to start)."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": TOKEN}
 
 
 @dataclass
 class Cluster:
     address: str
+    job_server: str
     head: Node
     worker: Node
+
+    def restart_worker(self) -> None:
+        """A new worker node with the measuring resource, in place of the old one (killed or not)."""
+        self.worker.stop()
+        self.worker = _start_worker(self.address)
+        _wait_for_nodes(self.address, 2, [self.head, self.worker])
 
 
 @pytest.fixture(scope="module")
@@ -141,16 +159,20 @@ def cluster() -> Iterator[Cluster]:
     health = json.dumps({"health_check_period_ms": 500, "health_check_failure_threshold": 4,
                          "health_check_timeout_ms": 500})
     nodes: list[Node] = []
+    cluster: Cluster | None = None
     try:
-        nodes.append(_start_node(["--head", "--port", str(port), "--include-dashboard", "false",
-                                  "--ray-client-server-port", str(_free_port()), "--system-config", health], _env(),
-                                 join=False))
+        jobs = _free_port()
+        nodes.append(_start_node(["--head", "--port", str(port), "--dashboard-host", "127.0.0.1", "--dashboard-port",
+                                  str(jobs), "--ray-client-server-port", str(_free_port()), "--system-config", health],
+                                 _env(), join=False))
         time.sleep(3)
-        nodes.append(_start_node(["--address", address, "--resources", json.dumps({RESOURCE: 1})], _env(), join=True))
+        nodes.append(_start_worker(address))
         _wait_for_nodes(address, 2, nodes)
-        yield Cluster(address=address, head=nodes[0], worker=nodes[1])
+        cluster = Cluster(address=address, job_server=f"http://127.0.0.1:{jobs}", head=nodes[0], worker=nodes[1])
+        yield cluster
     finally:
-        for node in reversed(nodes):
+        workers = [cluster.worker] if cluster is not None else []  # a test may have replaced the worker node
+        for node in {id(n): n for n in [*workers, *reversed(nodes)]}.values():
             node.stop()
 
 
@@ -193,6 +215,38 @@ def test_search_on_a_cluster_writes_everything_on_the_driver(cluster: Cluster, t
     assert json.loads((folder / "run/dense.json").read_text())["latency"]["profile"] == "test-ort"
 
 
+def test_a_sweep_submitted_to_the_cluster_measures_on_the_measuring_node(cluster: Cluster, tmp_path: Path,
+                                                                         capsys, monkeypatch) -> None:
+    from autoprune.cli import main
+
+    folder = tmp_path / "driver"
+    _prepare(folder, trials=2)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({
+        "name": "cluster", "execution": {"workers": 2},
+        "searches": [{"name": "one", "task": "clustertask:cluster_task", "profile": "fast.yaml",
+                      "space": "space.yaml", "agent": "random", "trials": 2, "min_speedup": 0.0,
+                      "finetune": {"epochs": 1}}]}))
+    out = tmp_path / "out"
+    monkeypatch.chdir(folder)  # uploaded as the job's working_dir: the task module exists only there
+    for key, value in _env().items():
+        monkeypatch.setenv(key, value)
+    assert main(["sweep", "submit", "sweep.yaml", "--address", cluster.job_server, "--out", str(out),
+                 "--python", sys.executable]) == 0
+    job = capsys.readouterr().out.strip()
+    deadline, status = time.time() + 240, ""
+    while time.time() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        time.sleep(2)
+        assert main(["sweep", "status", job, "--address", cluster.job_server]) == 0
+        status = capsys.readouterr().out.strip()
+    assert main(["sweep", "logs", job, "--address", cluster.job_server]) == 0
+    logs = capsys.readouterr().out
+    assert status == "SUCCEEDED", logs[-3000:]
+    assert (out / "report.md").is_file()
+    records = finished_records(RunFolder(out / "one").open_study(["maximize", "minimize"], create=False))
+    assert sorted(r.number for r in records) == [0, 1]
+    assert all(r.state.value == "complete" and r.latency is not None for r in records), records
+
+
 def test_refuses_a_cluster_without_the_measuring_resource(cluster: Cluster, tmp_path: Path) -> None:
     folder = tmp_path / "driver"
     cmd = _prepare(folder, trials=1) + ["--workers", "2", "--address", cluster.address]
@@ -204,7 +258,7 @@ def test_refuses_a_cluster_without_the_measuring_resource(cluster: Cluster, tmp_
     assert f"ray start --address {cluster.address} --resources '{{\"measure:nowhere\": 1}}'" in line
 
 
-def test_losing_the_measuring_node_mid_search_loses_no_trial(cluster: Cluster, tmp_path: Path) -> None:
+def test_losing_the_measuring_node_loses_no_trial_and_its_return_is_used(cluster: Cluster, tmp_path: Path) -> None:
     folder = tmp_path / "driver"
     cmd = _prepare(folder, trials=3) + ["--workers", "2", "--address", cluster.address, "--max-retries", "1"]
     proc = subprocess.Popen(cmd, cwd=folder, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -226,3 +280,14 @@ def test_losing_the_measuring_node_mid_search_loses_no_trial(cluster: Cluster, t
     ran = [json.dumps(r.plan, sort_keys=True) for r in records if r.duplicate_of is None]
     assert len(set(ran)) == len(ran)
     assert proc.returncode in (0, 1), stderr[-2000:]  # 1: every trial after the kill failed (said, not a crash)
+
+    # the node comes back: the same search resumed with one more trial measures on it again
+    cluster.restart_worker()
+    before = {r.number: r.state for r in records}
+    result = subprocess.run([*cmd, "--trials", "4"], cwd=folder, env=_env(), capture_output=True, text=True,
+                            timeout=240)
+    assert result.returncode == 0, result.stderr[-2000:]
+    resumed = finished_records(RunFolder(folder / "run").open_study(["maximize", "minimize"], create=False))
+    assert {r.number: r.state for r in resumed if r.number in before} == before  # nothing finished re-ran
+    [new] = [r for r in resumed if r.number not in before]
+    assert new.state.value == "complete" and new.latency is not None, new
