@@ -541,6 +541,9 @@ def cmd_sweep_run(args: argparse.Namespace) -> int:
                           "estimated from the searches before it) do not fit before the --until deadline")
         elif kind == "screening":
             console.print("  " + screening_line(payload), highlight=False)
+        elif kind == "trial_estimate":
+            console.print(f"  one trial, timed on the dense model: ~{payload:.0f} s (the deadline's estimate until "
+                          "a trial has finished)")
         elif kind == "trial":
             console.print(f"  trial {payload.number}: {payload.state} {payload.reason}")
 

@@ -19,6 +19,7 @@ interrupted mid-way is re-run with the same plan, and the budget counts finished
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from autoprune.config import SearchConfig
 from autoprune.errors import ConfigError
 from autoprune.execution.executor import Executor
-from autoprune.execution.jobs import DenseJob, FinetuneJob, Job, ProbeJob, RemeasureJob, Result, ScreenJob
+from autoprune.execution.jobs import DenseJob, FinetuneJob, Job, ProbeJob, RemeasureJob, Result, ScreenJob, TrialCostJob
 from autoprune.execution.outcomes import Candidate, Probe
 from autoprune.execution.trials import TrialClock, resume, reuse_duplicate, tell
 from autoprune.latency import LatencyStats
@@ -119,6 +120,12 @@ class Driver:
         self.notify = on_event or (lambda kind, payload: None)
         self.records = resume(search.study, search.config.objectives)
         self.clock = TrialClock.of(deadline, self.records, prior_durations)
+        if deadline is not None and self.clock.estimate() is None and time.time() < deadline:
+            # nothing to estimate a trial from: time one on the dense model rather than start one blind
+            cost = run_one(search.executor, TrialCostJob())
+            assert isinstance(cost, float)
+            self.clock.prior = [cost]
+            self.notify("trial_estimate", cost)
         self.trials: dict[int, optuna.trial.Trial] = {}  # asked, not finished
         self.promoted: dict[int, TrialRecord] = {}  # screened candidates being fine-tuned
         self.batch: list[TrialRecord] = []

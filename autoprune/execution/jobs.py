@@ -3,10 +3,11 @@
 A job carries only plans and records (no model, no file path), so any worker that can rebuild
 the search's runner can run it. ``run(runner)`` does the work; ``failed(reason)`` is its result
 when the worker running it died past its retries (a trial is then recorded FAILED; the dense
-measurement and the feasibility probe have no record to fall back on, so they raise).
+measurement and the probes have no record to fall back on, so they raise).
 
 Call order for the driver: ``DenseJob`` once, ``ProbeJob`` once on a fresh run with size or
-latency constraints, then per trial a ``ScreenJob`` and, when the driver promotes the screened
+latency constraints, ``TrialCostJob`` once when a deadline search has no trial duration to go by,
+then per trial a ``ScreenJob`` and, when the driver promotes the screened
 candidate, a ``FinetuneJob``; for a finished candidate whose latency stayed noisy, up to the
 profile's ``noisy_retries`` ``RemeasureJob``s before its trial completes.
 """
@@ -49,6 +50,17 @@ class ProbeJob:
 
     def failed(self, reason: str) -> Probe:
         raise BackendUnavailable(f"probing the smallest candidate of the space failed: {reason}")
+
+
+@dataclass(frozen=True)
+class TrialCostJob:
+    """Time one trial's work on the dense model: a deadline's first estimate, before any trial has finished."""
+
+    def run(self, runner: TrialRunner) -> float:
+        return runner.trial_cost()
+
+    def failed(self, reason: str) -> float:
+        raise BackendUnavailable(f"timing a trial's work on the dense model failed: {reason}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,8 +111,8 @@ class RemeasureJob:
         return dataclasses.replace(self.record, remeasures=self.record.remeasures + 1)
 
 
-Job = DenseJob | ProbeJob | ScreenJob | FinetuneJob | RemeasureJob
-Result = LatencyStats | Probe | TrialRecord | Candidate
+Job = DenseJob | ProbeJob | TrialCostJob | ScreenJob | FinetuneJob | RemeasureJob
+Result = LatencyStats | Probe | float | TrialRecord | Candidate
 
 
 @dataclass(frozen=True, kw_only=True)

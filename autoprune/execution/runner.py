@@ -31,6 +31,7 @@ Any trial-level failure becomes a FAILED record; nothing here raises for one.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
+from torch.utils.data import Subset
 
 from autoprune.config import HardwareProfile, SearchConfig
 from autoprune.errors import AutopruneError, ConfigError
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
 
     from autoprune.hardware.quantize import QuantizedModel
 
+#: fine-tune steps ``trial_cost`` times (scaled to the recipe's length)
+COST_PROBE_STEPS = 8
 #: failures of a trial's own code (pruning, a runtime, fine-tuning) that become its FAILED record
 TRIAL_ERRORS = (AutopruneError, RuntimeError, ValueError)
 
@@ -135,6 +139,34 @@ class TrialRunner:
         model = self.prune(plan).model
         latency = self.meter.compare(model)[0] if measure else None
         return Probe(params=model_stats(model, self.task.example_input).params, latency=latency)
+
+    def trial_cost(self, steps: int = COST_PROBE_STEPS) -> float:
+        """Seconds a trial of this search is expected to take, timed on a copy of the dense model.
+
+        Times what a trial does (one interleaved measurement, BatchNorm recalibration, scoring the
+        validation split twice and the test split once) and ``steps`` fine-tune steps, scaled to the
+        recipe's full length. The dense model is the largest candidate, so this errs long: a deadline
+        search uses it only until its own first trial has finished.
+        """
+        model = copy.deepcopy(self.dense)
+        start = time.perf_counter()
+        self.meter.compare(model)
+        recalibrate_batchnorm(model, self.task.train_set)
+        evaluate(model, self.task.val_set, self.task.metric)
+        evaluate(model, self.task.val_set, self.task.metric)
+        test_score(self.task, model)
+        seconds = time.perf_counter() - start
+        recipe = self.task.recipe
+        batches = len(self.task.train_set) // recipe.batch_size  # fine_tune drops the last partial batch
+        if recipe.epochs == 0 or batches == 0:
+            return seconds
+        steps = min(steps, batches)
+        teacher = self.dense if recipe.distill_weight > 0 else None
+        start = time.perf_counter()
+        fine_tune(model, Subset(self.task.train_set, range(steps * recipe.batch_size)),
+                  dataclasses.replace(recipe, epochs=1), seed=self.config.seed, teacher=teacher,
+                  loss_fn=self.task.loss, step_guard=self.step_guard)
+        return seconds + (time.perf_counter() - start) / steps * batches * recipe.epochs
 
     def screen(self, number: int, plan: PruningPlan) -> TrialRecord:
         """Stage one of trial ``number``: a REJECTED, FAILED or SCREENED (proxy-scored) record."""

@@ -68,8 +68,9 @@ class TrialClock:
     """Estimates a trial's wall time from finished trials, to stop starting trials before a deadline.
 
     Before any trial of this search has finished, the estimate is the median of ``prior`` (trial
-    durations of earlier searches of the same task and profile, e.g. in a sweep); with neither, only
-    one trial runs until the first duration is known, so a deadline is overrun by at most one trial.
+    durations of earlier searches of the same task and profile, e.g. in a sweep; else the driver's
+    ``TrialCostJob``, one trial's work timed on the dense model); with none, only one trial runs
+    until the first duration is known, so a deadline is overrun by at most one trial.
     """
 
     deadline: float | None

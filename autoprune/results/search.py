@@ -78,7 +78,8 @@ def run_search(
     are screened by predicted latency when ``config.predictor`` resolves to a predictor (a bad one
     raises ConfigError before anything is written).
 
-    Events: ``("dense", DenseReference)``, ``("screening", screening_info)``, ``("start", (done, total))``,
+    Events: ``("dense", DenseReference)``, ``("screening", screening_info)``, ``("trial_estimate", seconds)``
+    (a deadline search with nothing to estimate its trials from), ``("start", (done, total))``,
     ``("trial", TrialRecord)``.
 
     ``storage``: the study's SQLAlchemy URL (default: the one the folder recorded, else ``OUT/study.db``);

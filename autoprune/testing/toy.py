@@ -16,7 +16,7 @@ import optuna
 from autoprune.config import SearchConfig, SearchSpace
 from autoprune.execution.driver import Driver, Search
 from autoprune.execution.executor import Executor
-from autoprune.execution.jobs import DenseJob, Done, FinetuneJob, Job, Result, ScreenJob
+from autoprune.execution.jobs import DenseJob, Done, FinetuneJob, Job, Result, ScreenJob, TrialCostJob
 from autoprune.execution.outcomes import Candidate
 from autoprune.plan import PrunerSettings, PruningPlan
 from autoprune.pruning.graph import PrunableGroup
@@ -68,8 +68,11 @@ class FormulaExecutor(Executor):
 
     slots = 1
 
-    def __init__(self, evaluate: Callable[[int, PruningPlan], TrialRecord] = toy_record) -> None:
+    def __init__(self, evaluate: Callable[[int, PruningPlan], TrialRecord] = toy_record, *,
+                 trial_cost: float = 0.0) -> None:
         self.evaluate = evaluate
+        #: what a ``TrialCostJob`` says one trial takes, in seconds
+        self.trial_cost = trial_cost
         self._queue: deque[Job] = deque()
 
     def submit(self, job: Job) -> None:
@@ -82,6 +85,8 @@ class FormulaExecutor(Executor):
     def result(self, job: Job) -> Result:
         if isinstance(job, DenseJob):
             return stats(1.0)
+        if isinstance(job, TrialCostJob):
+            return self.trial_cost
         if isinstance(job, ScreenJob):
             record = self.evaluate(job.number, job.plan)
             return dataclasses.replace(record, state=TrialState.SCREENED, accuracy=None, proxy=record.accuracy)

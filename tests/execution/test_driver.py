@@ -9,7 +9,7 @@ from autoprune.config import SearchConfig, SearchSpace
 from autoprune.errors import ConfigError
 from autoprune.execution.driver import Driver, Search
 from autoprune.execution.executor import LocalExecutor
-from autoprune.execution.jobs import DenseJob, Done, FinetuneJob, Job, ProbeJob, ScreenJob
+from autoprune.execution.jobs import DenseJob, Done, FinetuneJob, Job, ProbeJob, ScreenJob, TrialCostJob
 from autoprune.plan import PruningPlan
 from autoprune.records import TrialRecord, TrialState
 from autoprune.results.search import run_search
@@ -121,3 +121,52 @@ def test_before_any_estimate_one_trial_runs_at_a_time_and_earlier_searches_give_
     assert TrialClock.of(time.time() + 600, [], prior=[100.0]).allows_another()
     assert TrialClock.of(None, []).allows_another()
     assert not TrialClock.of(time.time() - 1, []).allows_another()
+
+
+def test_a_deadline_search_with_nothing_to_go_by_times_a_trial_first_and_starts_none_that_cannot_fit() -> None:
+    import time
+
+    submitted: list[Job] = []
+
+    class Recording(FormulaExecutor):
+        def submit(self, job: Job) -> None:
+            submitted.append(job)
+            super().submit(job)
+
+    events: list[tuple] = []
+    slow = Driver(_search(Recording(falling_accuracy, trial_cost=100.0), trials=3), NullSink(),
+                  deadline=time.time() + 30, on_event=lambda kind, payload: events.append((kind, payload)))
+    assert slow.run() == []  # its one timed trial takes 100 s: none fits in 30
+    assert [type(j) for j in submitted] == [TrialCostJob] and ("trial_estimate", 100.0) in events
+    submitted.clear()
+    fast = Driver(_search(Recording(falling_accuracy, trial_cost=0.5), trials=3), NullSink(),
+                  deadline=time.time() + 30).run()
+    assert len(fast) == 3 and type(submitted[0]) is TrialCostJob
+    submitted.clear()
+    known = Driver(_search(Recording(falling_accuracy, trial_cost=100.0), trials=2), NullSink(),
+                   deadline=time.time() + 30, prior_durations=[1.0]).run()
+    assert len(known) == 2 and TrialCostJob not in {type(j) for j in submitted}  # earlier searches' durations
+    submitted.clear()
+    Driver(_search(Recording(falling_accuracy, trial_cost=100.0), trials=2), NullSink()).run()
+    assert TrialCostJob not in {type(j) for j in submitted}  # no deadline: nothing to time
+
+
+def test_trial_cost_times_a_trial_of_the_dense_model_scaled_to_the_whole_fine_tune(tiny) -> None:
+    import time
+
+    from autoprune.execution.runner import TrialRunner
+    from autoprune.hardware.meter import LatencyMeter
+
+    profile = fake_profile()
+    config = SearchConfig(task="tests.tiny_task:tiny_task", profile=profile, space=SearchSpace(name="t"), trials=1,
+                          min_speedup=0.0)
+    dense = tiny.build_model()
+    runner = TrialRunner(task=config.trial_task(), config=config, dense=dense,
+                         meter=LatencyMeter(profile, dense, tiny.example_input, cache=None))
+    estimate = runner.trial_cost()
+    start = time.perf_counter()  # the real thing: a trial of the mildest plan (the dense model's size)
+    screened = runner.screen(0, PruningPlan())
+    assert screened.state == TrialState.SCREENED, screened.reason
+    assert runner.finetune(screened).record.state == TrialState.COMPLETE
+    actual = time.perf_counter() - start
+    assert actual / 10 < estimate < actual * 10, (estimate, actual)
