@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 RUN ?= results/demo
+DEMO_TRIALS ?= 24
 
 .PHONY: demo test test-fast lint install clean-venv chromium postgresql
 
@@ -18,10 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(VENV)/bin/autoprune search --task digits --hw hw_profiles/cpu-onnxruntime.yaml \
-		--space search_spaces/default.yaml --agent tpe --trials 24 --out $(RUN)
+		--space search_spaces/default.yaml --agent tpe --trials $(DEMO_TRIALS) --out $(RUN)
 
 test: $(STAMP) chromium postgresql lint
-	$(PY) -m pytest -q
+	$(PY) -X faulthandler -m pytest -q
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not ray and not tvm and not browser"
