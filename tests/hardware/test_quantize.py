@@ -103,3 +103,24 @@ def test_a_model_onnxruntime_cannot_quantize_is_a_failed_trial_with_the_reason(t
     assert "(op Mul, in the model's own forward) outputs inf or NaN on calibration inputs" in record.reason
     fp32 = runner.screen(1, dataclasses.replace(plan, precision="fp32"))
     assert fp32.state == TrialState.SCREENED  # the same candidate runs in fp32
+
+
+def test_weights_keep_7_bits_on_x86_without_vnni_only() -> None:
+    from autoprune.hardware.quantize import needs_reduced_range
+
+    assert needs_reduced_range("flags\t\t: fpu sse4_2 avx avx2 fma")  # AVX2 alone: the U8S8 kernels saturate
+    assert not needs_reduced_range("flags\t\t: fpu avx avx2 avx512f avx512_vnni")
+    assert not needs_reduced_range("flags\t\t: fpu avx avx2 avx_vnni")
+    assert not needs_reduced_range("Features\t: fp asimd asimddp")  # ARM (a Features line, no avx2)
+
+
+def test_the_digits_model_in_int8_keeps_its_fp32_accuracy_within_one_point() -> None:
+    """On this project's CI machines (AVX2, no VNNI), full-range int8 weights cost the digits model 7.8 points."""
+    from autoprune.hardware.onnxruntime_backend import export_onnx_bytes
+    from autoprune.tasks.digits import digits_task
+
+    task = digits_task()
+    model = task.build_model()
+    quantized = quantize_int8(model, task.example_input, calibration_batches(task.train_set, 256))
+    fp32 = onnx_score(export_onnx_bytes(model, task.example_input, dynamic_batch=True), task.val_set, task.metric)
+    assert onnx_score(quantized.onnx, task.val_set, task.metric) >= fp32 - 0.01
