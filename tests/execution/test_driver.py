@@ -34,6 +34,18 @@ class Together(FormulaExecutor):
         return [Done(job=job, result=self.result(job)) for job in jobs]
 
 
+class Recording(FormulaExecutor):
+    """A formula executor that keeps every job it was given, in order (``submitted``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.submitted: list[Job] = []
+
+    def submit(self, job: Job) -> None:
+        self.submitted.append(job)
+        super().submit(job)
+
+
 def _search(executor, **config) -> Search:
     space = toy_space()
     study = new_study()
@@ -53,16 +65,10 @@ def test_promotion_is_decided_on_every_proxy_so_far_including_candidates_still_f
 
 
 def test_a_trial_is_a_screen_job_then_a_fine_tune_job() -> None:
-    submitted: list[Job] = []
-
-    class Recording(FormulaExecutor):
-        def submit(self, job: Job) -> None:
-            submitted.append(job)
-            super().submit(job)
-
     sink = NullSink()
-    records = Driver(_search(Recording(falling_accuracy), trials=2), sink).run()
-    assert [type(j) for j in submitted] == [ScreenJob, FinetuneJob, ScreenJob, FinetuneJob]
+    executor = Recording(falling_accuracy)
+    records = Driver(_search(executor, trials=2), sink).run()
+    assert [type(j) for j in executor.submitted] == [ScreenJob, FinetuneJob, ScreenJob, FinetuneJob]
     assert [r.number for r in sink.records] == [0, 1] == [r.number for r in records]
 
 
@@ -126,29 +132,22 @@ def test_before_any_estimate_one_trial_runs_at_a_time_and_earlier_searches_give_
 def test_a_deadline_search_with_nothing_to_go_by_times_a_trial_first_and_starts_none_that_cannot_fit() -> None:
     import time
 
-    submitted: list[Job] = []
-
-    class Recording(FormulaExecutor):
-        def submit(self, job: Job) -> None:
-            submitted.append(job)
-            super().submit(job)
-
     events: list[tuple] = []
-    slow = Driver(_search(Recording(falling_accuracy, trial_cost=100.0), trials=3), NullSink(),
-                  deadline=time.time() + 30, on_event=lambda kind, payload: events.append((kind, payload)))
-    assert slow.run() == []  # its one timed trial takes 100 s: none fits in 30
-    assert [type(j) for j in submitted] == [TrialCostJob] and ("trial_estimate", 100.0) in events
-    submitted.clear()
-    fast = Driver(_search(Recording(falling_accuracy, trial_cost=0.5), trials=3), NullSink(),
-                  deadline=time.time() + 30).run()
-    assert len(fast) == 3 and type(submitted[0]) is TrialCostJob
-    submitted.clear()
-    known = Driver(_search(Recording(falling_accuracy, trial_cost=100.0), trials=2), NullSink(),
-                   deadline=time.time() + 30, prior_durations=[1.0]).run()
-    assert len(known) == 2 and TrialCostJob not in {type(j) for j in submitted}  # earlier searches' durations
-    submitted.clear()
-    Driver(_search(Recording(falling_accuracy, trial_cost=100.0), trials=2), NullSink()).run()
-    assert TrialCostJob not in {type(j) for j in submitted}  # no deadline: nothing to time
+    slow = Recording(falling_accuracy, trial_cost=100.0)
+    assert Driver(_search(slow, trials=3), NullSink(), deadline=time.time() + 30,
+                  on_event=lambda kind, payload: events.append((kind, payload))).run() == []
+    assert [type(j) for j in slow.submitted] == [TrialCostJob]  # its one timed trial takes 100 s: none fits in 30
+    assert ("trial_estimate", 100.0) in events
+    fast = Recording(falling_accuracy, trial_cost=0.5)
+    assert len(Driver(_search(fast, trials=3), NullSink(), deadline=time.time() + 30).run()) == 3
+    assert type(fast.submitted[0]) is TrialCostJob
+    known = Recording(falling_accuracy, trial_cost=100.0)  # earlier searches' durations: nothing to time
+    run = Driver(_search(known, trials=2), NullSink(), deadline=time.time() + 30, prior_durations=[1.0]).run()
+    assert len(run) == 2
+    assert TrialCostJob not in {type(j) for j in known.submitted}
+    unbounded = Recording(falling_accuracy, trial_cost=100.0)  # no deadline: nothing to time
+    Driver(_search(unbounded, trials=2), NullSink()).run()
+    assert TrialCostJob not in {type(j) for j in unbounded.submitted}
 
 
 def test_trial_cost_times_a_trial_of_the_dense_model_scaled_to_the_whole_fine_tune(tiny) -> None:
