@@ -6,9 +6,10 @@ that stops by itself after ``--burn-s``). TPE with the same seed proposes the sa
 trials of the same plan can be compared across the runs: their speed-up (dense p50 / p50, the numbers
 the front shows) and the interleaved ratio. Prints each front with its CV and noisy marks, then the
 share of common plans whose speed-ups agree within 10%, and whether each busy front point that does not
-agree is marked noisy. Both runs measure every candidate afresh (``AUTOPRUNE_LATENCY_CACHE=off``). Run it with nothing else running (the idle run must be idle).
+agree is marked noisy. Both runs measure every candidate afresh (``AUTOPRUNE_LATENCY_CACHE=off``).
+Run it with nothing else running (the idle run must be idle).
 
-    .venv/bin/python bench/busy.py                 # about 10-20 minutes here
+    .venv/bin/python bench/busy.py                 # about 25 minutes here
     .venv/bin/python bench/busy.py --trials 4      # a quick check of the script
 """
 from __future__ import annotations
