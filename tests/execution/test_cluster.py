@@ -215,10 +215,7 @@ def test_search_on_a_cluster_writes_everything_on_the_driver(cluster: Cluster, t
     assert json.loads((folder / "run/dense.json").read_text())["latency"]["profile"] == "test-ort"
 
 
-def test_a_sweep_submitted_to_the_cluster_measures_on_the_measuring_node(cluster: Cluster, tmp_path: Path,
-                                                                         capsys, monkeypatch) -> None:
-    from autoprune.cli import main
-
+def test_a_sweep_submitted_to_the_cluster_measures_on_the_measuring_node(cluster: Cluster, tmp_path: Path) -> None:
     folder = tmp_path / "driver"
     _prepare(folder, trials=2)
     (folder / "sweep.yaml").write_text(yaml.safe_dump({
@@ -227,19 +224,21 @@ def test_a_sweep_submitted_to_the_cluster_measures_on_the_measuring_node(cluster
                       "space": "space.yaml", "agent": "random", "trials": 2, "min_speedup": 0.0,
                       "finetune": {"epochs": 1}}]}))
     out = tmp_path / "out"
-    monkeypatch.chdir(folder)  # uploaded as the job's working_dir: the task module exists only there
-    for key, value in _env().items():
-        monkeypatch.setenv(key, value)
-    assert main(["sweep", "submit", "sweep.yaml", "--address", cluster.job_server, "--out", str(out),
-                 "--python", sys.executable]) == 0
-    job = capsys.readouterr().out.strip()
+
+    def sweep(*args: str) -> str:
+        """``autoprune sweep ...`` in its own process (Ray's auth state is per process), from the driver's folder,
+        which is uploaded as the job's working_dir: the task module exists only there."""
+        result = subprocess.run([sys.executable, "-m", "autoprune", "sweep", *args, "--address", cluster.job_server],
+                                cwd=folder, env=_env(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout.strip()
+
+    job = sweep("submit", "sweep.yaml", "--out", str(out), "--python", sys.executable)
     deadline, status = time.time() + 240, ""
     while time.time() < deadline and status not in ("SUCCEEDED", "FAILED", "STOPPED"):
         time.sleep(2)
-        assert main(["sweep", "status", job, "--address", cluster.job_server]) == 0
-        status = capsys.readouterr().out.strip()
-    assert main(["sweep", "logs", job, "--address", cluster.job_server]) == 0
-    logs = capsys.readouterr().out
+        status = sweep("status", job)
+    logs = sweep("logs", job)
     assert status == "SUCCEEDED", logs[-3000:]
     assert (out / "report.md").is_file()
     records = finished_records(RunFolder(out / "one").open_study(["maximize", "minimize"], create=False))
