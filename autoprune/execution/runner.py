@@ -162,11 +162,16 @@ class TrialRunner:
             return seconds
         steps = min(steps, batches)
         teacher = self.dense if recipe.distill_weight > 0 else None
-        start = time.perf_counter()
-        fine_tune(model, Subset(self.task.train_set, range(steps * recipe.batch_size)),
-                  dataclasses.replace(recipe, epochs=1), seed=self.config.seed, teacher=teacher,
-                  loss_fn=self.task.loss, step_guard=self.step_guard)
-        return seconds + (time.perf_counter() - start) / steps * batches * recipe.epochs
+
+        def train(count: int) -> float:
+            start = time.perf_counter()
+            fine_tune(model, Subset(self.task.train_set, range(count * recipe.batch_size)),
+                      dataclasses.replace(recipe, epochs=1), seed=self.config.seed, teacher=teacher,
+                      loss_fn=self.task.loss, step_guard=self.step_guard)
+            return time.perf_counter() - start
+
+        train(1)  # warm-up: a first step's one-off costs (allocations, thread start) are not paid per step
+        return seconds + train(steps) / steps * batches * recipe.epochs
 
     def screen(self, number: int, plan: PruningPlan) -> TrialRecord:
         """Stage one of trial ``number``: a REJECTED, FAILED or SCREENED (proxy-scored) record."""
