@@ -25,6 +25,7 @@ matches no layer, or whose layers have no node in the graph, is an error naming 
 """
 from __future__ import annotations
 
+import functools
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -46,19 +47,23 @@ if TYPE_CHECKING:
 BATCH = 32
 
 
+@functools.cache
+def _cpu_flags() -> str:
+    """This machine's ``flags`` line of ``/proc/cpuinfo`` (read once; '' where there is none)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return next((line for line in text.splitlines() if line.startswith("flags")), "")
+
+
 def needs_reduced_range(cpu_flags: str | None = None) -> bool:
     """True on an x86 CPU without VNNI, where full-range int8 weights saturate ONNX Runtime's U8S8 kernels.
 
     ``cpu_flags``: the ``flags`` line of ``/proc/cpuinfo`` (read when None; False where it cannot be read,
     e.g. on ARM or macOS, whose kernels do not saturate this way).
     """
-    if cpu_flags is None:
-        try:
-            text = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        cpu_flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    flags = set(cpu_flags.replace(":", " ").split())
+    flags = set((_cpu_flags() if cpu_flags is None else cpu_flags).replace(":", " ").split())
     return "avx2" in flags and not flags & {"avx512_vnni", "avx_vnni", "avx_vnni_int8"}
 
 
