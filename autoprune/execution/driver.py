@@ -35,7 +35,7 @@ from autoprune.records import DenseReference, TrialRecord, TrialState
 from autoprune.search.fidelity import promotion_refusal
 from autoprune.search.objectives import Scoring
 from autoprune.search.space import PlanSpace
-from autoprune.search.study import DUPLICATE_ATTR, HYPERVOLUME_ATTR, RECORD_ATTR
+from autoprune.search.study import DUPLICATE_ATTR, HYPERVOLUME_ATTR, RECORD_ATTR, flush_writes
 
 if TYPE_CHECKING:
     import optuna
@@ -140,6 +140,7 @@ class Driver:
             self._remeasure_due()
             while self._may_start():
                 self._propose()
+            flush_writes(self.search.study)  # before waiting: every started trial's plan is in the study
             if self.batch:
                 self._flush()
             elif self.search.executor.in_flight:

@@ -136,10 +136,11 @@ class RunFolder:
             return f"--storage {public_url(self.storage)}"
         return public_url(self.storage_url()) if self.in_database else str(self.study_db)
 
-    def open_study(self, directions: list[str], *, create: bool = True) -> optuna.Study:
-        """The run's study (``search.study.open_study`` at this run's storage and study name)."""
+    def open_study(self, directions: list[str], *, create: bool = True, sole_writer: bool = False) -> optuna.Study:
+        """The run's study (``search.study.open_study`` at this run's storage and study name; ``sole_writer``:
+        this process runs the search, the study's only writer)."""
         return open_study(self.storage_url(), directions, create=create, study_name=self.study_name(),
-                          source=self.study_source())
+                          source=self.study_source(), sole_writer=sole_writer)
 
     def bind(self, directions: list[str] | None = None) -> None:
         """For a study in a database: record where (``storage.json``) and fill the folder from the study.

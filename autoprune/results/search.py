@@ -98,7 +98,7 @@ def run_search(
         choice = choose_predictor(config.predictor, config.profile, config.task)
         screening = screening_info(choice, config.predictor_margin)
         run.start(config)
-        optuna_study = run.open_study(directions)
+        optuna_study = run.open_study(directions, sole_writer=True)
         dense_model = task.build_model()
         check_precisions(config, task, dense_model)  # int8/fp16 the model cannot take: exit 2 before any trial
         groups = discover_groups(dense_model, task.example_input, config.pruner.ignore,

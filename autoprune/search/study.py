@@ -37,13 +37,16 @@ RUN_ATTRS = ("config", "environment", "dense")
 
 
 def open_study(storage_url: str, directions: Sequence[str], sampler: optuna.samplers.BaseSampler | None = None, *,
-               create: bool = True, source: str | None = None, study_name: str = STUDY_NAME) -> optuna.Study:
+               create: bool = True, source: str | None = None, study_name: str = STUDY_NAME,
+               sole_writer: bool = False) -> optuna.Study:
     """Create or load the run's multi-objective study (``create=False``: it must exist).
 
     Args:
         source: how the user named the storage, for messages (default: the SQLite file, or the URL
             without its password).
         study_name: the study in the storage (``STUDY_NAME`` in a run folder's own ``study.db``).
+        sole_writer: this process is the study's only writer (a search's driver): its trials are read
+            from the database once and then served from memory (``sole_writer.SoleWriterStorage``).
 
     Raises:
         ConfigError: the URL names no database autoprune can open (unknown scheme, missing driver), or
@@ -54,7 +57,11 @@ def open_study(storage_url: str, directions: Sequence[str], sampler: optuna.samp
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with study_errors(storage_url, source):
-        storage = open_storage(storage_url)
+        storage: optuna.storages.BaseStorage = open_storage(storage_url)
+        if sole_writer:
+            from autoprune.search.sole_writer import SoleWriterStorage
+
+            storage = SoleWriterStorage(storage)
         if create:
             return optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
                                        sampler=sampler, load_if_exists=True)
@@ -192,6 +199,14 @@ def _with_installed_driver(storage_url: str) -> str:
     if scheme not in ("postgresql", "postgres") or not sep or importlib.util.find_spec("psycopg") is not None:
         return storage_url
     return f"postgresql+psycopg2://{rest}" if importlib.util.find_spec("psycopg2") is not None else storage_url
+
+
+def flush_writes(study: optuna.Study) -> None:
+    """Store what the study's storage still holds back: a driver's storage (``SoleWriterStorage``) batches a
+    running trial's parameters and attributes until its state changes or this call; other storages write at once."""
+    flush = getattr(study._storage, "flush", None)  # Optuna keeps a study's storage private
+    if flush is not None:
+        flush()
 
 
 def run_attrs(study: optuna.Study) -> dict[str, Any]:
