@@ -84,8 +84,12 @@ class SoleWriterStorage(_CachedStorage):
             study.param_distribution[param_name] = distribution
             self._pending_of(trial_id).params[param_name] = (param_value_internal, distribution)
         value = distribution.to_external_repr(param_value_internal)
-        self._mirror(trial_id, lambda t: (setattr(t, "params", {**t.params, param_name: value}),
-                                          setattr(t, "distributions", {**t.distributions, param_name: distribution})))
+
+        def update(trial: FrozenTrial) -> None:
+            trial.params = {**trial.params, param_name: value}
+            trial.distributions = {**trial.distributions, param_name: distribution}
+
+        self._mirror(trial_id, update)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
         stored = _as_stored(value)

@@ -57,15 +57,16 @@ def open_study(storage_url: str, directions: Sequence[str], sampler: optuna.samp
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with study_errors(storage_url, source):
-        storage: optuna.storages.BaseStorage = open_storage(storage_url)
+        rdb = open_storage(storage_url)
+        storage: optuna.storages.BaseStorage = rdb
         if sole_writer:
             from autoprune.search.sole_writer import SoleWriterStorage
 
-            storage = SoleWriterStorage(storage)
+            storage = SoleWriterStorage(rdb)
         if create:
             return optuna.create_study(storage=storage, study_name=study_name, directions=list(directions),
                                        sampler=sampler, load_if_exists=True)
-        names = [s.study_name for s in storage.get_all_studies()]
+        names = [s.study_name for s in rdb.get_all_studies()]
         if study_name not in names:
             if storage_url.startswith("sqlite"):
                 raise StorageError(f"{_source(storage_url, source)}: holds no autoprune study (`{study_name}`); is "
