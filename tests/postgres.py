@@ -65,3 +65,16 @@ def postgres_server(bin_dir: Path) -> Iterator[str]:
         subprocess.run([*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
                        capture_output=True, timeout=60)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@contextmanager
+def server_or_skip() -> Iterator[str]:
+    """A private server's URL, for a test or fixture; skips where PostgreSQL or its driver is not installed."""
+    import pytest
+
+    bin_dir = find_postgres()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; `make test` does it as root)")
+    pytest.importorskip("psycopg2", reason="the PostgreSQL driver is not installed: pip install 'autoprune[postgres]'")
+    with postgres_server(bin_dir) as url:
+        yield url

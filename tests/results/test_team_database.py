@@ -21,7 +21,7 @@ from autoprune.results.search import run_search
 from autoprune.results.sweep import run_sweep
 from autoprune.search.study import open_storage
 from tests.conftest import ROOT
-from tests.postgres import find_postgres, postgres_server
+from tests.postgres import server_or_skip
 
 TASK = "tests.tiny_task:tiny_task"
 #: the CLI with the fake latency backend registered (a subprocess has not imported autoprune.testing)
@@ -32,11 +32,7 @@ FAKE_PROFILE = "name: test-fake\nbackend: fake\nwarmup_s: 0.0\nmin_runs: 4\nrepe
 
 @pytest.fixture(scope="module")
 def pg_url():
-    bin_dir = find_postgres()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; `make test` does it as root)")
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver is not installed: pip install 'autoprune[postgres]'")
-    with postgres_server(bin_dir) as url:
+    with server_or_skip() as url:
         yield url
 
 

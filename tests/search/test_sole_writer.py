@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from autoprune.search.study import flush_writes, open_storage, open_study
-from tests.postgres import find_postgres, postgres_server
+from tests.postgres import server_or_skip
 
 DIRECTIONS = ["maximize", "minimize"]
 SPACE = {"ratio/a": FloatDistribution(0.0, 0.9, step=0.1), "ratio/b": FloatDistribution(0.0, 0.9, step=0.1),
@@ -22,11 +22,7 @@ def storage_url(request, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'study.db'}"
         return
-    bin_dir = find_postgres()
-    if bin_dir is None:
-        pytest.skip("PostgreSQL is not installed (Debian: apt-get install postgresql; `make test` does it as root)")
-    pytest.importorskip("psycopg2", reason="the PostgreSQL driver is not installed: pip install 'autoprune[postgres]'")
-    with postgres_server(bin_dir) as url:
+    with server_or_skip() as url:
         yield url
 
 
