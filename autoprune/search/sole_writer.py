@@ -132,10 +132,11 @@ class SoleWriterStorage(_CachedStorage):
             return
         try:
             with _create_scoped_session(self._backend.scoped_session) as session:
-                for trial_id, writes in pending.items():
-                    _write(session, trial_id, writes)
+                rows = {trial_id: _write(session, trial_id, writes) for trial_id, writes in pending.items()}
                 if finish is not None:
-                    _finish(session, *finish)
+                    trial_id, state, values = finish
+                    row = rows[trial_id] if trial_id in rows else _updatable(session, trial_id)
+                    _finish(session, row, state, values)
         except BaseException:
             with self._lock:  # kept for the next try: nothing a caller was told is stored may be dropped
                 self._pending = {**pending, **self._pending}
@@ -190,9 +191,10 @@ def _updatable(session: Any, trial_id: int) -> models.TrialModel:
     return trial
 
 
-def _write(session: Any, trial_id: int, writes: _Pending) -> None:
-    """A running trial's pending parameters and attributes, as Optuna's RDB schema stores them."""
-    _updatable(session, trial_id)
+def _write(session: Any, trial_id: int, writes: _Pending) -> models.TrialModel:
+    """A running trial's pending parameters and attributes, as Optuna's RDB schema stores them; returns its
+    locked row (a finish in the same transaction reuses it)."""
+    trial = _updatable(session, trial_id)
     session.add_all(models.TrialParamModel(trial_id=trial_id, param_name=name, param_value=value,
                                            distribution_json=distribution_to_json(distribution))
                     for name, (value, distribution) in writes.params.items())
@@ -203,14 +205,15 @@ def _write(session: Any, trial_id: int, writes: _Pending) -> None:
                 synchronize_session=False)
             session.add_all(model(trial_id=trial_id, key=key, value_json=json.dumps(value))
                             for key, value in attrs.items())
+    return trial
 
 
-def _finish(session: Any, trial_id: int, state: TrialState, values: Sequence[float] | None) -> None:
-    """A trial's final state and objective values (what ``RDBStorage.set_trial_state_values`` writes)."""
-    session.flush()
-    trial = _updatable(session, trial_id)
+def _finish(session: Any, trial: models.TrialModel, state: TrialState, values: Sequence[float] | None) -> None:
+    """A trial's final state and objective values on its locked row (what ``RDBStorage.set_trial_state_values``
+    writes)."""
     for objective, value in enumerate(values or []):
         stored, value_type = models.TrialValueModel.value_to_stored_repr(float(value))
-        session.add(models.TrialValueModel(trial_id=trial_id, objective=objective, value=stored, value_type=value_type))
+        session.add(models.TrialValueModel(trial_id=trial.trial_id, objective=objective, value=stored,
+                                           value_type=value_type))
     trial.state = state
     trial.datetime_complete = datetime.datetime.now()
