@@ -32,7 +32,7 @@ from autoprune.execution.outcomes import Candidate, Probe
 from autoprune.execution.trials import TrialClock, resume, reuse_duplicate, tell
 from autoprune.latency import LatencyStats
 from autoprune.records import DenseReference, TrialRecord, TrialState
-from autoprune.search.fidelity import promotion_refusal
+from autoprune.search.fidelity import Screened, promotion_refusal
 from autoprune.search.objectives import Scoring
 from autoprune.search.space import PlanSpace
 from autoprune.search.study import DUPLICATE_ATTR, HYPERVOLUME_ATTR, RECORD_ATTR, flush_writes
@@ -64,6 +64,12 @@ class Search:
     space: PlanSpace
     scoring: Scoring
     executor: Executor
+
+
+def _screened(record: TrialRecord) -> Screened:
+    """A screened candidate's (proxy, speed-up): a screen measures the latency before it scores the proxy."""
+    assert record.proxy is not None and record.speedup is not None, "a screened record has its proxy and speed-up"
+    return record.proxy, record.speedup
 
 
 def run_one(executor: Executor, job: Job) -> Result:
@@ -204,7 +210,7 @@ class Driver:
         if record.state != TrialState.SCREENED:
             self._complete(record)
             return
-        reason = promotion_refusal(record.proxy, self._proxies(), self.search.config.proxy_keep,
+        reason = promotion_refusal(_screened(record), self._screened(), self.search.config.proxy_keep,
                                    self.search.config.proxy_warmup)
         if reason:
             self._complete(dataclasses.replace(record, state=TrialState.REJECTED, reason=reason))
@@ -212,10 +218,10 @@ class Driver:
         self.promoted[record.number] = record
         self.search.executor.submit(FinetuneJob(screened=record))
 
-    def _proxies(self) -> list[float]:
-        """Proxy scores of every candidate that reached the proxy so far (duplicates once)."""
+    def _screened(self) -> list[Screened]:
+        """(proxy, speed-up) of every candidate that reached the proxy so far (duplicates once)."""
         seen = [r for r in self.records if r.duplicate_of is None] + list(self.promoted.values())
-        return [r.proxy for r in seen if r.proxy is not None]
+        return [_screened(r) for r in seen if r.proxy is not None and r.speedup is not None]
 
     def _on_finetuned(self, candidate: Candidate) -> None:
         record = candidate.record

@@ -2,9 +2,12 @@
 
 The proxy is the candidate's accuracy right after pruning with BatchNorm statistics
 re-estimated (no weight update; a fraction of a second). Successive halving, applied
-asynchronously: a candidate is promoted to the full fine-tune when its proxy ranks in the
-top ``keep`` share of the proxies seen so far. The Spearman rank correlation between proxy
-and full scores on candidates that got both says whether the proxy deserved that trust.
+asynchronously and judged against latency: a candidate is promoted to the full fine-tune when it
+ranks in the top ``keep`` share of the candidates screened so far by how many of them beat it on
+both proxy and measured speed-up. A proxy ranked alone would refuse every aggressive plan (a
+faster candidate scores lower before its fine-tune) and shrink the front to its slow end. The
+Spearman rank correlation between proxy and full scores on candidates that got both says whether
+the proxy deserved that trust.
 """
 from __future__ import annotations
 
@@ -12,22 +15,37 @@ from collections.abc import Sequence
 
 import numpy as np
 
+#: a screened candidate as the promotion rule sees it: (proxy score, measured speed-up over dense)
+Screened = tuple[float, float]
 
-def promotion_refusal(proxy: float, history: Sequence[float], keep: float, warmup: int) -> str:
-    """Why a candidate with ``proxy`` does not get the full fine-tune ('' when it does).
+
+def dominated_by(point: Screened, others: Sequence[Screened]) -> int:
+    """How many of ``others`` are at least as good as ``point`` on proxy and speed-up, and better on one."""
+    return sum(o[0] >= point[0] and o[1] >= point[1] and o != point for o in others)
+
+
+def promotion_refusal(candidate: Screened, history: Sequence[Screened], keep: float, warmup: int) -> str:
+    """Why a screened candidate does not get the full fine-tune ('' when it does).
+
+    The candidate is promoted when the number of earlier candidates dominating it (proxy and speed-up)
+    is at most the ``keep`` quantile of the same count over the earlier candidates: the top share
+    of the proxy-vs-latency ranking. At equal speed-ups this is the top ``keep`` share by proxy.
 
     Args:
-        proxy: the candidate's proxy score.
-        history: proxy scores of the earlier candidates that reached this stage.
+        candidate: its (proxy, speed-up).
+        history: the (proxy, speed-up) of the earlier candidates that reached this stage.
         keep: share of candidates promoted (1.0: all).
         warmup: candidates always promoted before the ranking is trusted.
     """
     if keep >= 1.0 or len(history) < warmup:
         return ""
-    threshold = float(np.quantile(np.asarray(history, dtype=float), 1.0 - keep))
-    if proxy >= threshold:
+    counts = [dominated_by(h, history) for h in history]
+    threshold = float(np.quantile(np.asarray(counts, dtype=float), keep))
+    beaten = dominated_by(candidate, history)
+    if beaten <= threshold:
         return ""
-    return f"proxy {proxy:.4f} below the top {keep:.0%} of {len(history)} earlier proxies (>= {threshold:.4f})"
+    return (f"proxy {candidate[0]:.4f} at {candidate[1]:.2f}x: {beaten} of {len(history)} earlier candidates are "
+            f"faster and better by proxy; the top {keep:.0%} allow {threshold:g}")
 
 
 def _ranks(values: Sequence[float]) -> np.ndarray:

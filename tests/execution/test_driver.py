@@ -61,7 +61,7 @@ def test_promotion_is_decided_on_every_proxy_so_far_including_candidates_still_f
     records = Driver(_search(executor, trials=2, proxy_keep=0.5, proxy_warmup=1), NullSink()).run()
     first, second = records
     assert first.state == TrialState.COMPLETE and first.accuracy == pytest.approx(0.9)
-    assert second.state == TrialState.REJECTED and second.reason.startswith("proxy 0.8000 below the top 50% of 1")
+    assert second.state == TrialState.REJECTED and second.reason.startswith("proxy 0.8000 at 2.00x: 1 of 1 earlier")
 
 
 def test_a_trial_is_a_screen_job_then_a_fine_tune_job() -> None:

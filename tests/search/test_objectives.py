@@ -91,9 +91,20 @@ def test_spearman_matches_scipy_with_ties() -> None:
     assert spearman([1, 2], [1, 2]) is None and spearman([1, 1, 1], [1, 2, 3]) is None
 
 
-def test_promotion_keeps_the_top_share_after_warmup() -> None:
-    history = [0.1, 0.2, 0.3, 0.4, 0.5]
-    assert promotion_refusal(0.0, history[:2], keep=0.5, warmup=3) == ""  # warm-up: everything promoted
-    assert promotion_refusal(0.25, history, keep=0.5, warmup=3).startswith("proxy 0.2500 below the top 50%")
-    assert promotion_refusal(0.3, history, keep=0.5, warmup=3) == ""
-    assert promotion_refusal(0.0, history, keep=1.0, warmup=0) == ""
+def test_promotion_keeps_the_top_share_by_proxy_at_equal_speedups() -> None:
+    history = [(p, 2.0) for p in (0.1, 0.2, 0.3, 0.4, 0.5)]
+    assert promotion_refusal((0.0, 2.0), history[:2], keep=0.5, warmup=3) == ""  # warm-up: everything promoted
+    assert promotion_refusal((0.25, 2.0), history, keep=0.5, warmup=3).startswith("proxy 0.2500 at 2.00x: 3 of 5")
+    assert promotion_refusal((0.3, 2.0), history, keep=0.5, warmup=3) == ""
+    assert promotion_refusal((0.0, 2.0), history, keep=1.0, warmup=0) == ""
+
+
+def test_promotion_judges_the_proxy_against_latency() -> None:
+    """A fast candidate with a low proxy is promoted when nothing screened is both faster and better: ranked by
+    proxy alone it would be refused, and the front would lose its fast end."""
+    history = [(0.9, 1.2), (0.8, 1.5), (0.7, 1.8), (0.85, 1.3), (0.6, 1.6)]
+    assert promotion_refusal((0.3, 4.0), history, keep=0.2, warmup=0) == ""
+    assert promotion_refusal((0.5, 1.7), history, keep=0.2, warmup=0).startswith("proxy 0.5000 at 1.70x: 1 of 5")
+    assert promotion_refusal((0.75, 1.4), history, keep=0.2, warmup=0).startswith("proxy 0.7500 at 1.40x: 1 of 5")
+    assert promotion_refusal((0.95, 1.1), history, keep=0.2, warmup=0) == ""  # the best proxy yet, though slow
+
