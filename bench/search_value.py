@@ -19,10 +19,16 @@ standard deviation over seeds of:
 * hypervolume of the test-scored front: (score, latency / dense), reference (``--reference``, 1.0),
   the same for every agent;
 * best test score at each latency budget (``--budgets``, default 0.3x, 0.5x, 0.7x of dense);
-* full fine-tunes spent, trials run, wall time.
+* full fine-tunes spent, trials run, and the seconds those trials took (prune, measure, proxy, fine-tune, as
+  each record times them: the dense set-up and the held-out scoring, alike for every agent, are left out, so a
+  resumed run reports what the uninterrupted one would).
 
 ``--agents`` may also name ``tpe+warm``, ``nsga2+warm`` or ``random+warm``: that agent with ``--warm-start``
-``--warm`` (its first trials are the baselines' uniform width and depth plans).
+``--warm`` (its first trials are the baselines' uniform width and depth plans); a ``+screen`` suffix (``tpe+screen``,
+``tpe+warm+screen``) adds multi-fidelity screening, ``autoprune search --proxy-keep`` ``--proxy-keep``: only candidates
+whose proxy (the score right after pruning) ranks in that top share against latency get the full fine-tune, so the
+agent sees more candidates for the same fine-tunes. Each run reports the Spearman rank correlation of proxy and
+validation score over its fine-tuned candidates (``spearman``), the evidence the proxy deserves that trust.
 
 Writes ``OUT/search_value.json`` (every run and the summary) and ``OUT/search_value.png`` (every
 agent's fronts on one plot), prints one JSON line per run and a table. Check it runs with:
@@ -40,7 +46,6 @@ import json
 import os
 import statistics
 import sys
-import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,7 +113,6 @@ class Run:
     agent: str
     seed: int
     records: list
-    wall_s: float
     dense_val: float
     dense_test: float
     test: dict[int, float] = field(default_factory=dict)
@@ -120,23 +124,24 @@ def run_agent(agent: str, seed: int, finetunes: int, args, out: Path) -> Run:
     from autoprune.results.search import run_search
 
     finetune = {"epochs": args.epochs, **({"lr": args.lr} if args.lr else {})}
-    base, _, suffix = agent.partition("+")  # tpe+warm: tpe with --warm-start args.warm
-    warm = args.warm if suffix == "warm" else 0
+    base, *suffixes = agent.split("+")  # tpe+warm+screen: tpe with --warm-start args.warm, --proxy-keep args.proxy_keep
+    warm = args.warm if "warm" in suffixes else 0
+    keep = args.proxy_keep if "screen" in suffixes else 1.0
     profile, space = load_profile(args.hw), load_space(args.space)
     # the recipe is in the name: a run folder resumes only with its own recipe (it is not an identity field)
-    folder = out / f"{agent}-f{finetunes}-e{args.epochs}-t{args.train_fraction:g}-lr{args.lr or 'task'}-s{seed}"
+    label = f"{agent}-k{keep:g}" if keep < 1 else agent
+    folder = out / f"{label}-f{finetunes}-e{args.epochs}-t{args.train_fraction:g}-lr{args.lr or 'task'}-s{seed}"
     trials, cap = finetunes, finetunes * args.max_trials_factor
-    start = time.perf_counter()
     while True:
         config = SearchConfig(task="bench.search_value:bench_task", profile=profile, space=space, agent=base,
-                              trials=trials, seed=seed, finetune=finetune, predictor="off", warm_start=warm)
+                              trials=trials, seed=seed, finetune=finetune, predictor="off", warm_start=warm,
+                              proxy_keep=keep)
         outcome = run_search(config, folder)
         spent = sum(fine_tuned(r) for r in outcome.records)
         if spent >= finetunes or trials >= cap:
             break
         trials = min(cap, trials + finetunes - spent)
-    wall = time.perf_counter() - start
-    return Run(agent=agent, seed=seed, records=outcome.records, wall_s=wall, dense_val=outcome.dense.accuracy,
+    return Run(agent=agent, seed=seed, records=outcome.records, dense_val=outcome.dense.accuracy,
                dense_test=float("nan"))
 
 
@@ -170,9 +175,11 @@ def front_of(records) -> list:
 
 def summarise(run: Run, label: str, finetunes: int, budgets: list[float], reference: float) -> dict:
     """The figures of ``run``'s first ``finetunes`` fine-tunes."""
+    from autoprune.search.fidelity import spearman
     from autoprune.search.pareto import hypervolume
 
     records = prefix(run.records, finetunes)
+    both = [r for r in records if fine_tuned(r) and r.proxy is not None]
     front = [r for r in front_of(records) if r.number in run.test]
     points = [(run.test[r.number], share(r)) for r in front]
     best = {}
@@ -181,13 +188,12 @@ def summarise(run: Run, label: str, finetunes: int, budgets: list[float], refere
         pick = max(within, key=lambda r: (r.accuracy, -share(r))) if within else None
         best[f"best@{b}x"] = None if pick is None else run.test[pick.number]
         best[f"best_val@{b}x"] = None if pick is None else pick.accuracy
-    seconds_all = sum(sum(r.seconds.values()) for r in run.records) or 1.0
-    seconds_mine = sum(sum(r.seconds.values()) for r in records)
     return {"agent": label, "seed": run.seed, "finetunes": sum(fine_tuned(r) for r in records),
             "trials": len(records), "rejected": sum(r.state == "rejected" for r in records),
             "duplicates": sum(r.duplicate_of is not None for r in records),
             "hypervolume": hypervolume(points, [True, False], [reference, 1.0]) if points else 0.0, **best,
-            "wall_s": round(run.wall_s * seconds_mine / seconds_all, 1),
+            "spearman": spearman([r.proxy for r in both], [r.accuracy for r in both]),
+            "trial_s": round(sum(sum(r.seconds.values()) for r in records), 1),
             "dense_val": run.dense_val, "dense_test": run.dense_test,
             "front": [{"trial": r.number, "latency_share": round(share(r), 4), "val": r.accuracy,
                        "test": run.test[r.number], "plan": {n: g["ratio"] for n, g in r.plan.items()}} for r in front]}
@@ -208,7 +214,7 @@ def summary_table(rows: list[dict], budgets: list[float]) -> list[dict]:
     for label in dict.fromkeys(r["agent"] for r in rows):
         mine = [r for r in rows if r["agent"] == label]
         entry = {"agent": label, "seeds": len(mine)}
-        for key in ("hypervolume", *[f"best@{b}x" for b in budgets], "finetunes", "trials", "wall_s"):
+        for key in ("hypervolume", *[f"best@{b}x" for b in budgets], "spearman", "finetunes", "trials", "trial_s"):
             vals = [r[key] for r in mine if r[key] is not None]
             entry[f"{key}_mean"] = statistics.mean(vals) if vals else None
             entry[f"{key}_std"] = statistics.stdev(vals) if len(vals) > 1 else (0.0 if vals else None)
@@ -265,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-fraction", type=float, default=1.0, help="share of the training set fine-tuned on")
     parser.add_argument("--budgets", default="0.3,0.5,0.7", help="latency budgets as shares of dense")
     parser.add_argument("--reference", type=float, default=0.5, help="hypervolume reference score (all agents)")
+    parser.add_argument("--proxy-keep", type=float, default=0.25,
+                        help="the multi-fidelity share (`autoprune search --proxy-keep`) of agents named AGENT+screen")
     parser.add_argument("--warm", type=int, default=4,
                         help="the warm start (`autoprune search --warm-start`) of the agents named AGENT+warm")
     parser.add_argument("--hw", default=str(ROOT / "hw_profiles/cpu-onnxruntime.yaml"))
@@ -303,14 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     plot(rows, budgets, out / "search_value.png",
          f"{args.task}: fronts on {split} ({args.finetunes} fine-tunes, {args.seeds} seed(s))")
 
-    header = ["agent", "fine-tunes", "trials", "hypervolume", *[f"best {split} % @{b}x" for b in budgets], "wall s"]
+    header = ["agent", "fine-tunes", "trials", "hypervolume", *[f"best {split} % @{b}x" for b in budgets],
+              "proxy-val Spearman", "trial s"]
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for label in dict.fromkeys(r["agent"] for r in rows):
         mine = [r for r in rows if r["agent"] == label]
         cells = [label, f'{statistics.mean(r["finetunes"] for r in mine):.1f}',
                  f'{statistics.mean(r["trials"] for r in mine):.1f}', _fmt([r["hypervolume"] for r in mine]),
                  *[_fmt([r[f"best@{b}x"] for r in mine], 100, 1) for b in budgets],
-                 f'{statistics.mean(r["wall_s"] for r in mine):.0f}']
+                 _fmt([r["spearman"] for r in mine], digits=2),
+                 f'{statistics.mean(r["trial_s"] for r in mine):.0f}']
         print("| " + " | ".join(cells) + " |")
     dense = statistics.mean(r["dense_test"] for r in rows)
     print(f"\ndense {split} score {dense * 100:.1f}; fine-tune: {args.epochs} epoch(s) on {args.train_fraction:.0%} "
