@@ -197,7 +197,8 @@ def _add_search(sub) -> None:
                         "(default: 1)")
     p.add_argument("--warm-start", type=int, default=None,
                    help="tpe, nsga2, random: the first N trials are the baselines' plans (uniform width ratios "
-                        "and, where the space allows drop, depth plans dropping 1, 2, ... blocks) (default: 0)")
+                        "and, where the space allows drop, depth plans dropping 1, 2, ... blocks) "
+                        "(default: 4 for tpe, else 0)")
     p.add_argument("--predictor", default=None,
                    help="latency predictor that screens candidates before measuring: auto (the one `autoprune "
                         "calibrate` saved for this task and profile, if any), off, or a predictor JSON (default: auto)")

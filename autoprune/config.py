@@ -225,8 +225,9 @@ class SearchConfig:
     #: candidates always fine-tuned before the proxy ranking starts deciding
     proxy_warmup: int = 4
     #: the first ``warm_start`` trials of a sampler agent (tpe, nsga2, random) are the baselines' plans:
-    #: uniform width ratios interleaved with depth plans (``autoprune.search.warm_start``)
-    warm_start: int = 0
+    #: uniform width ratios interleaved with depth plans (``autoprune.search.warm_start``); None: the agent's
+    #: default (its factory's ``default_warm_start``: 4 for tpe, measured in README "Does the search pay?"; else 0)
+    warm_start: int | None = None
     #: latency predictor that screens candidates before they are measured: ``auto`` (the one
     #: ``autoprune calibrate`` saved for this profile and task, when it exists), ``off``, or the
     #: path of a predictor JSON; checked when the search starts
@@ -283,7 +284,8 @@ class SearchConfig:
                 require(is_number(value), f"`{name}.{key}` must be a number, got {value!r}")
         check_number("proxy_keep", self.proxy_keep, 0.01, 1.0)
         check_int("proxy_warmup", self.proxy_warmup, 0)
-        check_int("warm_start", self.warm_start, 0)
+        if self.warm_start is not None:
+            check_int("warm_start", self.warm_start, 0)
         if self.predictor is False:  # YAML reads a bare `off` as false
             object.__setattr__(self, "predictor", PREDICTOR_OFF)
         require(isinstance(self.predictor, str) and bool(self.predictor.strip()),

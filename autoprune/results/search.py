@@ -143,7 +143,9 @@ def _open_search(config: SearchConfig, run: RunFolder, study: optuna.Study, dens
                  groups: list[PrunableGroup], model: nn.Module, task: Task, executor: Executor) -> Search:
     """The study's sampler (the agent), plan space and scoring; on a fresh run, the feasibility check."""
     scoring = Scoring.from_config(config, dense)
-    ranks = getattr(AGENTS.get(config.agent, where="--agent"), "needs_unit_scores", False)
+    factory = AGENTS.get(config.agent, where="--agent")
+    ranks = getattr(factory, "needs_unit_scores", False)
+    warm = config.warm_start if config.warm_start is not None else getattr(factory, "default_warm_start", 0)
     space = PlanSpace.build(groups, config.space, config.pruner, config.profile.fast_structures,
                             macs=layer_macs(model, task.example_input),
                             runnable_precisions=runnable_precisions(config.profile),
@@ -151,12 +153,12 @@ def _open_search(config: SearchConfig, run: RunFolder, study: optuna.Study, dens
     context = AgentContext(space=space, seed=config.seed, scoring=scoring, log_dir=run.path,
                            resumed_trials=len(study.get_trials(deepcopy=False)))
     study.sampler = make_agent(config.agent, context)
-    if config.warm_start and isinstance(study.sampler, PlanAgent):
+    if warm and isinstance(study.sampler, PlanAgent):
         raise ConfigError(f"`warm_start` seeds the sampler agents (tpe, nsga2, random); agent {config.agent!r} "
                           "proposes its own plans: use warm_start 0")
     if not finished_records(study):
         check_feasible(config, dense, space, executor)
-    enqueue_warm_start(study, space, config.warm_start)
+    enqueue_warm_start(study, space, warm)
     return Search(config=config, study=study, space=space, scoring=scoring, executor=executor)
 
 

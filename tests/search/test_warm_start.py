@@ -66,3 +66,14 @@ def test_warm_start_is_refused_for_agents_that_propose_their_own_plans(tmp_path:
     with pytest.raises(ConfigError, match="`warm_start` seeds the sampler agents"):
         run_search(config, tmp_path / "run")
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
+
+
+@pytest.mark.parametrize(("agent", "uniform_first"), [("tpe", 2), ("nsga2", 0)])
+def test_only_tpe_is_warm_started_by_default(tmp_path: Path, fake_profile, agent, uniform_first) -> None:
+    """tpe's default warm start (measured to pay, README "Does the search pay?"); other agents get none by default."""
+    space = SearchSpace(name="t", min_channels=4)
+    config = SearchConfig(task=TASK, profile=fake_profile, space=space, agent=agent, trials=2, min_speedup=0.0)
+    plans = [PruningPlan.from_dict(r.plan) for r in run_search(config, tmp_path / "run").records]
+    uniform = [len({g.ratio for _, g in p.groups}) == 1 for p in plans]
+    assert sum(uniform) == uniform_first, plans
+    assert config.warm_start is None  # the default is the agent's, resolved where the agent is built
