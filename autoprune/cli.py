@@ -193,8 +193,8 @@ def _add_search(sub) -> None:
     p.add_argument("--min-accuracy", type=float, default=None, help="trials below this accuracy are infeasible")
     p.add_argument("--max-params", type=int, default=None, help="trials with more parameters are infeasible")
     p.add_argument("--proxy-keep", type=float, default=None,
-                   help="share of candidates (by BN-recalibrated proxy accuracy) that get the full fine-tune "
-                        "(default: 1)")
+                   help="share of candidates that get the full fine-tune, ranked by proxy accuracy (after BN "
+                        "recalibration) against speed-up (default: 1)")
     p.add_argument("--warm-start", type=int, default=None,
                    help="tpe, nsga2, random: the first N trials are the baselines' plans (uniform width ratios "
                         "and, where the space allows drop, depth plans dropping 1, 2, ... blocks) "

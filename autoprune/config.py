@@ -219,8 +219,8 @@ class SearchConfig:
     reference: Mapping[str, float] = field(default_factory=dict)
     #: weights of the scalar score (the RL reward): sum of weight x normalised objective
     weights: Mapping[str, float] = field(default_factory=dict)
-    #: multi-fidelity: share of candidates (ranked by the BN-recalibrated proxy accuracy against
-    #: the proxies seen so far) that get the full fine-tune; 1.0 fine-tunes every candidate
+    #: multi-fidelity: share of candidates that get the full fine-tune, ranked against the candidates screened
+    #: so far by how many beat them on both proxy accuracy and speed-up (``search/fidelity.py``); 1.0: every one
     proxy_keep: float = 1.0
     #: candidates always fine-tuned before the proxy ranking starts deciding
     proxy_warmup: int = 4

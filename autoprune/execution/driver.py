@@ -210,7 +210,7 @@ class Driver:
         if record.state != TrialState.SCREENED:
             self._complete(record)
             return
-        reason = promotion_refusal(_screened(record), self._screened(), self.search.config.proxy_keep,
+        reason = promotion_refusal(_screened(record), self._screened_so_far(), self.search.config.proxy_keep,
                                    self.search.config.proxy_warmup)
         if reason:
             self._complete(dataclasses.replace(record, state=TrialState.REJECTED, reason=reason))
@@ -218,7 +218,7 @@ class Driver:
         self.promoted[record.number] = record
         self.search.executor.submit(FinetuneJob(screened=record))
 
-    def _screened(self) -> list[Screened]:
+    def _screened_so_far(self) -> list[Screened]:
         """(proxy, speed-up) of every candidate that reached the proxy so far (duplicates once)."""
         seen = [r for r in self.records if r.duplicate_of is None] + list(self.promoted.values())
         return [_screened(r) for r in seen if r.proxy is not None and r.speedup is not None]
